@@ -1,0 +1,1 @@
+"""Campanile: campaign SMS delivery for schools."""

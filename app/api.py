@@ -1,0 +1,14 @@
+"""The /v1 router, assembled from each domain's endpoints."""
+
+from fastapi import APIRouter
+
+from app.campaigns.endpoints import router as campaigns
+from app.contact_lists.endpoints import router as contact_lists
+from app.delivery.endpoints import router as failed_reasons
+from app.opt_outs.endpoints import router as opt_outs
+from app.recipients.endpoints import router as recipients
+from app.schools.endpoints import router as schools
+
+router = APIRouter(prefix="/v1")
+for domain in (schools, contact_lists, campaigns, recipients, opt_outs, failed_reasons):
+    router.include_router(domain)

@@ -1,0 +1,52 @@
+"""Service settings, read from the environment (and an optional `.env` file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from platformdirs import user_data_dir
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # Unset: run an embedded PostgreSQL server of our own (see app.kit.embedded).
+    database_url: str | None = None
+    # Where the embedded server keeps its data, the generated secret key and admin token.
+    data_dir: Path = Field(default_factory=lambda: Path(user_data_dir("campanile")))
+    public_base_url: str = "http://127.0.0.1:8000"
+    # Unset: embedded mode generates one and keeps it in data_dir; otherwise admin is off.
+    admin_token: str | None = None
+    # Fernet key (urlsafe base64, 32 bytes) for provider credentials at rest.
+    secret_key: str | None = None
+
+    worker_poll_seconds: float = 1.0
+    worker_batch_size: int = 200
+    worker_concurrency: int = 50
+    worker_lease_seconds: int = 300
+
+    # Service-wide retry defaults (a school may override them).
+    retry_base_delay_seconds: int = 60
+    retry_max_delay_seconds: int = 3600
+
+    # Request limits.
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_import_rows: int = 100_000
+
+    # Operator overrides of the provider code tables (JSON files, same shape as shipped).
+    twilio_code_table: Path | None = None
+    telnyx_code_table: Path | None = None
+
+    log_level: str = "INFO"
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

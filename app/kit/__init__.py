@@ -1,0 +1,1 @@
+"""Domain-free plumbing: database, pagination, crypto, clock."""

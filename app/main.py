@@ -1,0 +1,71 @@
+"""The ASGI app: `app.main:app`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from app import errors, health
+from app.api import router as api_router
+from app.config import Settings, get_settings
+from app.kit import embedded
+from app.kit.crypto import SecretBox
+from app.kit.db import create_engine, create_sessionmaker
+from app.kit.limits import BodySizeLimit
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Campanile sends SMS campaigns for schools and tells staff, contact by contact, what
+became of each message: Delivered, still being retried (Pending / Scheduled / Still in
+Queue), or Failed with a reason a person understands.
+
+Authenticate with `Authorization: Bearer <api key>`. Errors are `application/problem+json`.
+"""
+
+
+def bind(app: FastAPI, settings: Settings) -> None:
+    """Attach what requests need to `app.state` (the lifespan, or a test, calls this)."""
+    assert settings.database_url is not None and settings.secret_key is not None
+    app.state.settings = settings
+    app.state.engine = create_engine(settings.database_url)
+    app.state.sessionmaker = create_sessionmaker(app.state.engine)
+    app.state.secret_box = SecretBox(settings.secret_key)
+    app.state.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+
+
+async def unbind(app: FastAPI) -> None:
+    await app.state.http.aclose()
+    await app.state.engine.dispose()
+
+
+def create_app(settings: Settings | None = None, *, run_worker: bool = False) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resolved = embedded.resolve(settings)
+        bind(app, resolved)
+        try:
+            yield
+        finally:
+            await unbind(app)
+
+    app = FastAPI(
+        title="Campanile",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(api_router)
+    return app
+
+
+app = create_app()

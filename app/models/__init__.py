@@ -1,0 +1,25 @@
+"""All ORM tables, one file each, imported here so metadata is complete."""
+
+from app.models.api_key import ApiKey
+from app.models.attempt import Attempt
+from app.models.campaign import Campaign, CampaignStatus
+from app.models.contact import Contact
+from app.models.contact_list import ContactList
+from app.models.opt_out import OptOut, OptOutSource
+from app.models.provider_account import ProviderAccount
+from app.models.recipient import Recipient
+from app.models.school import School
+
+__all__ = [
+    "ApiKey",
+    "Attempt",
+    "Campaign",
+    "CampaignStatus",
+    "Contact",
+    "ContactList",
+    "OptOut",
+    "OptOutSource",
+    "ProviderAccount",
+    "Recipient",
+    "School",
+]

@@ -1,0 +1,121 @@
+"""Schools: creation, settings, API keys, provider accounts."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import time
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.errors import NotFound
+from app.kit.crypto import SecretBox, new_token, token_hash
+from app.models import ApiKey, ProviderAccount, School
+from app.schools import repository, schemas
+
+DEFAULT_WINDOW = (time(8, 0), time(21, 0))
+DEFAULT_TIMEZONE = "America/New_York"
+
+
+def _apply(school: School, changes: schemas.SchoolSettings) -> None:
+    fields = changes.model_fields_set
+    for name in ("name", "timezone", "default_region", "allowed_country_codes"):
+        value = getattr(changes, name)
+        if name in fields and value is not None:
+            setattr(school, name, value)
+    if "sending_window" in fields:
+        window = changes.sending_window
+        school.sending_window_start = window.start if window else None
+        school.sending_window_end = window.end if window else None
+    if "retry_policy" in fields and changes.retry_policy is not None:
+        policy = changes.retry_policy
+        school.retry_base_delay_seconds = policy.base_delay_seconds
+        school.retry_max_delay_seconds = policy.max_delay_seconds
+        school.max_retry_age_seconds = policy.max_retry_age_seconds
+
+
+async def create(
+    session: AsyncSession, data: schemas.SchoolCreate, settings: Settings
+) -> tuple[School, str]:
+    """Create a school with the service defaults, and its first API key (returned in clear)."""
+    school = School(
+        id=uuid.uuid4(),
+        name=data.name,
+        timezone=DEFAULT_TIMEZONE,
+        default_region="US",
+        allowed_country_codes=[1],
+        sending_window_start=DEFAULT_WINDOW[0],
+        sending_window_end=DEFAULT_WINDOW[1],
+        retry_base_delay_seconds=settings.retry_base_delay_seconds,
+        retry_max_delay_seconds=settings.retry_max_delay_seconds,
+        max_retry_age_seconds=None,
+    )
+    _apply(school, data)
+    session.add(school)
+    await session.flush()
+    _, key = await add_api_key(session, school.id)
+    await session.refresh(school)
+    return school, key
+
+
+async def add_api_key(session: AsyncSession, school_id: uuid.UUID) -> tuple[ApiKey, str]:
+    """A new API key for the school; the clear token exists only in the return value."""
+    if await repository.get(session, school_id) is None:
+        raise NotFound(f"No school with id {school_id}.")
+    token = new_token("cmp")
+    key = ApiKey(school_id=school_id, token_hash=token_hash(token), prefix=token[:12])
+    session.add(key)
+    await session.flush()
+    await session.refresh(key)
+    return key, token
+
+
+async def authenticate(session: AsyncSession, token: str) -> School | None:
+    return await repository.by_token_hash(session, token_hash(token))
+
+
+async def update(session: AsyncSession, school: School, changes: schemas.SchoolSettings) -> School:
+    _apply(school, changes)
+    await session.flush()
+    await session.refresh(school)
+    return school
+
+
+async def set_provider(
+    session: AsyncSession,
+    school: School,
+    data: schemas.TwilioAccount | schemas.TelnyxAccount | schemas.SimulatorAccount,
+    box: SecretBox,
+) -> ProviderAccount:
+    """Replace the school's provider account; secrets are sealed with SECRET_KEY."""
+    account = await repository.provider_account(session, school.id)
+    if account is None:
+        account = ProviderAccount(school_id=school.id)
+        session.add(account)
+    account.provider = data.provider
+    account.max_messages_per_second = data.max_messages_per_second
+    account.account_sid = account.from_number = account.messaging_service_sid = None
+    account.messaging_profile_id = account.api_base = account.public_key = None
+    account.credentials = None
+    if isinstance(data, schemas.TwilioAccount):
+        account.account_sid = data.account_sid
+        account.from_number = data.from_number
+        account.messaging_service_sid = data.messaging_service_sid
+        account.api_base = data.api_base
+        account.credentials = box.seal({"auth_token": data.auth_token})
+    elif isinstance(data, schemas.TelnyxAccount):
+        account.from_number = data.from_number
+        account.messaging_profile_id = data.messaging_profile_id
+        account.api_base = data.api_base
+        account.public_key = data.public_key
+        account.credentials = box.seal({"api_key": data.api_key})
+    await session.flush()
+    await session.refresh(account)
+    return account
+
+
+async def get_provider(session: AsyncSession, school: School) -> ProviderAccount:
+    account = await repository.provider_account(session, school.id)
+    if account is None:
+        raise NotFound("This school has no provider account; messages go to the simulator.")
+    return account
