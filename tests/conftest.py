@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -40,11 +41,13 @@ def with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def server_url() -> str:
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
         return plain_url(url)
-    return embedded.start_server(tmp_path_factory.mktemp("pg") / "data", delete_on_exit=True)
+    # Not under pytest's tmp_path: pytest prunes old base dirs, even a concurrent run's.
+    pgdata = Path(tempfile.mkdtemp(prefix="campanile-test-pg-")) / "data"
+    return embedded.start_server(pgdata, delete_on_exit=True)
 
 
 def alembic_config(url: str) -> Config:

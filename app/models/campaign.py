@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.kit.db import Base, TimestampMixin
+from app.kit.db import Base, TimestampMixin, str_enum
 
 
 class CampaignStatus(enum.StrEnum):
@@ -32,7 +32,9 @@ class Campaign(TimestampMixin, Base):
         ForeignKey("contact_lists.id", ondelete="RESTRICT"), index=True
     )
     status: Mapped[CampaignStatus] = mapped_column(
-        String(16), default=CampaignStatus.draft, server_default=CampaignStatus.draft.value
+        str_enum(CampaignStatus),
+        default=CampaignStatus.draft,
+        server_default=CampaignStatus.draft.value,
     )
     send_at: Mapped[datetime | None]
     launched_at: Mapped[datetime | None]

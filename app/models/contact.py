@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Identity, String, UniqueConstraint, func
+from sqlalchemy import BigInteger, ForeignKey, Identity, Index, String, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -15,11 +15,14 @@ class Contact(Base):
     """One row of a contact list; `phone` is E.164 and unique within the list."""
 
     __tablename__ = "contacts"
-    __table_args__ = (UniqueConstraint("contact_list_id", "phone"),)
+    __table_args__ = (
+        UniqueConstraint("contact_list_id", "phone"),
+        Index(None, "contact_list_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     contact_list_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("contact_lists.id", ondelete="CASCADE"), index=True
+        ForeignKey("contact_lists.id", ondelete="CASCADE")
     )
     phone: Mapped[str] = mapped_column(String(20))
     # The number's country calling code (1 for +1...), judged against allowed_country_codes.

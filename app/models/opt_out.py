@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.kit.db import Base
+from app.kit.db import Base, str_enum
 
 
 class OptOutSource(enum.StrEnum):
@@ -25,7 +25,7 @@ class OptOut(Base):
         ForeignKey("schools.id", ondelete="CASCADE"), primary_key=True
     )
     phone: Mapped[str] = mapped_column(String(20), primary_key=True)
-    source: Mapped[OptOutSource] = mapped_column(String(16))
+    source: Mapped[OptOutSource] = mapped_column(str_enum(OptOutSource))
     keyword: Mapped[str | None] = mapped_column(String(64))
     campaign_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("campaigns.id", ondelete="SET NULL")

@@ -39,6 +39,8 @@ class Recipient(Base):
     fields: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
     status: Mapped[str] = mapped_column(String(16))
     failed_reason: Mapped[str | None] = mapped_column(String(32))
+    # Which of the reason's definitions fits the provider error (0 or 1).
+    failed_definition: Mapped[int] = mapped_column(server_default="0")
     provider_error_code: Mapped[str | None] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(server_default="0")
     next_attempt_at: Mapped[datetime | None]

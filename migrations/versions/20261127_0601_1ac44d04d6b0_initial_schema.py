@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 2cd37b22a19d
+Revision ID: 1ac44d04d6b0
 Revises: 
-Create Date: 2026-11-27 05:43:34.145663+00:00
+Create Date: 2026-11-27 06:01:05.123142+00:00
 """
 
 from collections.abc import Sequence
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = '2cd37b22a19d'
+revision: str = '1ac44d04d6b0'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -79,7 +79,7 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('body', sa.Text(), nullable=False),
     sa.Column('contact_list_id', sa.Uuid(), nullable=False),
-    sa.Column('status', sa.String(length=16), server_default='draft', nullable=False),
+    sa.Column('status', sa.Enum('draft', 'scheduled', 'active', 'complete', 'closed', 'archived', name='campaignstatus', native_enum=False, length=16), server_default='draft', nullable=False),
     sa.Column('send_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('launched_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('completed_at', sa.DateTime(timezone=True), nullable=True),
@@ -106,11 +106,11 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_contacts')),
     sa.UniqueConstraint('contact_list_id', 'phone', name=op.f('uq_contacts_contact_list_id_phone'))
     )
-    op.create_index(op.f('ix_contacts_contact_list_id'), 'contacts', ['contact_list_id'], unique=False)
+    op.create_index(op.f('ix_contacts_contact_list_id_id'), 'contacts', ['contact_list_id', 'id'], unique=False)
     op.create_table('opt_outs',
     sa.Column('school_id', sa.Uuid(), nullable=False),
     sa.Column('phone', sa.String(length=20), nullable=False),
-    sa.Column('source', sa.String(length=16), nullable=False),
+    sa.Column('source', sa.Enum('keyword', 'staff', 'provider', name='optoutsource', native_enum=False, length=16), nullable=False),
     sa.Column('keyword', sa.String(length=64), nullable=True),
     sa.Column('campaign_id', sa.Uuid(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
@@ -128,6 +128,7 @@ def upgrade() -> None:
     sa.Column('fields', postgresql.JSONB(astext_type=sa.Text()), server_default='{}', nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('failed_reason', sa.String(length=32), nullable=True),
+    sa.Column('failed_definition', sa.Integer(), server_default='0', nullable=False),
     sa.Column('provider_error_code', sa.String(length=16), nullable=True),
     sa.Column('attempts', sa.Integer(), server_default='0', nullable=False),
     sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=True),
@@ -169,7 +170,7 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_recipients_campaign_id_id'), table_name='recipients')
     op.drop_table('recipients')
     op.drop_table('opt_outs')
-    op.drop_index(op.f('ix_contacts_contact_list_id'), table_name='contacts')
+    op.drop_index(op.f('ix_contacts_contact_list_id_id'), table_name='contacts')
     op.drop_table('contacts')
     op.drop_index(op.f('ix_campaigns_school_id_created_at_id'), table_name='campaigns')
     op.drop_index(op.f('ix_campaigns_contact_list_id'), table_name='campaigns')
