@@ -1,3 +1,14 @@
+from __future__ import annotations
+
 from fastapi import APIRouter
 
+from app.delivery import reasons
+from app.delivery.schemas import FailedReasonOut
+
 router = APIRouter(tags=["delivery"])
+
+
+@router.get("/failed-reasons", response_model=list[FailedReasonOut])
+async def list_failed_reasons() -> list[FailedReasonOut]:
+    """The failed-reason catalog: code, label, definitions and whether a resend is allowed."""
+    return [FailedReasonOut.model_validate(reason) for reason in reasons.CATALOG]
