@@ -1,3 +1,112 @@
-from fastapi import APIRouter
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, status
+
+from app.contact_lists import schemas, service
+from app.contact_lists.dependencies import ImportRows
+from app.kit.deps import SessionDep
+from app.kit.pagination import Cursor, Limit, Page
+from app.kit.schemas import parse_uuid
+from app.schools.dependencies import CurrentSchool
 
 router = APIRouter(tags=["contact_lists"])
+
+LIST = "contact list"
+
+
+def _problems(*cases: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    return {
+        code: {"description": text, "content": {"application/problem+json": {}}}
+        for code, text in cases
+    }
+
+
+@router.post(
+    "/contact-lists",
+    status_code=status.HTTP_201_CREATED,
+    response_model=schemas.ContactList,
+)
+async def create_contact_list(
+    school: CurrentSchool, session: SessionDep, data: schemas.ContactListCreate
+) -> schemas.ContactList:
+    """Create an empty contact list."""
+    return schemas.ContactList.model_validate(await service.create(session, school, data))
+
+
+@router.get("/contact-lists", response_model=Page[schemas.ContactList])
+async def list_contact_lists(
+    school: CurrentSchool, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
+) -> Page[schemas.ContactList]:
+    """The school's contact lists, newest first."""
+    rows, next_cursor = await service.list_page(session, school, limit, cursor)
+    items = [schemas.ContactList.model_validate(row) for row in rows]
+    return Page[schemas.ContactList](items=items, next_cursor=next_cursor)
+
+
+@router.get(
+    "/contact-lists/{list_id}",
+    response_model=schemas.ContactList,
+    responses=_problems((404, "No such list in this school.")),
+)
+async def get_contact_list(
+    list_id: str, school: CurrentSchool, session: SessionDep
+) -> schemas.ContactList:
+    """One contact list with its contact count."""
+    found = await service.get(session, school, parse_uuid(list_id, LIST))
+    return schemas.ContactList.model_validate(found)
+
+
+@router.delete(
+    "/contact-lists/{list_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=_problems(
+        (404, "No such list in this school."),
+        (409, "A campaign uses the list; the problem names the campaigns."),
+    ),
+)
+async def delete_contact_list(list_id: str, school: CurrentSchool, session: SessionDep) -> None:
+    """Delete a contact list and its contacts (refused while a campaign uses it)."""
+    await service.delete(session, school, parse_uuid(list_id, LIST))
+
+
+@router.post(
+    "/contact-lists/{list_id}/contacts",
+    response_model=schemas.ImportResult,
+    openapi_extra=schemas.IMPORT_REQUEST_BODY,
+    responses=_problems(
+        (400, "Malformed JSON, a CSV that is not UTF-8 or cannot be read, or an empty body."),
+        (404, "No such list in this school."),
+        (413, "More rows than the import limit (100,000), or a body that is too large."),
+        (415, "Neither `application/json` nor `text/csv`."),
+        (422, "JSON of the wrong shape, or a CSV header without a `phone` column."),
+    ),
+)
+async def import_contacts(
+    list_id: str, school: CurrentSchool, rows: ImportRows, session: SessionDep
+) -> schemas.ImportResult:
+    """Import contacts from JSON or CSV. Each row is judged on its own: rows with a missing,
+    unreadable or invalid phone, or a number already in the list (or earlier in the
+    upload), are listed in `rejected` with their 1-based row number; the rest are imported."""
+    return await service.import_contacts(session, school, parse_uuid(list_id, LIST), rows)
+
+
+@router.get(
+    "/contact-lists/{list_id}/contacts",
+    response_model=Page[schemas.Contact],
+    responses=_problems((404, "No such list in this school.")),
+)
+async def list_contacts(
+    list_id: str,
+    school: CurrentSchool,
+    session: SessionDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[schemas.Contact]:
+    """The list's contacts, in the order they were imported."""
+    contacts, next_cursor = await service.contacts_page(
+        session, school, parse_uuid(list_id, LIST), limit, cursor
+    )
+    items = [schemas.Contact.model_validate(contact) for contact in contacts]
+    return Page[schemas.Contact](items=items, next_cursor=next_cursor)
