@@ -1,3 +1,49 @@
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter(tags=["opt_outs"])
+from fastapi import APIRouter, Response, status
+
+from app.kit.deps import SessionDep
+from app.kit.pagination import Cursor, Limit, Page
+from app.models import OptOutSource
+from app.opt_outs import schemas, service
+from app.schools.dependencies import CurrentSchool
+
+router = APIRouter(prefix="/opt-outs", tags=["opt-outs"])
+
+
+@router.get("", response_model=Page[schemas.OptOut])
+async def list_opt_outs(
+    school: CurrentSchool, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
+) -> Page[schemas.OptOut]:
+    """The school's opt-out list, by phone number."""
+    rows, next_cursor = await service.list_page(session, school, cursor, limit)
+    return Page(items=[schemas.OptOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=schemas.OptOut,
+    responses={200: {"model": schemas.OptOut, "description": "Already opted out"}},
+)
+async def create_opt_out(
+    data: schemas.OptOutCreate, school: CurrentSchool, session: SessionDep, response: Response
+) -> schemas.OptOut:
+    """Opt a number out (staff); its waiting messages in every campaign are cancelled."""
+    record, created = await service.opt_out(
+        session,
+        school.id,
+        service.normalize(school, data.phone),
+        source=OptOutSource.staff,
+        keyword=data.keyword,
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return schemas.OptOut.model_validate(record)
+
+
+@router.delete("/{phone}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_opt_out(phone: str, school: CurrentSchool, session: SessionDep) -> Response:
+    """Opt a number back in."""
+    await service.opt_in(session, school, phone)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

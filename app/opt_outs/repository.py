@@ -1,0 +1,80 @@
+"""Every query about opt-outs."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.delivery.status import WAITING
+from app.models import Campaign, OptOut, Recipient
+
+
+async def add(
+    session: AsyncSession,
+    school_id: uuid.UUID,
+    phone: str,
+    source: str,
+    keyword: str | None,
+    campaign_id: uuid.UUID | None,
+) -> tuple[OptOut, bool]:
+    """Insert unless present (the first record is kept); (record, whether it is new)."""
+    inserted = await session.execute(
+        insert(OptOut)
+        .values(
+            school_id=school_id,
+            phone=phone,
+            source=source,
+            keyword=keyword,
+            campaign_id=campaign_id,
+        )
+        .on_conflict_do_nothing()
+        .returning(OptOut.phone)
+    )
+    created = inserted.scalar_one_or_none() is not None
+    record = await get(session, school_id, phone)
+    assert record is not None
+    return record, created
+
+
+async def get(session: AsyncSession, school_id: uuid.UUID, phone: str) -> OptOut | None:
+    query = select(OptOut).where(OptOut.school_id == school_id, OptOut.phone == phone)
+    return (
+        await session.execute(query.execution_options(populate_existing=True))
+    ).scalar_one_or_none()
+
+
+async def remove(session: AsyncSession, school_id: uuid.UUID, phone: str) -> bool:
+    result = await session.execute(
+        delete(OptOut).where(OptOut.school_id == school_id, OptOut.phone == phone)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def page(
+    session: AsyncSession, school_id: uuid.UUID, after_phone: str | None, limit: int
+) -> list[OptOut]:
+    query = select(OptOut).where(OptOut.school_id == school_id)
+    if after_phone is not None:
+        query = query.where(OptOut.phone > after_phone)
+    query = query.order_by(OptOut.phone).limit(limit + 1)
+    return list((await session.execute(query)).scalars())
+
+
+async def waiting_recipients(
+    session: AsyncSession, school_id: uuid.UUID, phone: str
+) -> list[tuple[Recipient, Campaign]]:
+    """The number's recipients still waiting for an attempt, locked, with their campaign."""
+    query = (
+        select(Recipient, Campaign)
+        .join(Campaign, Campaign.id == Recipient.campaign_id)
+        .where(
+            Recipient.school_id == school_id,
+            Recipient.phone == phone,
+            Recipient.status.in_([s.value for s in WAITING]),
+        )
+        .with_for_update(of=Recipient)
+    )
+    return [(r, c) for r, c in await session.execute(query)]

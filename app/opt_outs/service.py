@@ -1,0 +1,68 @@
+"""Opt-outs: a number gets nothing from the school until it opts back in (SPEC §1, §6)."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.campaigns import service as campaigns
+from app.delivery import status as rules
+from app.errors import NotFound, Unprocessable
+from app.kit.pagination import decode_cursor, page_of
+from app.kit.phones import InvalidPhone, parse_phone
+from app.models import OptOut, OptOutSource, School
+from app.opt_outs import repository
+from app.recipients import service as recipients
+
+
+def normalize(school: School, raw: str) -> str:
+    try:
+        return parse_phone(raw, school.default_region).e164
+    except InvalidPhone as exc:
+        raise Unprocessable(f"{raw!r} is {exc}.") from exc
+
+
+async def opt_out(
+    session: AsyncSession,
+    school_id: uuid.UUID,
+    phone: str,
+    *,
+    source: OptOutSource,
+    keyword: str | None = None,
+    campaign_id: uuid.UUID | None = None,
+) -> tuple[OptOut, bool]:
+    """Record the opt-out (kept once, first record wins) and cancel the number's waiting
+    messages in every campaign of the school (→ failed, opted_out)."""
+    record, created = await repository.add(
+        session, school_id, phone, source.value, keyword, campaign_id
+    )
+    touched: set[uuid.UUID] = set()
+    for recipient, campaign in await repository.waiting_recipients(session, school_id, phone):
+        change = rules.on_opt_out(recipients.state_of(recipient), campaign.status)
+        if change is not None:
+            recipients.apply(recipient, change)
+            touched.add(campaign.id)
+    await session.flush()
+    for campaign_id_ in touched:
+        await campaigns.complete_if_done(session, campaign_id_)
+    return record, created
+
+
+async def opt_in(session: AsyncSession, school: School, raw_phone: str) -> None:
+    """Remove the number from the school's opt-out list (staff action or keyword)."""
+    phone = normalize(school, raw_phone)
+    if not await repository.remove(session, school.id, phone):
+        raise NotFound(f"{phone} is not on the opt-out list.")
+
+
+async def is_opted_out(session: AsyncSession, school_id: uuid.UUID, phone: str) -> bool:
+    return await repository.get(session, school_id, phone) is not None
+
+
+async def list_page(
+    session: AsyncSession, school: School, cursor: str | None, limit: int
+) -> tuple[list[OptOut], str | None]:
+    after = decode_cursor(cursor, 1)
+    rows = await repository.page(session, school.id, str(after[0]) if after else None, limit)
+    return page_of(rows, limit, lambda o: (o.phone,))

@@ -1,0 +1,103 @@
+"""Every query about a campaign's recipients and their attempts."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.delivery.status import Status
+from app.models import Attempt, Recipient
+
+
+def _like(term: str) -> str:
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def filtered(
+    campaign_id: uuid.UUID,
+    statuses: Sequence[Status] | None,
+    failed_reason: str | None,
+    q: str | None,
+) -> Select[Recipient]:
+    query = select(Recipient).where(Recipient.campaign_id == campaign_id)
+    if statuses is not None:
+        query = query.where(Recipient.status.in_([s.value for s in statuses]))
+    if failed_reason is not None:
+        query = query.where(Recipient.failed_reason == failed_reason)
+    if q:
+        pattern = _like(q.strip())
+        full_name = func.concat_ws(" ", Recipient.first_name, Recipient.last_name)
+        query = query.where(
+            or_(
+                Recipient.phone.ilike(pattern),
+                full_name.ilike(pattern),
+            )
+        )
+    return query
+
+
+async def page(
+    session: AsyncSession, query: Select[Recipient], after_id: int | None, limit: int
+) -> list[Recipient]:
+    if after_id is not None:
+        query = query.where(Recipient.id > after_id)
+    query = query.order_by(Recipient.id).limit(limit + 1)
+    return list((await session.execute(query)).scalars())
+
+
+async def all_of(session: AsyncSession, campaign_id: uuid.UUID) -> list[Recipient]:
+    query = select(Recipient).where(Recipient.campaign_id == campaign_id).order_by(Recipient.id)
+    return list((await session.execute(query)).scalars())
+
+
+async def get(
+    session: AsyncSession, campaign_id: uuid.UUID, recipient_id: int, *, lock: bool = False
+) -> Recipient | None:
+    query = select(Recipient).where(
+        Recipient.id == recipient_id, Recipient.campaign_id == campaign_id
+    )
+    if lock:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def attempts(session: AsyncSession, recipient_id: int) -> list[Attempt]:
+    query = select(Attempt).where(Attempt.recipient_id == recipient_id).order_by(Attempt.id)
+    return list((await session.execute(query)).scalars())
+
+
+async def failed_by_reason(session: AsyncSession, campaign_id: uuid.UUID) -> dict[str, int]:
+    query = (
+        select(Recipient.failed_reason, func.count())
+        .where(Recipient.campaign_id == campaign_id, Recipient.status == Status.failed.value)
+        .group_by(Recipient.failed_reason)
+    )
+    return {reason or "": count for reason, count in await session.execute(query)}
+
+
+async def requeue_failed(
+    session: AsyncSession, campaign_id: uuid.UUID, reasons: Sequence[str]
+) -> int:
+    """Queue a fresh attempt now for the campaign's failed recipients with these reasons."""
+    result = await session.execute(
+        update(Recipient)
+        .where(
+            Recipient.campaign_id == campaign_id,
+            Recipient.status == Status.failed.value,
+            Recipient.failed_reason.in_(list(reasons)),
+        )
+        .values(
+            status=Status.queued.value,
+            failed_reason=None,
+            failed_definition=0,
+            provider_error_code=None,
+            next_attempt_at=func.now(),
+            first_attempt_at=None,
+            updated_at=func.now(),
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,68 @@
+"""Small API helpers shared by tests (not fixtures)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+async def make_list(
+    client: httpx.AsyncClient, auth: dict[str, str], contacts: list[dict[str, Any]]
+) -> str:
+    """A contact list with these contacts, imported over the API; returns its id."""
+    created = await client.post("/v1/contact-lists", json={"name": "Families"}, headers=auth)
+    assert created.status_code == 201, created.text
+    list_id: str = created.json()["id"]
+    imported = await client.post(
+        f"/v1/contact-lists/{list_id}/contacts", json={"contacts": contacts}, headers=auth
+    )
+    assert imported.status_code == 200, imported.text
+    assert imported.json()["rejected"] == [], imported.text
+    return list_id
+
+
+async def make_campaign(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    contacts: list[dict[str, Any]],
+    body: str = "Hi {first_name}, school is closed tomorrow.",
+    **extra: Any,
+) -> dict[str, Any]:
+    list_id = await make_list(client, auth, contacts)
+    response = await client.post(
+        "/v1/campaigns",
+        json={"name": "Snow day", "body": body, "contact_list_id": list_id, **extra},
+        headers=auth,
+    )
+    assert response.status_code == 201, response.text
+    campaign: dict[str, Any] = response.json()
+    return campaign
+
+
+async def launched(
+    client: httpx.AsyncClient, auth: dict[str, str], contacts: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    campaign = await make_campaign(client, auth, contacts, **extra)
+    response = await client.post(f"/v1/campaigns/{campaign['id']}/launch", headers=auth)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def recipients(
+    client: httpx.AsyncClient, auth: dict[str, str], campaign_id: str, **params: Any
+) -> list[dict[str, Any]]:
+    response = await client.get(
+        f"/v1/campaigns/{campaign_id}/contacts", params={"limit": 500, **params}, headers=auth
+    )
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+def people(*phones: str) -> list[dict[str, Any]]:
+    return [
+        {"phone": phone, "first_name": f"Kid{i}", "last_name": "Doe", "fields": {"grade": "5"}}
+        for i, phone in enumerate(phones)
+    ]
