@@ -1,0 +1,109 @@
+"""The provider protocol and the neutral results every adapter translates into.
+
+Adapters speak their provider's protocol and translate its answers; they never decide
+what a recipient's status becomes (that is app.delivery.status).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+# When a provider error code is met: answering our create call, or in a delivery receipt.
+# An unknown code means `failed_to_create` at create and `unknown` in a receipt.
+CodePhase = Literal["create", "receipt"]
+
+
+class Outcome(enum.StrEnum):
+    accepted = "accepted"  # the provider took the message; receipts will follow
+    soft = "soft"  # temporary: try again later (429, 5xx, timeouts, soft codes)
+    hard = "hard"  # final: do not resend unchanged
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """What a provider error code means to us: a failed reason, soft or hard, the definition."""
+
+    reason: str
+    soft: bool
+    definition_index: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    to: str  # E.164
+    body: str
+    status_callback: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    outcome: Outcome
+    provider_message_id: str | None = None
+    # The provider's own status word for the message (queued, accepted, failed...).
+    provider_status: str | None = None
+    error_code: str | None = None
+    classification: Classification | None = None
+    # True when we cannot know whether the provider took the message (timeout after the
+    # request was sent, 5xx): before re-sending, ask the provider (find_sent).
+    outcome_unknown: bool = False
+    retry_after_seconds: float | None = None
+    # The provider's (or the network's) words, for logs and the attempt history only.
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A delivery receipt, neutral: which message, what the provider says, which error."""
+
+    provider: str
+    provider_message_id: str
+    provider_status: str
+    error_code: str | None
+    # Idempotency key: the provider's event id, or a digest of (message, status, code).
+    event_id: str
+    occurred_at: datetime | None = None
+    # Set on a failure receipt (failed, undelivered, delivery_unconfirmed...): what the error
+    # code means through the code table (a failure without a code is `unknown`, hard).
+    classification: Classification | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A message a contact sent us (opt-out and opt-in keywords arrive this way)."""
+
+    provider: str
+    provider_message_id: str
+    from_number: str
+    to_number: str
+    body: str
+
+
+class WebhookError(Exception):
+    """A webhook we refuse; `str(exc)` says why (for logs, not for the caller)."""
+
+
+class InvalidSignature(WebhookError):
+    """Missing, malformed, stale or wrong signature: answer 403 and change nothing."""
+
+
+class MalformedWebhook(WebhookError):
+    """Signed but not a payload we can read: answer 400 and change nothing."""
+
+
+class Provider(Protocol):
+    name: str
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        """Hand one message to the provider; never raises for provider or network errors."""
+        ...
+
+    async def find_sent(self, to: str, since: datetime, body: str) -> str | None:
+        """The provider message id of a message to `to` created since `since`, if any.
+
+        Used after an outcome_unknown send, before sending again. Never raises; None also
+        when the provider cannot be asked (or offers no listing), so a resend may duplicate.
+        """
+        ...

@@ -1,0 +1,75 @@
+"""What HTTP-speaking adapters share: turning transport failures and throttling into results.
+
+The rule (SPEC §4): an outage of the provider never fails a recipient. Anything that went
+wrong before the request left us is soft; anything after it may have been processed, so it
+is soft *and* `outcome_unknown` (creating a message is not idempotent).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+from datetime import UTC
+
+import httpx
+
+from app.kit.clock import utcnow
+from app.providers.base import Classification, Outcome, SendResult
+
+log = logging.getLogger(__name__)
+
+# What a soft failure without a provider code becomes if its retries ever run out.
+SOFT_SENDING_ERROR = Classification("sending_error", soft=True)
+HARD_SENDING_ERROR = Classification("sending_error", soft=False)
+
+# The request never reached the provider: safe to send again.
+_NOT_SENT: tuple[type[httpx.TransportError], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.ProxyError,
+)
+# Our side is misconfigured (api_base): no retry will help, tell staff to contact support.
+_CONFIG: tuple[type[Exception], ...] = (
+    httpx.UnsupportedProtocol,
+    httpx.LocalProtocolError,
+    httpx.InvalidURL,
+)
+
+
+def transport_failure(provider: str, exc: Exception) -> SendResult:
+    """The result of a create call that raised instead of answering."""
+    message = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, _CONFIG):
+        log.error("%s: cannot send, configuration: %s", provider, message)
+        return SendResult(Outcome.hard, classification=HARD_SENDING_ERROR, error_message=message)
+    if isinstance(exc, _NOT_SENT):
+        log.warning("%s: not sent: %s", provider, message)
+        return SendResult(Outcome.soft, classification=SOFT_SENDING_ERROR, error_message=message)
+    # Read timeouts, dropped connections, broken responses: the provider may have it.
+    log.warning("%s: outcome unknown: %s", provider, message)
+    return SendResult(
+        Outcome.soft,
+        classification=SOFT_SENDING_ERROR,
+        outcome_unknown=True,
+        error_message=message,
+    )
+
+
+def retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), if any."""
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - utcnow()).total_seconds())

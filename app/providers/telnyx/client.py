@@ -1,0 +1,157 @@
+"""Telnyx Messaging API v2: send one message (providers.md §2).
+
+`POST {api_base}/v2/messages` with a JSON body and the account's API key as a bearer token,
+over the service's one shared `httpx.AsyncClient`. Answers are translated by the same rules
+as Twilio's: errors come as `{"errors": [{"code": "40310", "title", "detail"}]}` and map
+through `telnyx/codes.json` (40300, opted out, comes as HTTP 409); 429 is soft; 5xx and
+anything after the request left us is soft with an unknown outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from app.providers import codes
+from app.providers.base import Classification, OutboundMessage, Outcome, SendResult
+from app.providers.http import (
+    HARD_SENDING_ERROR,
+    SOFT_SENDING_ERROR,
+    retry_after,
+    transport_failure,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_BASE = "https://api.telnyx.com"
+
+
+class TelnyxProvider:
+    """One Telnyx account sending from a number or a messaging profile."""
+
+    name: str = "telnyx"
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        api_key: str,
+        from_number: str | None = None,
+        messaging_profile_id: str | None = None,
+        api_base: str | None = None,
+    ) -> None:
+        if not (from_number or messaging_profile_id):
+            raise ValueError("a Telnyx sender needs from_number or messaging_profile_id")
+        self._http = http
+        self._headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
+        self.from_number = from_number
+        self.messaging_profile_id = messaging_profile_id
+        self.api_base = (api_base or DEFAULT_API_BASE).rstrip("/")
+
+    @property
+    def messages_url(self) -> str:
+        return f"{self.api_base}/v2/messages"
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        """Create one message; never raises for provider or network errors."""
+        payload: dict[str, str] = {"to": message.to, "text": message.body}
+        if self.from_number:
+            payload["from"] = self.from_number
+        if self.messaging_profile_id:
+            payload["messaging_profile_id"] = self.messaging_profile_id
+        if message.status_callback:
+            payload["webhook_url"] = message.status_callback
+        try:
+            response = await self._http.post(self.messages_url, json=payload, headers=self._headers)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            return transport_failure(self.name, exc)
+        return self._translate(response)
+
+    def _translate(self, response: httpx.Response) -> SendResult:
+        body = _json(response)
+        status = response.status_code
+        if 200 <= status < 300:
+            data = body.get("data")
+            if isinstance(data, dict) and isinstance(data.get("id"), str) and data["id"]:
+                return SendResult(
+                    Outcome.accepted,
+                    provider_message_id=data["id"],
+                    provider_status=_first_status(data),
+                )
+        code, detail = _error(body)
+        message = detail or f"HTTP {status}"
+        if status == 429:
+            return SendResult(
+                Outcome.soft,
+                error_code=code,
+                classification=_soft(codes.classify(self.name, code, "create")),
+                retry_after_seconds=retry_after(response.headers),
+                error_message=message,
+            )
+        if 400 <= status < 500:
+            classification = (
+                HARD_SENDING_ERROR
+                if code not in codes.table(self.name).rows and status in (401, 403)
+                else codes.classify(self.name, code, "create")
+            )
+            return SendResult(
+                Outcome.soft if classification.soft else Outcome.hard,
+                error_code=code,
+                classification=classification,
+                error_message=message,
+            )
+        log.warning("telnyx: HTTP %s on create, outcome unknown: %s", status, message)
+        return SendResult(
+            Outcome.soft,
+            error_code=code,
+            classification=_soft(codes.classify(self.name, code, "create")),
+            outcome_unknown=True,
+            retry_after_seconds=retry_after(response.headers),
+            error_message=message,
+        )
+
+    async def find_sent(self, to: str, since: datetime, body: str) -> str | None:
+        """Always None: providers.md documents no message listing for Telnyx.
+
+        The Messaging API we rely on (§2) has create and webhooks only; an `Idempotency-Key`
+        on `POST /v2/messages` is unconfirmed (§6.1). So after an unknown outcome a resend
+        may duplicate the message; the receipts of both are still applied once each.
+        """
+        return None
+
+
+def _soft(classification: Classification) -> Classification:
+    return classification if classification.soft else SOFT_SENDING_ERROR
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _first_status(data: dict[str, Any]) -> str | None:
+    recipients = data.get("to")
+    if isinstance(recipients, list) and recipients and isinstance(recipients[0], dict):
+        status = recipients[0].get("status")
+        return status if isinstance(status, str) else None
+    return None
+
+
+def _error(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The first of `errors[]`: its code (a string at Telnyx) and its title/detail."""
+    errors = body.get("errors")
+    if not (isinstance(errors, list) and errors and isinstance(errors[0], dict)):
+        return None, None
+    first = errors[0]
+    code = first.get("code")
+    texts = [t for t in (first.get("title"), first.get("detail")) if isinstance(t, str) and t]
+    return (
+        str(code).strip() if isinstance(code, int | str) and str(code).strip() else None,
+        ": ".join(texts) or None,
+    )

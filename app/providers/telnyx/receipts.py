@@ -1,0 +1,115 @@
+"""Telnyx webhooks (JSON) → neutral Receipt / InboundMessage (providers.md §2.1, §2.2).
+
+`message.sent` and `message.finalized` become a Receipt: the event id `data.id` is Telnyx's
+idempotency key, the status is `payload.to[0].status` (we send to one number), the error
+code is `payload.errors[0].code`. `delivery_unconfirmed` is a failure we classify as
+`unknown` (SPEC §4). `message.received` becomes an InboundMessage; other event types are
+not ours to read (None: acknowledge and ignore).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from app.providers import codes
+from app.providers.base import Classification, InboundMessage, MalformedWebhook, Receipt
+
+PROVIDER = "telnyx"
+RECEIPT_EVENTS = frozenset({"message.sent", "message.finalized"})
+INBOUND_EVENT = "message.received"
+FAILURE_STATUSES = frozenset({"sending_failed", "delivery_failed", "delivery_unconfirmed"})
+UNCONFIRMED = Classification("unknown", soft=False)
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise MalformedWebhook(f"{where} is not an object")
+    return value
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise MalformedWebhook(f"{where} is missing")
+    return value.strip()
+
+
+def _occurred_at(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _error_code(payload: dict[str, Any]) -> str | None:
+    errors = payload.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        code = errors[0].get("code")
+        if isinstance(code, int | str) and str(code).strip():
+            return str(code).strip()
+    return None
+
+
+def _phone(value: Any, where: str) -> str:
+    if isinstance(value, dict):
+        value = value.get("phone_number")
+    return _text(value, where)
+
+
+def decode(raw_body: bytes | str) -> dict[str, Any]:
+    """The webhook's JSON object; MalformedWebhook when it is not one."""
+    try:
+        document = json.loads(raw_body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedWebhook(f"body is not JSON: {exc}") from exc
+    return _object(document, "body")
+
+
+def parse_event(document: dict[str, Any]) -> Receipt | InboundMessage | None:
+    """A decoded Telnyx webhook as a Receipt, an InboundMessage, or None (not ours to read)."""
+    data = _object(document.get("data"), "data")
+    event_type = data.get("event_type")
+    if event_type not in RECEIPT_EVENTS and event_type != INBOUND_EVENT:
+        return None
+    payload = _object(data.get("payload"), "data.payload")
+    message_id = _text(payload.get("id"), "data.payload.id")
+    if event_type == INBOUND_EVENT:
+        recipients = payload.get("to")
+        first = recipients[0] if isinstance(recipients, list) and recipients else None
+        text = payload.get("text")
+        return InboundMessage(
+            provider=PROVIDER,
+            provider_message_id=message_id,
+            from_number=_phone(payload.get("from"), "data.payload.from"),
+            to_number=_phone(first, "data.payload.to[0]"),
+            body=text if isinstance(text, str) else "",
+        )
+    recipients = payload.get("to")
+    if not (isinstance(recipients, list) and recipients):
+        raise MalformedWebhook("data.payload.to is empty")
+    first = _object(recipients[0], "data.payload.to[0]")
+    status = _text(first.get("status"), "data.payload.to[0].status").lower()
+    code = _error_code(payload)
+    classification: Classification | None = None
+    if status == "delivery_unconfirmed":
+        classification = UNCONFIRMED
+    elif status in FAILURE_STATUSES:
+        classification = codes.classify(PROVIDER, code, "receipt")
+    return Receipt(
+        provider=PROVIDER,
+        provider_message_id=message_id,
+        provider_status=status,
+        error_code=code,
+        event_id=_text(data.get("id"), "data.id"),
+        occurred_at=_occurred_at(data.get("occurred_at")),
+        classification=classification,
+    )
+
+
+def parse_webhook(raw_body: bytes | str) -> Receipt | InboundMessage | None:
+    """`decode` then `parse_event`: the raw body the signature was checked on."""
+    return parse_event(decode(raw_body))

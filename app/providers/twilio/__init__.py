@@ -1,0 +1,1 @@
+"""Twilio: Messages API client, webhook signature and parsing, code table."""

@@ -1,0 +1,236 @@
+"""Twilio Programmable Messaging: send one message, and look one up after an unknown outcome.
+
+Speaks the 2010-04-01 Messages API (providers.md §1.1) over the service's one shared
+`httpx.AsyncClient` (its timeouts apply), and translates every answer into a `SendResult`:
+
+| answer                                   | outcome | outcome_unknown | classification       |
+|------------------------------------------|---------|-----------------|----------------------|
+| 2xx with a message sid                   | accepted| no              | —                    |
+| 429 (20429, never processed)             | soft    | no              | table row, soft      |
+| other 4xx with Twilio's error JSON       | table   | no              | codes.json (create)  |
+| 401/403 with no known code              | hard    | no              | sending_error        |
+| 5xx, odd 2xx/3xx                         | soft    | yes             | table row if soft    |
+| connect error / connect or pool timeout  | soft    | no              | sending_error (soft) |
+| read timeout, dropped connection...      | soft    | yes             | sending_error (soft) |
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from app.providers import codes
+from app.providers.base import Classification, OutboundMessage, Outcome, SendResult
+from app.providers.http import (
+    HARD_SENDING_ERROR,
+    SOFT_SENDING_ERROR,
+    retry_after,
+    transport_failure,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_BASE = "https://api.twilio.com"
+API_VERSION = "2010-04-01"
+THROTTLED = "20429"
+
+
+class TwilioProvider:
+    """One Twilio account (or subaccount) sending from a number or a Messaging Service."""
+
+    name: str = "twilio"
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        account_sid: str,
+        auth_token: str,
+        from_number: str | None = None,
+        messaging_service_sid: str | None = None,
+        api_base: str | None = None,
+        clock_skew: timedelta = timedelta(seconds=5),
+        max_pages: int = 20,
+    ) -> None:
+        if not (from_number or messaging_service_sid):
+            raise ValueError("a Twilio sender needs from_number or messaging_service_sid")
+        self._http = http
+        self.account_sid = account_sid
+        self._auth = httpx.BasicAuth(account_sid, auth_token)
+        self.from_number = from_number
+        self.messaging_service_sid = messaging_service_sid
+        self.api_base = (api_base or DEFAULT_API_BASE).rstrip("/")
+        # Our clock and Twilio's (and its whole-second date_created) may disagree a little.
+        self._clock_skew = clock_skew
+        self._max_pages = max_pages
+
+    @property
+    def messages_url(self) -> str:
+        return f"{self.api_base}/{API_VERSION}/Accounts/{self.account_sid}/Messages.json"
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        """Create one message; never raises for provider or network errors."""
+        form = {"To": message.to, "Body": message.body}
+        if self.messaging_service_sid:
+            form["MessagingServiceSid"] = self.messaging_service_sid
+        if self.from_number:
+            form["From"] = self.from_number
+        if message.status_callback:
+            form["StatusCallback"] = message.status_callback
+        try:
+            response = await self._http.post(
+                self.messages_url,
+                data=form,
+                auth=self._auth,
+                headers={"Accept": "application/json"},
+            )
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            return transport_failure(self.name, exc)
+        return self._translate(response)
+
+    def _translate(self, response: httpx.Response) -> SendResult:
+        body = _json(response)
+        status = response.status_code
+        if 200 <= status < 300:
+            sid = body.get("sid")
+            if isinstance(sid, str) and sid:
+                provider_status = body.get("status")
+                return SendResult(
+                    Outcome.accepted,
+                    provider_message_id=sid,
+                    provider_status=provider_status if isinstance(provider_status, str) else None,
+                )
+        code, detail = _error(body)
+        message = detail or f"HTTP {status}"
+        if status == 429:
+            return SendResult(
+                Outcome.soft,
+                error_code=code or THROTTLED,
+                classification=_soft(codes.classify(self.name, code or THROTTLED, "create")),
+                retry_after_seconds=retry_after(response.headers),
+                error_message=message,
+            )
+        if 400 <= status < 500:
+            classification = self._rejected(status, code)
+            return SendResult(
+                Outcome.soft if classification.soft else Outcome.hard,
+                error_code=code,
+                classification=classification,
+                error_message=message,
+            )
+        # 5xx (or a 2xx/3xx we cannot read): Twilio may have created the message.
+        log.warning("twilio: HTTP %s on create, outcome unknown: %s", status, message)
+        return SendResult(
+            Outcome.soft,
+            error_code=code,
+            classification=_soft(codes.classify(self.name, code, "create")),
+            outcome_unknown=True,
+            retry_after_seconds=retry_after(response.headers),
+            error_message=message,
+        )
+
+    def _rejected(self, status: int, code: str | None) -> Classification:
+        if status in (401, 403) and (code is None or code not in codes.table(self.name).rows):
+            return HARD_SENDING_ERROR  # credentials: no retry helps, staff must fix
+        return codes.classify(self.name, code, "create")
+
+    async def find_sent(self, to: str, since: datetime, body: str) -> str | None:
+        """The sid of an outbound message to `to` with this body created at/after `since`.
+
+        Lists `Messages.json?To=...&DateSent>=day` page by page. Never raises: None when
+        nothing matches or Twilio cannot be asked (logged). Twilio filters by date_sent, so
+        a message still queued at Twilio (no date_sent yet) is not listed.
+        """
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        earliest = since.astimezone(UTC).replace(microsecond=0) - self._clock_skew
+        url: str | None = self.messages_url
+        params: dict[str, str] | None = {
+            "To": to,
+            "DateSent>=": earliest.date().isoformat(),
+            "PageSize": "100",
+        }
+        try:
+            for _ in range(self._max_pages):
+                if url is None:
+                    return None
+                response = await self._http.get(
+                    url,
+                    params=params,
+                    auth=self._auth,
+                    headers={"Accept": "application/json"},
+                )
+                if response.status_code != 200:
+                    log.warning("twilio: listing messages answered HTTP %s", response.status_code)
+                    return None
+                page = _json(response)
+                sid = _match(page.get("messages"), to, body, earliest)
+                if sid is not None:
+                    return sid
+                next_uri = page.get("next_page_uri")
+                url = f"{self.api_base}{next_uri}" if isinstance(next_uri, str) else None
+                params = None  # the next page's URI carries its own query
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            log.warning("twilio: listing messages failed: %s: %s", type(exc).__name__, exc)
+            return None
+        log.warning("twilio: find_sent gave up after %d pages", self._max_pages)
+        return None
+
+
+def _soft(classification: Classification) -> Classification:
+    return classification if classification.soft else SOFT_SENDING_ERROR
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _error(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    """Twilio's error JSON: {"code": 21211, "message": ..., "more_info": ..., "status": 400}."""
+    code = body.get("code")
+    message = body.get("message")
+    return (
+        str(code) if isinstance(code, int | str) and str(code).strip() else None,
+        message if isinstance(message, str) else None,
+    )
+
+
+def _match(messages: object, to: str, body: str, earliest: datetime) -> str | None:
+    if not isinstance(messages, list):
+        return None
+    for item in messages:
+        if not isinstance(item, dict):
+            continue
+        direction = item.get("direction")
+        if not (isinstance(direction, str) and direction.startswith("outbound")):
+            continue
+        if item.get("to") != to or not _same_body(item.get("body"), body):
+            continue
+        created = _rfc2822(item.get("date_created"))
+        if created is not None and created >= earliest:
+            sid = item.get("sid")
+            if isinstance(sid, str) and sid:
+                return sid
+    return None
+
+
+def _same_body(listed: object, body: str) -> bool:
+    return isinstance(listed, str) and (listed == body or listed.strip() == body.strip())
+
+
+def _rfc2822(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

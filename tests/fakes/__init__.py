@@ -1,0 +1,1 @@
+"""Provider fakes: real HTTP servers on loopback (STYLE habit 11)."""
