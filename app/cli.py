@@ -58,6 +58,17 @@ def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(config, revision)
 
 
+def _settings_with_secret() -> Settings:
+    settings = resolve_settings()
+    if settings.secret_key is None:
+        raise SystemExit(
+            "campanile: SECRET_KEY must be set when DATABASE_URL is set (a Fernet key: "
+            'python -c "from cryptography.fernet import Fernet; '
+            'print(Fernet.generate_key().decode())")'
+        )
+    return settings
+
+
 def _exit_normally(signum: int, frame: FrameType | None) -> None:
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal under the
     # handler it found installed. Exiting through SystemExit (not by the signal) lets
@@ -72,20 +83,10 @@ def serve(args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_normally)
-    settings = resolve_settings()
+    settings = _settings_with_secret()
     assert settings.database_url is not None
-    if settings.secret_key is None:
-        raise SystemExit(
-            "campanile: SECRET_KEY must be set when DATABASE_URL is set (a Fernet key: "
-            'python -c "from cryptography.fernet import Fernet; '
-            'print(Fernet.generate_key().decode())")'
-        )
     upgrade(settings.database_url)
     run_worker = not args.no_worker
-    if run_worker:
-        # create_app's lifespan is where the delivery worker will start, through
-        # app.workers.start_in_process (delivery-engine issue). Until then: API only.
-        log.warning("the in-process delivery worker is not built yet: serving the API only")
     uvicorn.run(
         create_app(settings, run_worker=run_worker),
         host=args.host,
@@ -97,12 +98,36 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
-    print(
-        "campanile worker: the delivery worker is not built yet (it arrives with the "
-        "delivery-engine issue); nothing was started.",
-        file=sys.stderr,
-    )
-    return 2
+    import asyncio
+
+    settings = _settings_with_secret()
+
+    async def run() -> None:
+        import httpx
+
+        from app.kit.crypto import SecretBox
+        from app.kit.db import create_engine, create_sessionmaker
+        from app.providers import codes
+        from app.workers.delivery import DeliveryWorker
+
+        assert settings.database_url is not None and settings.secret_key is not None
+        codes.configure(settings)
+        engine = create_engine(settings.database_url)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0)) as http:
+            delivery = DeliveryWorker(
+                create_sessionmaker(engine), settings, http, SecretBox(settings.secret_key)
+            )
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, delivery.stop)
+            try:
+                await delivery.run()  # returns after SIGTERM, claimed work finished or released
+            finally:
+                await delivery.aclose()
+        await engine.dispose()
+
+    asyncio.run(run())
+    return 0
 
 
 def migrate(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,8 @@ from app.kit import embedded
 from app.kit.crypto import SecretBox
 from app.kit.db import create_engine, create_sessionmaker
 from app.kit.limits import BodySizeLimit
+from app.providers import codes
+from app.workers.delivery import DeliveryWorker
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +52,23 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         resolved = embedded.resolve(settings)
+        codes.configure(resolved)  # a broken code-table override stops the start here
         bind(app, resolved)
+        worker: DeliveryWorker | None = None
+        task: asyncio.Task[None] | None = None
+        if run_worker:
+            worker = DeliveryWorker(
+                app.state.sessionmaker, resolved, app.state.http, app.state.secret_box
+            )
+            app.state.registry = worker.registry
+            task = asyncio.create_task(worker.run(), name="delivery worker")
         try:
             yield
         finally:
+            if worker is not None and task is not None:
+                worker.stop()  # finishes or releases what it claimed
+                await task
+                await worker.aclose()
             await unbind(app)
 
     app = FastAPI(

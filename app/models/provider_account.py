@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -25,6 +26,8 @@ class ProviderAccount(TimestampMixin, Base):
     messaging_profile_id: Mapped[str | None] = mapped_column(String(64))
     api_base: Mapped[str | None] = mapped_column(String(300))
     max_messages_per_second: Mapped[float | None]
+    # The next free send slot under max_messages_per_second, shared by every worker process.
+    next_send_at: Mapped[datetime | None]
     # Telnyx webhook public key: not a secret.
     public_key: Mapped[str | None] = mapped_column(Text)
     # Fernet token of {"auth_token": ...} or {"api_key": ...}.

@@ -1,0 +1,52 @@
+"""A school's retry policy and sending window applied to one recipient (pure)."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+
+from app.delivery import schedule
+from app.models import Recipient, School
+
+
+def retry_allowed(school: School, recipient: Recipient, now: datetime) -> bool:
+    """Retries go on indefinitely unless the school sets max_retry_age_seconds."""
+    if school.max_retry_age_seconds is None or recipient.first_attempt_at is None:
+        return True
+    age = (now - recipient.first_attempt_at).total_seconds()
+    return age < school.max_retry_age_seconds
+
+
+def retry_due(
+    school: School,
+    recipient: Recipient,
+    now: datetime,
+    retry_after_seconds: float | None = None,
+    rng: random.Random | None = None,
+) -> datetime:
+    """When the next attempt of a soft-bounced recipient is due: backoff from its attempt
+    count (at least what the provider asked for), moved into the sending window."""
+    due = schedule.due_at(
+        now,
+        attempts=max(recipient.attempts, 1),
+        base=school.retry_base_delay_seconds,
+        cap=school.retry_max_delay_seconds,
+        timezone=school.timezone,
+        window_start=school.sending_window_start,
+        window_end=school.sending_window_end,
+        rng=rng,
+    )
+    if retry_after_seconds is not None:
+        asked = now + timedelta(seconds=retry_after_seconds)
+        if asked > due:
+            due = schedule.next_opening(
+                asked, school.timezone, school.sending_window_start, school.sending_window_end
+            )
+    return due
+
+
+def window_opening(school: School, now: datetime) -> datetime:
+    """`now` inside the school's sending window, else when it next opens."""
+    return schedule.next_opening(
+        now, school.timezone, school.sending_window_start, school.sending_window_end
+    )

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Identity, Index, String, UniqueConstraint, func, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.kit.db import Base
+
+
+class Receipt(Base):
+    """A delivery receipt as it arrived, kept once per provider event.
+
+    `applied_at` is null while the receipt waits for its message: it can arrive before the
+    send transaction has stored the provider message id, and is applied the moment it is.
+    """
+
+    __tablename__ = "receipts"
+    __table_args__ = (
+        UniqueConstraint("provider", "event_id"),
+        Index(
+            "ix_receipts_waiting",
+            "provider",
+            "provider_message_id",
+            postgresql_where=text("applied_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    event_id: Mapped[str] = mapped_column(String(128))
+    provider_message_id: Mapped[str] = mapped_column(String(64))
+    provider_status: Mapped[str] = mapped_column(String(32))
+    error_code: Mapped[str | None] = mapped_column(String(16))
+    # The error code's meaning at the time it arrived (code tables may change later).
+    reason: Mapped[str | None] = mapped_column(String(32))
+    soft: Mapped[bool | None]
+    definition: Mapped[int | None]
+    occurred_at: Mapped[datetime | None]
+    received_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    applied_at: Mapped[datetime | None]
+    attempt_id: Mapped[int | None] = mapped_column(
+        ForeignKey("attempts.id", ondelete="SET NULL"), index=True
+    )

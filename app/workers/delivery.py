@@ -1,0 +1,57 @@
+"""The delivery loop (`campanile worker`, or inside `campanile serve`)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.delivery import engine, receipts
+from app.kit.crypto import SecretBox
+from app.kit.db import unit_of_work
+from app.providers.base import Receipt
+from app.providers.registry import Registry
+from app.workers.base import LoopService
+
+SWEEP_SECONDS = 30.0
+
+
+class DeliveryWorker(LoopService):
+    """Claims due recipients and hands them to their providers, batch after batch."""
+
+    name = "delivery worker"
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        http: httpx.AsyncClient,
+        box: SecretBox,
+        simulator_delay_seconds: float = 1.0,
+    ) -> None:
+        super().__init__(settings.worker_poll_seconds)
+        self.sessionmaker = sessionmaker
+        self.registry = Registry(
+            http, box, settings.public_base_url, self.apply_receipt, simulator_delay_seconds
+        )
+        self.engine = engine.Engine(sessionmaker, settings, self.registry)
+        self.batch_size = settings.worker_batch_size
+        self._last_sweep = 0.0
+
+    async def apply_receipt(self, receipt: Receipt) -> None:
+        """The simulator's receipts take the same path as a provider's webhook."""
+        async with unit_of_work(self.sessionmaker) as session:
+            await receipts.ingest(session, receipt)
+
+    async def run_once(self) -> bool:
+        if time.monotonic() - self._last_sweep > SWEEP_SECONDS:
+            async with unit_of_work(self.sessionmaker) as session:
+                await engine.sweep(session)
+            self._last_sweep = time.monotonic()
+        claimed = await self.engine.run_once(self.stopping)
+        return claimed >= self.batch_size
+
+    async def aclose(self) -> None:
+        await self.registry.aclose()
