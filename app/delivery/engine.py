@@ -17,14 +17,17 @@ went out (`find_sent`) and only sends when it did not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from app import metrics
 from app.campaigns import repository as campaigns_repository
@@ -46,6 +49,7 @@ from app.models import (
 from app.opt_outs import service as opt_outs
 from app.providers import codes
 from app.providers.base import Classification, OutboundMessage, Outcome, Provider, SendResult
+from app.providers.http import SOFT_SENDING_ERROR
 from app.providers.registry import Registry
 from app.recipients import service as recipients
 
@@ -69,6 +73,11 @@ class Job:
     not_before: datetime | None = None
     # An earlier hand-over of this attempt may have gone out: ask before sending.
     recover_since: datetime | None = None
+    # The account's slots in this claim, which pace its sends (with not_before).
+    slots: _Slots | None = None
+    # Message ids the school's other attempts to this number hold: a recovery that finds
+    # one of them found another campaign's message (same text), not this attempt's.
+    taken: frozenset[str] = frozenset()
 
     @property
     def new_attempt(self) -> bool:
@@ -89,6 +98,11 @@ class _Slots:
     interval: timedelta
     capacity: int
     used: int = 0
+    # When this claim last let a send go for the account. A send that starts after its
+    # slot (the claim took a while, the concurrency gate) keeps one interval from the one
+    # before it, rather than bursting to catch up with the slots already past.
+    last_send: datetime | None = None
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def next_free(self) -> datetime:
@@ -100,6 +114,16 @@ class _Slots:
         slot = self.start + self.interval * self.used
         self.used += 1
         return slot
+
+    async def wait_turn(self, slot: datetime, stopping: asyncio.Event) -> None:
+        """Wait for `slot`, and one interval after the previous send (or for a stop)."""
+        async with self.turn:
+            due = slot if self.last_send is None else max(slot, self.last_send + self.interval)
+            wait = (due - utcnow()).total_seconds()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), wait)
+            self.last_send = utcnow()
 
 
 @dataclass
@@ -141,19 +165,24 @@ class Engine:
             accounts = await _accounts(session, {school.id for _, _, school in rows})
             latest = await _latest_attempts(session, [r.id for r, _, _ in rows])
             slots: dict[uuid.UUID, _Slots] = {}
+            expired: set[uuid.UUID] = set()
             jobs: list[Job] = []
             for recipient, campaign, school in rows:
-                job = await self._claim_one(
-                    session, now, recipient, campaign, school, accounts, latest, slots
+                job = self._claim_one(
+                    session, now, recipient, campaign, school, accounts, latest, slots, expired
                 )
                 if job is not None:
                     jobs.append(job)
             for school_id, reserved in slots.items():
                 accounts[school_id].next_send_at = reserved.next_free
             await session.flush()  # gives the new attempts their ids
+            await _mark_taken(session, jobs)
+            # After the flush: the completion rule reads the recipients' stored statuses.
+            for campaign_id in expired:
+                await campaigns.complete_if_done(session, campaign_id)
             return jobs
 
-    async def _claim_one(
+    def _claim_one(
         self,
         session: AsyncSession,
         now: datetime,
@@ -163,7 +192,9 @@ class Engine:
         accounts: dict[uuid.UUID, ProviderAccount],
         latest: dict[int, Attempt],
         slots: dict[uuid.UUID, _Slots],
+        expired: set[uuid.UUID],
     ) -> Job | None:
+        """Lease one due recipient for an attempt (its Job), or settle why not now."""
         state = recipients.state_of(recipient)
         if campaign.status is not CampaignStatus.active or state.status not in rules.WAITING:
             recipient.next_attempt_at = None  # nothing is due here (defensive)
@@ -176,14 +207,14 @@ class Engine:
             change = rules.on_retry_expired(state, last)
             if change is not None:
                 recipients.apply(recipient, change)
-                await campaigns.complete_if_done(session, campaign.id)
+                expired.add(campaign.id)
             return None
         opening = policy.window_opening(school, now)
         if opening > now:
             recipient.next_attempt_at = opening
             return None
         account = accounts.get(school.id)
-        not_before = None
+        not_before = reserved = None
         if account is not None and account.max_messages_per_second:
             reserved = slots.get(school.id)
             if reserved is None:
@@ -212,33 +243,40 @@ class Engine:
                 message,
                 not_before,
                 recover_since=previous.created_at,
+                slots=reserved,
             )
         recipient.attempts += 1
         attempt = Attempt(recipient_id=recipient.id, provider=provider.name, status=SENDING)
         session.add(attempt)
-        return Job(recipient.id, attempt, provider, message, not_before)
+        return Job(recipient.id, attempt, provider, message, not_before, slots=reserved)
 
     # -- 2. send -----------------------------------------------------------------------
 
     async def send(self, jobs: list[Job], stopping: asyncio.Event) -> list[Handover]:
         gate = asyncio.Semaphore(self.settings.worker_concurrency)
+        recovering: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        found: set[str] = set()
 
         async def one(job: Job) -> Handover:
             async with gate:
-                if job.not_before is not None:
-                    wait = (job.not_before - utcnow()).total_seconds()
-                    if wait > 0:
-                        await asyncio.sleep(wait)
+                if job.slots is not None and job.not_before is not None:
+                    await job.slots.wait_turn(job.not_before, stopping)
                 if stopping.is_set():
                     return Handover(job, None)
                 if job.recover_since is not None:
-                    sid = await job.provider.find_sent(
-                        job.message.to, job.recover_since, job.message.body
-                    )
-                    if sid is not None:
-                        log.info(
-                            "attempt %s had gone out as %s: not sent again", job.attempt.id, sid
+                    # The same text may have gone to one number for two attempts: those
+                    # recoveries take turns, each excluding what the others found.
+                    async with recovering[job.message.to, job.message.body]:
+                        sid = await job.provider.find_sent(
+                            job.message.to,
+                            job.recover_since,
+                            job.message.body,
+                            exclude=job.taken | found,
                         )
+                        if sid is not None:
+                            found.add(sid)
+                    if sid is not None:
+                        log.info("attempt %s went out as %s: not sent again", job.attempt.id, sid)
                         return Handover(job, SendResult(Outcome.accepted, sid, "queued"))
                 return Handover(job, await job.provider.send(job.message))
 
@@ -265,12 +303,15 @@ class Engine:
             query = select(Attempt).where(Attempt.id.in_(attempt_ids))
             attempts = {a.id: a for a in (await session.execute(query)).scalars()}
             latest = await _latest_attempts(session, ids)
+            mismatched = await _recovered_elsewhere(session, outcomes)
             finished: set[uuid.UUID] = set()
             for outcome in outcomes:
                 recipient, campaign_status, school = context[outcome.job.recipient_id]
                 attempt = attempts[outcome.job.attempt.id]
+                if attempt.id in mismatched:
+                    outcome = Handover(outcome.job, NOT_ITS_MESSAGE)
                 if outcome.result is None:
-                    await _release(session, recipient, attempt, outcome.job, now)
+                    await _release(session, recipient, campaign_status, attempt, outcome.job, now)
                     continue
                 if await self._record_one(
                     session, now, recipient, campaign_status, school, attempt, latest, outcome
@@ -339,15 +380,90 @@ class Engine:
         return recipient.status in (rules.Status.delivered.value, rules.Status.failed.value)
 
 
+# A recovery found a message that another attempt holds (recorded, or found or sent in the
+# same batch): this attempt's own message may or may not exist. Ask again next time.
+NOT_ITS_MESSAGE = SendResult(
+    Outcome.soft,
+    classification=SOFT_SENDING_ERROR,
+    outcome_unknown=True,
+    error_message="the message found is another attempt's",
+)
+
+
+async def _mark_taken(session: AsyncSession, jobs: list[Job]) -> None:
+    """Give each recovering job the message ids of its number's other attempts."""
+    recovering = {j.recipient_id: j for j in jobs if j.recover_since is not None}
+    if not recovering:
+        return
+    since = min(j.recover_since for j in recovering.values() if j.recover_since is not None)
+    other = aliased(Recipient)
+    query = (
+        select(Recipient.id, Attempt.provider_message_id)
+        .join(other, (other.school_id == Recipient.school_id) & (other.phone == Recipient.phone))
+        .join(Attempt, Attempt.recipient_id == other.id)
+        .where(
+            Recipient.id.in_(list(recovering)),
+            Attempt.provider_message_id.is_not(None),
+            # find_sent looks from the day of `since` on (and a little before).
+            Attempt.created_at >= since - timedelta(days=1),
+        )
+    )
+    taken: dict[int, set[str]] = {}
+    for recipient_id, sid in await session.execute(query):
+        if sid is not None:
+            taken.setdefault(recipient_id, set()).add(sid)
+    for recipient_id, job in recovering.items():
+        job.taken = frozenset(taken.get(recipient_id, ()))
+
+
+async def _recovered_elsewhere(session: AsyncSession, outcomes: list[Handover]) -> set[int]:
+    """Attempts whose recovery found a message id another attempt holds: recorded before,
+    sent in this batch, or found first by another recovery of this batch (same text to the
+    same number). Recording it would break the one-attempt-per-message rule."""
+    recovered: list[tuple[int, tuple[str, str]]] = []
+    taken: set[tuple[str, str]] = set()
+    for outcome in outcomes:
+        result = outcome.result
+        if result is None or result.provider_message_id is None:
+            continue
+        key = (outcome.job.attempt.provider, result.provider_message_id)
+        if outcome.job.recover_since is None:
+            taken.add(key)
+        else:
+            recovered.append((outcome.job.attempt.id, key))
+    if not recovered:
+        return set()
+    query = select(Attempt.provider, Attempt.provider_message_id).where(
+        tuple_(Attempt.provider, Attempt.provider_message_id).in_([k for _, k in recovered])
+    )
+    taken.update((provider, sid) for provider, sid in await session.execute(query) if sid)
+    mismatched: set[int] = set()
+    for attempt_id, key in recovered:
+        if key in taken:
+            log.warning("attempt %s: %s is another attempt's message", attempt_id, key[1])
+            mismatched.add(attempt_id)
+        taken.add(key)
+    return mismatched
+
+
 def _is_opt_out(classification: Classification | None) -> bool:
     return classification is not None and classification.reason == "opted_out"
 
 
 def _last_reason(previous: Attempt | None, code: str | None) -> str | None:
-    """The final reason of the soft bounce that made a recipient scheduled."""
-    if previous is None or code is None:
+    """The final reason of the soft bounce that made a recipient scheduled.
+
+    A soft bounce is either a soft row of the code table, or a failure the adapter made soft
+    whatever its code (throttling, 5xx, timeouts, no answer at all), which it classified as
+    `sending_error` (app.providers.http.SOFT_SENDING_ERROR): the same reason here, so an
+    expired retry fails as the send itself would have failed once retries were over.
+    """
+    if previous is None:
         return None
-    return codes.classify(previous.provider, code, "receipt").reason
+    if code is None:
+        return SOFT_SENDING_ERROR.reason
+    classification = codes.classify(previous.provider, code, "receipt")
+    return classification.reason if classification.soft else SOFT_SENDING_ERROR.reason
 
 
 async def _accounts(
@@ -385,14 +501,22 @@ def _slots_for(account: ProviderAccount, now: datetime, settings: Settings) -> _
 
 
 async def _release(
-    session: AsyncSession, recipient: Recipient, attempt: Attempt, job: Job, now: datetime
+    session: AsyncSession,
+    recipient: Recipient,
+    campaign_status: CampaignStatus,
+    attempt: Attempt,
+    job: Job,
+    now: datetime,
 ) -> None:
-    """Shutdown before the send: the recipient is due again at once, as if never claimed."""
+    """Shutdown before the send: the recipient is due again at once, as if never claimed
+    (unless its campaign was closed or archived meanwhile: then nothing is due)."""
     if job.new_attempt:
         await session.execute(delete(Attempt).where(Attempt.id == attempt.id))
         recipient.attempts = max(recipient.attempts - 1, 0)
-    if recipient.status in (rules.Status.queued.value, rules.Status.scheduled.value):
-        recipient.next_attempt_at = now
+    waiting = recipient.status in (rules.Status.queued.value, rules.Status.scheduled.value)
+    recipient.next_attempt_at = (
+        now if waiting and campaign_status is CampaignStatus.active else None
+    )
 
 
 async def sweep(session: AsyncSession) -> int:

@@ -36,11 +36,16 @@ def next_opening(now: datetime, timezone: str, start: time | None, end: time | N
         return now
     day = local.date()
     for offset in (0, 1, 2):
-        opening = datetime.combine(day + timedelta(days=offset), start, tzinfo=zone)
-        # fold/gap: a wall-clock opening that does not exist (DST jump) is taken as given;
-        # converting to UTC and back places it on the next valid instant.
-        if opening > local:
-            return opening.astimezone(now.tzinfo)
+        # The day the clocks go back, the opening's wall time may come twice (fold 0, then
+        # 1): the first one still ahead is the opening. One that does not exist (the spring
+        # gap) is taken as given, e.g. 02:30 EST, which the clock shows as 03:30 EDT.
+        for fold in (0, 1):
+            wall = datetime.combine(day + timedelta(days=offset), start, tzinfo=zone)
+            opening = wall.replace(fold=fold).astimezone(now.tzinfo)
+            # Compared as instants (datetimes in one zone compare by wall time alone), and
+            # only where the clock then shows a time inside the window: never early.
+            if opening > now and in_window(opening.astimezone(zone).time(), start, end):
+                return opening
     raise AssertionError("a daily window opens within two days")
 
 

@@ -7,6 +7,7 @@ what a recipient's status becomes (that is app.delivery.status).
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
@@ -100,8 +101,11 @@ class Provider(Protocol):
         """Hand one message to the provider; never raises for provider or network errors."""
         ...
 
-    async def find_sent(self, to: str, since: datetime, body: str) -> str | None:
-        """The provider message id of a message to `to` created since `since`, if any.
+    async def find_sent(
+        self, to: str, since: datetime, body: str, exclude: Collection[str] = ()
+    ) -> str | None:
+        """The provider message id of a message to `to` created since `since`, if any,
+        other than the ids in `exclude`.
 
         Used after an outcome_unknown send, before sending again. Never raises; None also
         when the provider cannot be asked (or offers no listing), so a resend may duplicate.

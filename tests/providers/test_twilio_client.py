@@ -236,7 +236,8 @@ async def test_find_sent_matches_number_body_direction_and_time(
     assert await twilio.find_sent(TO, now, body) == wanted
     query = fake_twilio.list_requests[-1]
     assert query["To"] == TO
-    assert query["DateSent>="] == (now - timedelta(seconds=5)).date().isoformat()
+    # No DateSent filter: a message still queued at Twilio has no date_sent yet.
+    assert "DateSent>=" not in query
 
 
 async def test_find_sent_follows_next_page_uri(
@@ -279,3 +280,15 @@ async def test_sends_are_counted_per_number(
         assert result.classification.reason == "invalid_number"
     assert fake_twilio.sends_to(TO) == 3
     assert fake_twilio.sends_to(other) == 2
+
+
+async def test_find_sent_skips_excluded_and_stops_at_older_pages(
+    twilio: TwilioProvider, fake_twilio: FakeTwilio
+) -> None:
+    now = datetime.now(UTC)
+    body = "Early dismissal at 1pm"
+    first = fake_twilio.add_message(TO, body, created_at=now + timedelta(seconds=1))
+    second = fake_twilio.add_message(TO, body, created_at=now + timedelta(seconds=2))
+    assert await twilio.find_sent(TO, now, body) == second
+    assert await twilio.find_sent(TO, now, body, exclude={second}) == first
+    assert await twilio.find_sent(TO, now, body, exclude={first, second}) is None

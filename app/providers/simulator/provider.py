@@ -31,7 +31,7 @@ import enum
 import logging
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -190,11 +190,15 @@ class SimulatorProvider:
                 # One failing apply must not stop the others (a real webhook would retry).
                 log.exception("simulator: applying receipt %s %s failed", sid, status)
 
-    async def find_sent(self, to: str, since: datetime, body: str) -> str | None:
+    async def find_sent(
+        self, to: str, since: datetime, body: str, exclude: Collection[str] = ()
+    ) -> str | None:
         """The newest accepted message to `to` with this body created at/after `since`."""
         if since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
         for sent in reversed(self._sent):
+            if sent.sid in exclude:
+                continue
             if sent.to == to and sent.body == body and sent.created_at >= since:
                 return sent.sid
         return None

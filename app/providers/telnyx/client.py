@@ -10,6 +10,7 @@ anything after the request left us is soft with an unknown outcome.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -113,7 +114,9 @@ class TelnyxProvider:
             error_message=message,
         )
 
-    async def find_sent(self, to: str, since: datetime, body: str) -> str | None:
+    async def find_sent(
+        self, to: str, since: datetime, body: str, exclude: Collection[str] = ()
+    ) -> str | None:
         """Always None: providers.md documents no message listing for Telnyx.
 
         The Messaging API we rely on (§2) has create and webhooks only; an `Idempotency-Key`

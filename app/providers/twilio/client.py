@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -138,22 +139,22 @@ class TwilioProvider:
             return HARD_SENDING_ERROR  # credentials: no retry helps, staff must fix
         return codes.classify(self.name, code, "create")
 
-    async def find_sent(self, to: str, since: datetime, body: str) -> str | None:
-        """The sid of an outbound message to `to` with this body created at/after `since`.
+    async def find_sent(
+        self, to: str, since: datetime, body: str, exclude: Collection[str] = ()
+    ) -> str | None:
+        """The sid of an outbound message to `to` with this body created at/after `since`,
+        other than the sids in `exclude` (messages other attempts already hold).
 
-        Lists `Messages.json?To=...&DateSent>=day` page by page. Never raises: None when
-        nothing matches or Twilio cannot be asked (logged). Twilio filters by date_sent, so
-        a message still queued at Twilio (no date_sent yet) is not listed.
+        Lists `Messages.json?To=...` newest first, page by page, until the messages are older
+        than `since`. No `DateSent` filter: Twilio sets date_sent only once a message leaves
+        its queue, and a message still queued there must be found too. Never raises: None
+        when nothing matches or Twilio cannot be asked (logged).
         """
         if since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
         earliest = since.astimezone(UTC).replace(microsecond=0) - self._clock_skew
         url: str | None = self.messages_url
-        params: dict[str, str] | None = {
-            "To": to,
-            "DateSent>=": earliest.date().isoformat(),
-            "PageSize": "100",
-        }
+        params: dict[str, str] | None = {"To": to, "PageSize": "100"}
         try:
             for _ in range(self._max_pages):
                 if url is None:
@@ -168,9 +169,12 @@ class TwilioProvider:
                     log.warning("twilio: listing messages answered HTTP %s", response.status_code)
                     return None
                 page = _json(response)
-                sid = _match(page.get("messages"), to, body, earliest)
+                messages = page.get("messages")
+                sid = _match(messages, to, body, earliest, exclude)
                 if sid is not None:
                     return sid
+                if _older_than(messages, earliest):
+                    return None  # newest first: the rest is older still
                 next_uri = page.get("next_page_uri")
                 url = f"{self.api_base}{next_uri}" if isinstance(next_uri, str) else None
                 params = None  # the next page's URI carries its own query
@@ -203,7 +207,17 @@ def _error(body: dict[str, Any]) -> tuple[str | None, str | None]:
     )
 
 
-def _match(messages: object, to: str, body: str, earliest: datetime) -> str | None:
+def _older_than(messages: object, earliest: datetime) -> bool:
+    """Whether the last (oldest) message of a page was created before `earliest`."""
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        return False
+    created = _rfc2822(messages[-1].get("date_created"))
+    return created is not None and created < earliest
+
+
+def _match(
+    messages: object, to: str, body: str, earliest: datetime, exclude: Collection[str] = ()
+) -> str | None:
     if not isinstance(messages, list):
         return None
     for item in messages:
@@ -217,7 +231,7 @@ def _match(messages: object, to: str, body: str, earliest: datetime) -> str | No
         created = _rfc2822(item.get("date_created"))
         if created is not None and created >= earliest:
             sid = item.get("sid")
-            if isinstance(sid, str) and sid:
+            if isinstance(sid, str) and sid and sid not in exclude:
                 return sid
     return None
 

@@ -1,0 +1,1030 @@
+"""The delivery engine end to end: the real Engine, the real Registry and Twilio adapter on a
+real httpx client, against the fake Twilio server on loopback; campaigns made and read over
+the API, as staff would see them.
+
+"Time passing" between cycles is simulated in SQL only (a due recipient's `next_attempt_at`
+set to now, or its `first_attempt_at` moved back for the retry age); nothing of Campanile's
+is patched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.delivery import reasons, receipts
+from app.delivery.engine import Engine
+from app.kit.crypto import SecretBox
+from app.kit.db import unit_of_work
+from app.models import Receipt as StoredReceipt
+from app.models import Recipient
+from app.providers.base import Receipt
+from app.providers.registry import Registry
+from app.providers.twilio.receipts import parse_status_callback
+from tests.delivery.conftest import TimedFakeTwilio, TwilioSchool, set_twilio_account
+from tests.fakes.twilio import Answer
+from tests.helpers import launched, people, recipients
+
+CALLBACK = "https://campanile.test/v1/webhooks/twilio/status"
+BODY = "Hi {first_name}, school is closed tomorrow."
+Sessions = async_sessionmaker[AsyncSession]
+
+
+def phone(n: int) -> str:
+    return f"+1201555{100 + n:04d}"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def at(value: str | None) -> datetime:
+    assert value is not None
+    return datetime.fromisoformat(value)
+
+
+# -- reading what staff see ------------------------------------------------------------
+
+
+async def by_phone(
+    client: httpx.AsyncClient, auth: dict[str, str], campaign_id: str
+) -> dict[str, dict[str, Any]]:
+    return {r["phone"]: r for r in await recipients(client, auth, campaign_id)}
+
+
+async def one(
+    client: httpx.AsyncClient, auth: dict[str, str], campaign_id: str, number: str
+) -> dict[str, Any]:
+    """One recipient with its attempts_history, found by phone."""
+    [item] = await recipients(client, auth, campaign_id, q=number)
+    response = await client.get(f"/v1/campaigns/{campaign_id}/contacts/{item['id']}", headers=auth)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def campaign_of(
+    client: httpx.AsyncClient, auth: dict[str, str], campaign_id: str
+) -> dict[str, Any]:
+    response = await client.get(f"/v1/campaigns/{campaign_id}", headers=auth)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def reason(code: str, provider_error_code: str | None, definition: int = 0) -> dict[str, Any]:
+    """A failed_reason as the API shows it, from the catalog."""
+    entry = reasons.get(code)
+    return {
+        "code": code,
+        "label": entry.label,
+        "definition": entry.definitions[definition],
+        "resendable": entry.resendable,
+        "provider_error_code": provider_error_code,
+    }
+
+
+REATTEMPTING_LABEL = "Re-attempting Delivery"
+
+
+# -- making time pass and receipts arrive ----------------------------------------------
+
+
+async def make_due(sessionmaker: Sessions, campaign_id: str, **values: Any) -> None:
+    """Time passes: every recipient of the campaign with an attempt due is due now."""
+    async with unit_of_work(sessionmaker) as session:
+        await session.execute(
+            update(Recipient)
+            .where(
+                Recipient.campaign_id == uuid.UUID(campaign_id),
+                Recipient.next_attempt_at.is_not(None),
+            )
+            .values(next_attempt_at=now(), **values)
+        )
+
+
+async def receipt(
+    sessionmaker: Sessions, sid: str, status: str, error_code: str | None = None
+) -> receipts.Result:
+    """A Twilio status callback for `sid`, through the same ingest path as the webhook."""
+    form = {"MessageSid": sid, "MessageStatus": status, "AccountSid": "AC" + "f" * 32}
+    if error_code:
+        form["ErrorCode"] = error_code
+    async with unit_of_work(sessionmaker) as session:
+        return await receipts.ingest(session, parse_status_callback(form))
+
+
+async def launch(
+    client: httpx.AsyncClient, school: TwilioSchool, *phones: str, body: str = BODY
+) -> str:
+    campaign = await launched(client, school.auth, people(*phones), body=body)
+    assert campaign["status"] == "active"
+    campaign_id: str = campaign["id"]
+    return campaign_id
+
+
+# -- first sends -----------------------------------------------------------------------
+
+
+async def test_first_sends_reach_twilio_and_wait_in_queue(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+) -> None:
+    auth = twilio_school.auth
+    cid = await launch(client, twilio_school, phone(0), phone(1))
+
+    assert await delivery.run_once() == 2
+
+    requests = sorted(twilio.requests, key=lambda r: r.to or "")
+    assert [(r.to, r.body, r.from_number, r.status_callback) for r in requests] == [
+        (phone(0), "Hi Kid0, school is closed tomorrow.", twilio.from_number, CALLBACK),
+        (phone(1), "Hi Kid1, school is closed tomorrow.", twilio.from_number, CALLBACK),
+    ]
+    # The auth token was sealed by PUT /v1/school/provider and opened by the registry.
+    assert all(r.authenticated for r in requests)
+    for n in (0, 1):
+        recipient = await one(client, auth, cid, phone(n))
+        assert recipient["status"] == "queued"
+        assert recipient["status_label"] == "Still in Queue"
+        assert recipient["status_group"] == "in_progress"
+        assert recipient["failed_reason"] is None
+        assert recipient["attempts"] == 1
+        assert recipient["next_attempt_at"] is None  # the lease is given back
+        [attempt] = recipient["attempts_history"]
+        assert attempt["provider"] == "twilio"
+        assert attempt["provider_message_id"] == twilio.sid_to(phone(n))
+        assert attempt["provider_message_id"].startswith("SM")
+        assert attempt["status"] == "queued"
+        assert attempt["error_code"] is None
+    campaign = await campaign_of(client, auth, cid)
+    assert campaign["status"] == "active"
+    assert campaign["counts"] == {
+        "total": 2,
+        "queued": 2,
+        "pending": 0,
+        "scheduled": 0,
+        "delivered": 0,
+        "failed": 0,
+    }
+    # Nothing more is due: a second cycle sends nothing.
+    assert await delivery.run_once() == 0
+    assert len(twilio.requests) == 2
+
+
+async def test_wrong_credentials_fail_as_sending_error(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+) -> None:
+    await set_twilio_account(client, twilio_school.auth, twilio, auth_token="not-the-token")
+    cid = await launch(client, twilio_school, phone(0))
+
+    assert await delivery.run_once() == 1
+
+    [request] = twilio.requests
+    assert not request.authenticated
+    recipient = await one(client, twilio_school.auth, cid, phone(0))
+    assert recipient["status"] == "failed"
+    assert recipient["failed_reason"] == reason("sending_error", "20003")
+    assert recipient["next_attempt_at"] is None
+
+
+# -- synchronous errors at create ------------------------------------------------------
+
+# What staff see after one cycle, for each answer the fake can give at create (SPEC §4).
+CREATE_ERRORS: list[tuple[Answer, str, str, int, str, str]] = [
+    # answer, status, reason, definition, provider_error_code, attempt status
+    (Answer.error(21211), "failed", "invalid_number", 0, "21211", "failed"),
+    (Answer.error(21408), "failed", "international_number", 0, "21408", "failed"),
+    (Answer.error(21610), "failed", "opted_out", 0, "21610", "failed"),
+    (Answer.error(21612), "failed", "international_number", 0, "21612", "failed"),
+    (Answer.error(21614), "failed", "invalid_number", 0, "21614", "failed"),
+    (Answer.error(21606), "failed", "sending_error", 0, "21606", "failed"),
+    (Answer.error(21635), "failed", "unreachable_number", 1, "21635", "failed"),
+    (Answer.error(29999), "failed", "failed_to_create", 0, "29999", "failed"),
+    (Answer.throttled(), "scheduled", "reattempting", 0, "20429", "failed"),
+    (Answer.error(21611), "scheduled", "reattempting", 0, "21611", "failed"),
+    (Answer.server_error(), "scheduled", "reattempting", 0, "20500", "unknown"),
+    (Answer.server_error(503), "scheduled", "reattempting", 0, "20500", "unknown"),
+]
+
+
+async def test_create_errors_end_in_their_reason(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    auth = twilio_school.auth
+    numbers = [phone(i) for i in range(len(CREATE_ERRORS))]
+    for number, (answer, *_) in zip(numbers, CREATE_ERRORS, strict=True):
+        twilio.script(number, answer)
+    cid = await launch(client, twilio_school, *numbers)
+
+    assert await delivery.run_once() == len(numbers)
+
+    for number, (answer, status, code, definition, error, attempt_status) in zip(
+        numbers, CREATE_ERRORS, strict=True
+    ):
+        where = f"{number} answered HTTP {answer.status} / {answer.code}"
+        recipient = await one(client, auth, cid, number)
+        assert recipient["status"] == status, where
+        assert recipient["failed_reason"] == reason(code, error, definition), where
+        assert recipient["attempts"] == 1, where
+        [attempt] = recipient["attempts_history"]
+        assert attempt["provider_message_id"] is None, where
+        assert (attempt["status"], attempt["error_code"]) == (attempt_status, error), where
+        if status == "failed":
+            assert recipient["next_attempt_at"] is None, where  # final: no retry
+        else:
+            assert recipient["status_label"] == "Scheduled", where
+            assert recipient["failed_reason"]["label"] == REATTEMPTING_LABEL, where
+            assert at(recipient["next_attempt_at"]) > now(), where
+    counts = (await campaign_of(client, auth, cid))["counts"]
+    assert (counts["failed"], counts["scheduled"]) == (8, 4)
+
+    # Time passes: only the soft bounces are tried again; hard failures never are.
+    await make_due(sessionmaker, cid)
+    assert await delivery.run_once() == 4
+    retried = {r.to for r in twilio.requests[len(numbers) :]}
+    assert retried == {
+        n for n, case in zip(numbers, CREATE_ERRORS, strict=True) if case[1] != "failed"
+    }
+    await make_due(sessionmaker, cid)
+    assert await delivery.run_once() == 0
+
+
+async def test_provider_opt_out_cancels_the_number_everywhere(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    auth = twilio_school.auth
+    stop, other = phone(0), phone(1)
+    # An earlier campaign: the number soft-bounced there and waits for its retry.
+    twilio.script(stop, Answer.throttled())
+    earlier = await launch(client, twilio_school, stop, other)
+    assert await delivery.run_once() == 2
+    assert (await one(client, auth, earlier, stop))["status"] == "scheduled"
+
+    # A new campaign reaches the number after it replied STOP to Twilio.
+    twilio.script(stop, Answer.error(21610))
+    latest = await launch(client, twilio_school, stop)
+    assert await delivery.run_once() == 1
+
+    assert (await one(client, auth, latest, stop))["failed_reason"] == reason("opted_out", "21610")
+    response = await client.get("/v1/opt-outs", headers=auth)
+    assert response.status_code == 200, response.text
+    [opt_out] = response.json()["items"]
+    assert opt_out["phone"] == stop
+    assert opt_out["source"] == "provider"
+    assert opt_out["keyword"] is None
+    assert opt_out["campaign_id"] == latest
+    # Its waiting retry in the earlier campaign is cancelled; the other number is untouched.
+    cancelled = await one(client, auth, earlier, stop)
+    assert cancelled["status"] == "failed"
+    assert cancelled["failed_reason"]["code"] == "opted_out"
+    assert cancelled["next_attempt_at"] is None
+    assert (await one(client, auth, earlier, other))["status"] == "queued"
+
+    await make_due(sessionmaker, earlier)
+    assert await delivery.run_once() == 0
+    assert twilio.sends_to(stop) == 2
+
+
+# -- throttling and provider errors ----------------------------------------------------
+
+
+async def test_throttled_then_accepted_then_delivered(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    auth = twilio_school.auth
+    number = phone(0)
+    twilio.script(number, Answer.throttled(retry_after="600"))
+    cid = await launch(client, twilio_school, number)
+
+    before = now()
+    assert await delivery.run_once() == 1
+    after = now()
+
+    recipient = await one(client, auth, cid, number)
+    assert recipient["status"] == "scheduled"
+    assert recipient["status_label"] == "Scheduled"
+    assert recipient["status_group"] == "in_progress"
+    assert recipient["failed_reason"] == reason("reattempting", "20429")
+    assert recipient["failed_reason"]["label"] == REATTEMPTING_LABEL
+    # Twilio's Retry-After (600 s) is longer than the first backoff (30-60 s): it wins.
+    due = at(recipient["next_attempt_at"])
+    assert before + timedelta(seconds=600) <= due <= after + timedelta(seconds=600)
+    [attempt] = recipient["attempts_history"]
+    assert (attempt["status"], attempt["error_code"]) == ("failed", "20429")
+
+    await make_due(sessionmaker, cid)
+    assert await delivery.run_once() == 1
+
+    recipient = await one(client, auth, cid, number)
+    assert recipient["status"] == "queued"
+    assert recipient["failed_reason"] is None
+    assert recipient["attempts"] == 2
+    assert recipient["next_attempt_at"] is None
+    sid = twilio.sid_to(number)
+    assert [a["provider_message_id"] for a in recipient["attempts_history"]] == [None, sid]
+    assert twilio.sends_to(number) == 2
+
+    assert await receipt(sessionmaker, sid, "sent") is receipts.Result.applied
+    assert (await one(client, auth, cid, number))["status"] == "pending"
+    assert await receipt(sessionmaker, sid, "delivered") is receipts.Result.applied
+    recipient = await one(client, auth, cid, number)
+    assert (recipient["status"], recipient["status_label"]) == ("delivered", "Delivered")
+    assert (await campaign_of(client, auth, cid))["status"] == "complete"
+
+
+@pytest.mark.parametrize("created", [True, False], ids=["went-through", "lost"])
+async def test_server_error_asks_twilio_before_sending_again(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+    created: bool,
+) -> None:
+    auth = twilio_school.auth
+    number = phone(0)
+    twilio.script(number, Answer.server_error(created=created))
+    cid = await launch(client, twilio_school, number)
+
+    assert await delivery.run_once() == 1
+
+    recipient = await one(client, auth, cid, number)
+    assert recipient["status"] == "scheduled"
+    assert recipient["failed_reason"] == reason("reattempting", "20500")
+    [attempt] = recipient["attempts_history"]
+    assert (attempt["status"], attempt["provider_message_id"]) == ("unknown", None)
+    assert twilio.list_requests == []
+
+    await make_due(sessionmaker, cid)
+    assert await delivery.run_once() == 1
+
+    # The next cycle lists the number's messages first, and sends only if none went out.
+    if created:
+        assert twilio.events == [("create", number), ("list", number)]
+    else:
+        assert twilio.events == [("create", number), ("list", number), ("create", number)]
+    [listing] = twilio.list_requests
+    assert listing["To"] == number
+    assert len(twilio.messages) == 1
+    recipient = await one(client, auth, cid, number)
+    assert recipient["status"] == "queued"
+    assert recipient["failed_reason"] is None
+    assert recipient["next_attempt_at"] is None
+    # Still the one hand-over, now with its message id.
+    assert recipient["attempts"] == 1
+    [attempt] = recipient["attempts_history"]
+    assert attempt["provider_message_id"] == twilio.sid_to(number)
+    assert attempt["status"] == "queued"
+
+    await make_due(sessionmaker, cid)
+    assert await delivery.run_once() == 0
+    assert len(twilio.requests) == (1 if created else 2)
+
+
+async def test_read_timeout_is_soft_and_the_message_is_not_sent_twice(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    sessionmaker: Sessions,
+    settings: Settings,
+) -> None:
+    auth = twilio_school.auth
+    number = phone(0)
+    # Twilio takes the message but answers after our read timeout.
+    twilio.script(number, Answer.slow(0.4, created=True))
+    cid = await launch(client, twilio_school, number)
+    assert settings.secret_key
+
+    async def no_simulator(receipt: Receipt) -> None:
+        raise AssertionError("the simulator is not used here")
+
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(0.15, connect=1.0), trust_env=False
+    ) as impatient:
+        registry = Registry(
+            impatient, SecretBox(settings.secret_key), settings.public_base_url, no_simulator
+        )
+        delivery = Engine(sessionmaker, settings, registry)
+        assert await delivery.run_once() == 1
+
+        recipient = await one(client, auth, cid, number)
+        assert recipient["status"] == "scheduled"
+        assert recipient["failed_reason"] == reason("reattempting", None)
+        [attempt] = recipient["attempts_history"]
+        assert (attempt["status"], attempt["provider_message_id"]) == ("unknown", None)
+
+        for _ in range(300):  # until the fake has finished its slow answer
+            if twilio.messages:
+                break
+            await asyncio.sleep(0.01)
+        await make_due(sessionmaker, cid)
+        assert await delivery.run_once() == 1
+
+    assert twilio.events == [("create", number), ("list", number)]
+    recipient = await one(client, auth, cid, number)
+    assert recipient["status"] == "queued"
+    assert recipient["attempts_history"][0]["provider_message_id"] == twilio.sid_to(number)
+
+
+async def test_soft_bounces_back_off_until_accepted(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    auth = twilio_school.auth
+    number = phone(0)
+    # A Retry-After shorter than the backoff does not shorten it.
+    twilio.script(number, Answer.error(21611), Answer.throttled(retry_after="1"))
+    cid = await launch(client, twilio_school, number)
+    policy = (await client.get("/v1/school", headers=auth)).json()["retry_policy"]
+    base = policy["base_delay_seconds"]
+    assert base == 60
+
+    for attempt, nominal in ((1, base), (2, 2 * base)):
+        before = now()
+        assert await delivery.run_once() == 1
+        after = now()
+        recipient = await one(client, auth, cid, number)
+        assert recipient["status"] == "scheduled"
+        assert recipient["attempts"] == attempt
+        # Equal jitter: between half the nominal delay and the nominal delay.
+        due = at(recipient["next_attempt_at"])
+        assert before + timedelta(seconds=nominal / 2) <= due <= after + timedelta(seconds=nominal)
+        await make_due(sessionmaker, cid)
+
+    assert await delivery.run_once() == 1
+    recipient = await one(client, auth, cid, number)
+    assert recipient["status"] == "queued"
+    assert recipient["attempts"] == 3
+    assert [(a["status"], a["error_code"]) for a in recipient["attempts_history"]] == [
+        ("failed", "21611"),
+        ("failed", "20429"),
+        ("queued", None),
+    ]
+    assert twilio.sends_to(number) == 3
+
+
+# -- close and archive -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action", ["close", "archive"])
+async def test_close_and_archive_stop_retries_at_once(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+    action: str,
+) -> None:
+    auth = twilio_school.auth
+    retrying, handed = phone(0), phone(1)
+    twilio.script(retrying, Answer.throttled())
+    cid = await launch(client, twilio_school, retrying, handed)
+    assert await delivery.run_once() == 2
+    sid = twilio.sid_to(handed)
+
+    response = await client.post(f"/v1/campaigns/{cid}/{action}", headers=auth)
+    assert response.status_code == 200, response.text
+
+    seen = await by_phone(client, auth, cid)
+    assert seen[retrying]["status"] == "scheduled"  # statuses are kept...
+    assert seen[retrying]["failed_reason"]["code"] == "reattempting"
+    assert seen[handed]["status"] == "queued"
+    assert seen[retrying]["next_attempt_at"] is None  # ...and nothing is due any more
+    assert await delivery.run_once() == 0
+    # Even a row made due behind the API's back is not sent for a stopped campaign.
+    async with unit_of_work(sessionmaker) as session:
+        await session.execute(
+            update(Recipient)
+            .where(Recipient.campaign_id == uuid.UUID(cid), Recipient.phone == retrying)
+            .values(next_attempt_at=now())
+        )
+    assert await delivery.run_once() == 0
+    assert len(twilio.requests) == 2
+    recipient = await one(client, auth, cid, retrying)
+    assert (recipient["status"], recipient["next_attempt_at"]) == ("scheduled", None)
+
+    # Receipts for the message already handed over: applied when closed, only kept in the
+    # history when archived.
+    assert await receipt(sessionmaker, sid, "delivered") is receipts.Result.applied
+    recipient = await one(client, auth, cid, handed)
+    assert recipient["attempts_history"][0]["status"] == "delivered"
+    assert recipient["status"] == ("delivered" if action == "close" else "queued")
+    assert (await campaign_of(client, auth, cid))["status"] == (
+        "closed" if action == "close" else "archived"
+    )
+
+
+# -- sending window --------------------------------------------------------------------
+
+
+def hhmm(moment: datetime) -> str:
+    return moment.strftime("%H:%M")
+
+
+def next_local(start: str, zone: ZoneInfo, after: datetime) -> datetime:
+    """The first moment after `after` when the local clock in `zone` reads `start`."""
+    clock = time.fromisoformat(start)
+    local = after.astimezone(zone)
+    days = (local.date() + timedelta(days=d) for d in range(-1, 3))
+    return min(
+        opening
+        for opening in (datetime.combine(day, clock, tzinfo=zone) for day in days)
+        if opening > after
+    )
+
+
+async def test_outside_the_window_nothing_is_sent_until_it_opens(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    auth = twilio_school.auth
+    zone = ZoneInfo("Asia/Kolkata")  # UTC+05:30: a half-hour offset shows zone mistakes
+    local = now().astimezone(zone)
+    window = {"start": hhmm(local + timedelta(hours=2)), "end": hhmm(local + timedelta(hours=3))}
+    response = await client.patch(
+        "/v1/school",
+        json={"timezone": "Asia/Kolkata", "sending_window": window},
+        headers=auth,
+    )
+    assert response.status_code == 200, response.text
+    number = phone(0)
+    cid = await launch(client, twilio_school, number)
+
+    before = now()
+    assert await delivery.run_once() == 0
+
+    assert twilio.requests == []
+    recipient = await one(client, auth, cid, number)
+    assert (recipient["status"], recipient["attempts"]) == ("queued", 0)
+    assert recipient["attempts_history"] == []
+    assert at(recipient["next_attempt_at"]) == next_local(window["start"], zone, before)
+
+    # The window opens (moved to now here), and the recipient's time has come.
+    local = now().astimezone(zone)
+    window = {"start": hhmm(local - timedelta(hours=1)), "end": hhmm(local + timedelta(hours=1))}
+    response = await client.patch("/v1/school", json={"sending_window": window}, headers=auth)
+    assert response.status_code == 200, response.text
+    await make_due(sessionmaker, cid)
+    assert await delivery.run_once() == 1
+    assert twilio.sends_to(number) == 1
+
+
+async def test_a_retry_that_falls_after_the_window_waits_for_its_opening(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+) -> None:
+    auth = twilio_school.auth
+    zone = ZoneInfo("America/Chicago")
+    local = now().astimezone(zone)
+    # Open now, closing within two minutes; the first retry is at least 30 minutes away.
+    window = {"start": hhmm(local - timedelta(hours=1)), "end": hhmm(local + timedelta(minutes=2))}
+    response = await client.patch(
+        "/v1/school",
+        json={
+            "timezone": "America/Chicago",
+            "sending_window": window,
+            "retry_policy": {"base_delay_seconds": 3600, "max_delay_seconds": 3600},
+        },
+        headers=auth,
+    )
+    assert response.status_code == 200, response.text
+    number = phone(0)
+    twilio.script(number, Answer.throttled(retry_after=None))
+    cid = await launch(client, twilio_school, number)
+
+    before = now()
+    assert await delivery.run_once() == 1
+
+    recipient = await one(client, auth, cid, number)
+    assert recipient["status"] == "scheduled"
+    expected = next_local(window["start"], zone, before + timedelta(minutes=30))
+    assert at(recipient["next_attempt_at"]) == expected
+
+
+# -- provider rate ---------------------------------------------------------------------
+
+
+async def test_rate_limit_spaces_sends_and_caps_each_claim(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+) -> None:
+    auth = twilio_school.auth
+    rate = 20.0
+    await set_twilio_account(client, auth, twilio, max_messages_per_second=rate)
+    interval = 1 / rate
+    horizon = max(delivery.settings.worker_poll_seconds, 1.0)
+    per_cycle = int(horizon * rate)
+    assert per_cycle < delivery.settings.worker_batch_size  # the rate is what limits
+    numbers = [phone(i) for i in range(per_cycle + 5)]
+    cid = await launch(client, twilio_school, *numbers)
+
+    assert await delivery.run_once() == per_cycle
+
+    assert len(twilio.requests) == per_cycle
+    waiting = [r for r in (await by_phone(client, auth, cid)).values() if r["attempts"] == 0]
+    assert len(waiting) == 5
+    assert all(at(r["next_attempt_at"]) <= now() for r in waiting)  # still due
+
+    assert await delivery.run_once() == 5
+    assert {r.to for r in twilio.requests} == set(numbers)
+    # The k-th request never arrives before k intervals after the first one (some
+    # tolerance for the loop's own latency), across both cycles.
+    arrivals = sorted(twilio.arrivals)
+    tolerance = 0.015
+    for k, arrival in enumerate(arrivals):
+        assert arrival - arrivals[0] >= k * interval - tolerance, (k, arrival - arrivals[0])
+    # In any one second, at most `rate` requests (+1 for the window's edge).
+    for i, start in enumerate(arrivals):
+        within = sum(1 for a in arrivals[i:] if a - start < 1.0)
+        assert within <= rate + 1
+
+
+# -- retry age -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "failure_receipt", "final_reason", "code"),
+    [
+        pytest.param(Answer.throttled(), None, "sending_error", "20429", id="throttled"),
+        pytest.param(Answer(), "30450", "blocked", "30450", id="receipt-30450"),
+        pytest.param(Answer(), "30017", "unknown", "30017", id="receipt-30017"),
+        pytest.param(
+            Answer(status=503, code=29999, message="Service Unavailable"),
+            None,
+            "sending_error",
+            "29999",
+            id="5xx-unlisted-code",
+        ),
+    ],
+)
+async def test_expired_retry_fails_with_its_last_reason(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+    answer: Answer,
+    failure_receipt: str | None,
+    final_reason: str,
+    code: str,
+) -> None:
+    auth = twilio_school.auth
+    response = await client.patch(
+        "/v1/school",
+        json={
+            "retry_policy": {
+                "base_delay_seconds": 60,
+                "max_delay_seconds": 3600,
+                "max_retry_age_seconds": 60,
+            }
+        },
+        headers=auth,
+    )
+    assert response.status_code == 200, response.text
+    number = phone(0)
+    twilio.script(number, answer)
+    cid = await launch(client, twilio_school, number)
+    assert await delivery.run_once() == 1
+    if failure_receipt is not None:
+        sid = twilio.sid_to(number)
+        assert await receipt(sessionmaker, sid, "failed", failure_receipt) is (
+            receipts.Result.applied
+        )
+    recipient = await one(client, auth, cid, number)
+    assert recipient["status"] == "scheduled"
+    assert recipient["failed_reason"] == reason("reattempting", code)
+
+    # More than max_retry_age_seconds after the first attempt, the retry comes due.
+    await make_due(sessionmaker, cid, first_attempt_at=now() - timedelta(seconds=61))
+    await delivery.run_once()
+
+    recipient = await one(client, auth, cid, number)
+    assert recipient["status"] == "failed"
+    assert recipient["failed_reason"] == reason(final_reason, code)
+    assert recipient["next_attempt_at"] is None
+    assert recipient["attempts"] == 1
+    assert len(twilio.requests) == 1
+    assert (await campaign_of(client, auth, cid))["status"] == "complete"
+
+
+# -- receipts --------------------------------------------------------------------------
+
+
+async def test_receipt_before_the_send_is_recorded_waits_then_applies(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    auth = twilio_school.auth
+    number = phone(0)
+    cid = await launch(client, twilio_school, number)
+
+    # The engine's three steps, with Twilio's callbacks arriving between send and record.
+    jobs = await delivery.claim()
+    outcomes = await delivery.send(jobs, asyncio.Event())
+    [handover] = outcomes
+    assert handover.result is not None
+    sid = handover.result.provider_message_id
+    assert sid is not None and sid == twilio.sid_to(number)
+
+    assert await receipt(sessionmaker, sid, "sent") is receipts.Result.waiting
+    assert await receipt(sessionmaker, sid, "delivered") is receipts.Result.waiting
+    assert await receipt(sessionmaker, sid, "delivered") is receipts.Result.duplicate
+    recipient = await one(client, auth, cid, number)
+    assert recipient["status"] == "queued"
+    [attempt] = recipient["attempts_history"]
+    assert attempt["provider_message_id"] is None
+
+    await delivery.record(outcomes)
+
+    recipient = await one(client, auth, cid, number)
+    assert (recipient["status"], recipient["next_attempt_at"]) == ("delivered", None)
+    [attempt] = recipient["attempts_history"]
+    assert (attempt["provider_message_id"], attempt["status"]) == (sid, "delivered")
+    async with sessionmaker() as session:
+        stored = (
+            await session.execute(
+                select(StoredReceipt).where(StoredReceipt.provider_message_id == sid)
+            )
+        ).scalars()
+        assert all(r.applied_at is not None for r in stored)
+    assert (await campaign_of(client, auth, cid))["status"] == "complete"
+
+
+async def test_late_delivered_for_an_earlier_attempt_wins_and_cancels_the_retry(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    auth = twilio_school.auth
+    number = phone(0)
+    cid = await launch(client, twilio_school, number)
+    assert await delivery.run_once() == 1
+    first = twilio.sid_to(number)
+    # Twilio reports a soft failure (carrier congestion) for the first message...
+    assert await receipt(sessionmaker, first, "undelivered", "30017") is receipts.Result.applied
+    assert (await one(client, auth, cid, number))["status"] == "scheduled"
+    # ...the retry is throttled and scheduled again...
+    twilio.script(number, Answer.throttled())
+    await make_due(sessionmaker, cid)
+    assert await delivery.run_once() == 1
+    recipient = await one(client, auth, cid, number)
+    assert (recipient["status"], recipient["attempts"]) == ("scheduled", 2)
+    assert recipient["next_attempt_at"] is not None
+
+    # ...then the first message turns out delivered after all.
+    assert await receipt(sessionmaker, first, "delivered") is receipts.Result.applied
+
+    recipient = await one(client, auth, cid, number)
+    assert recipient["status"] == "delivered"
+    assert recipient["failed_reason"] is None
+    assert recipient["next_attempt_at"] is None
+    assert await delivery.run_once() == 0
+    assert twilio.sends_to(number) == 2
+    assert (await campaign_of(client, auth, cid))["status"] == "complete"
+
+
+# -- completion ------------------------------------------------------------------------
+
+
+async def test_campaign_completes_when_every_recipient_is_final(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    auth = twilio_school.auth
+    delivered, invalid, throttled = phone(0), phone(1), phone(2)
+    twilio.script(invalid, Answer.error(21211))
+    twilio.script(throttled, Answer.throttled())
+    cid = await launch(client, twilio_school, delivered, invalid, throttled)
+
+    assert await delivery.run_once() == 3
+    assert await receipt(sessionmaker, twilio.sid_to(delivered), "delivered") is (
+        receipts.Result.applied
+    )
+    campaign = await campaign_of(client, auth, cid)
+    assert campaign["status"] == "active"
+    assert campaign["completed_at"] is None
+
+    await make_due(sessionmaker, cid)
+    assert await delivery.run_once() == 1
+    assert (await campaign_of(client, auth, cid))["status"] == "active"
+    assert await receipt(sessionmaker, twilio.sid_to(throttled), "delivered") is (
+        receipts.Result.applied
+    )
+
+    campaign = await campaign_of(client, auth, cid)
+    assert campaign["status"] == "complete"
+    assert campaign["completed_at"] is not None
+    assert campaign["counts"]["delivered"] == 2
+    assert campaign["counts"]["failed"] == 1
+
+    # A campaign whose every send fails hard completes in the engine's own record step.
+    twilio.script(phone(3), Answer.error(21614))
+    other = await launch(client, twilio_school, phone(3))
+    assert await delivery.run_once() == 1
+    assert (await campaign_of(client, auth, other))["status"] == "complete"
+
+
+# -- graceful shutdown -----------------------------------------------------------------
+
+
+async def test_stop_before_sending_releases_the_claimed_recipients(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    auth = twilio_school.auth
+    retry = phone(9)
+    twilio.script(retry, Answer.throttled())
+    earlier = await launch(client, twilio_school, retry)
+    assert await delivery.run_once() == 1
+    await make_due(sessionmaker, earlier)
+    fresh = await launch(client, twilio_school, phone(0), phone(1))
+
+    stopping = asyncio.Event()
+    stopping.set()
+    assert await delivery.run_once(stopping) == 3
+
+    assert len(twilio.requests) == 1  # only the earlier throttled one
+    released_at = now()
+    for cid, number, attempts in ((fresh, phone(0), 0), (fresh, phone(1), 0), (earlier, retry, 1)):
+        recipient = await one(client, auth, cid, number)
+        assert recipient["status_group"] == "in_progress"
+        assert recipient["attempts"] == attempts
+        assert len(recipient["attempts_history"]) == attempts  # no attempt left behind
+        assert at(recipient["next_attempt_at"]) <= released_at  # due again at once
+
+    # The next worker sends them.
+    assert await delivery.run_once() == 3
+    assert len(twilio.requests) == 4
+    recipient = await one(client, auth, earlier, retry)
+    assert (recipient["status"], recipient["attempts"]) == ("queued", 2)
+
+
+async def test_recovery_does_not_take_another_campaigns_message(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    auth = twilio_school.auth
+    number = phone(0)
+    same = "School is closed tomorrow."
+    # Two campaigns, the same text to the same number; one create is lost in a 5xx.
+    twilio.script(number, Answer(), Answer.server_error(created=False))
+    first = await launch(client, twilio_school, number, body=same)
+    second = await launch(client, twilio_school, number, body=same)
+    assert await delivery.run_once() == 2
+    await make_due(sessionmaker, first)
+    await make_due(sessionmaker, second)
+
+    assert await delivery.run_once() == 1
+
+    assert twilio.sends_to(number) == 3
+    sids = set()
+    for cid in (first, second):
+        recipient = await one(client, auth, cid, number)
+        assert recipient["status"] == "queued"
+        [attempt] = recipient["attempts_history"]
+        sids.add(attempt["provider_message_id"])
+    assert sids == {m["sid"] for m in twilio.messages}
+
+
+async def same_text_both_lost_in_5xx(
+    client: httpx.AsyncClient,
+    school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> tuple[str, list[str]]:
+    """Two campaigns send the same text to one number; both creates answer 500 although
+    both messages went out. Returns the number and the campaigns."""
+    number = phone(0)
+    same = "School is closed tomorrow."
+    twilio.script(number, Answer.server_error(created=True), Answer.server_error(created=True))
+    campaigns = [await launch(client, school, number, body=same) for _ in range(2)]
+    assert await delivery.run_once() == 2
+    for cid in campaigns:
+        await make_due(sessionmaker, cid)
+    return number, campaigns
+
+
+async def test_recoveries_in_one_batch_never_record_one_message_twice(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    auth = twilio_school.auth
+    number, campaigns = await same_text_both_lost_in_5xx(
+        client, twilio_school, twilio, delivery, sessionmaker
+    )
+
+    # The two recoveries take turns, the second excluding what the first found: each
+    # keeps its own message, and nothing is sent again.
+    creates = len(twilio.messages)
+    assert await delivery.run_once() == 2
+    sids = []
+    for cid in campaigns:
+        recipient = await one(client, auth, cid, number)
+        assert recipient["status"] == "queued"
+        [attempt] = recipient["attempts_history"]
+        sids.append(attempt["provider_message_id"])
+    assert sids[0] != sids[1]
+    assert set(sids) <= {m["sid"] for m in twilio.messages}
+    assert len(twilio.messages) == creates
+
+
+async def test_recoveries_find_each_their_own_message(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    number, campaigns = await same_text_both_lost_in_5xx(
+        client, twilio_school, twilio, delivery, sessionmaker
+    )
+    for _ in range(3):
+        await delivery.run_once()
+        for cid in campaigns:
+            await make_due(sessionmaker, cid)
+
+    sids = set()
+    for cid in campaigns:
+        recipient = await one(client, twilio_school.auth, cid, number)
+        assert recipient["status"] == "queued"
+        sids.add(recipient["attempts_history"][0]["provider_message_id"])
+    assert sids == {m["sid"] for m in twilio.messages}
+    assert twilio.sends_to(number) == 2  # no duplicate
+
+
+async def test_released_recipients_of_a_campaign_closed_meanwhile_stay_stopped(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+) -> None:
+    auth = twilio_school.auth
+    number = phone(0)
+    cid = await launch(client, twilio_school, number)
+    jobs = await delivery.claim()
+    response = await client.post(f"/v1/campaigns/{cid}/close", headers=auth)
+    assert response.status_code == 200, response.text
+
+    stopping = asyncio.Event()
+    stopping.set()
+    await delivery.record(await delivery.send(jobs, stopping))
+
+    recipient = await one(client, auth, cid, number)
+    assert (recipient["status"], recipient["attempts"]) == ("queued", 0)
+    assert recipient["next_attempt_at"] is None  # closed: nothing is due again
+    assert await delivery.run_once() == 0
+    assert twilio.requests == []
