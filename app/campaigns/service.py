@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -11,7 +10,7 @@ from app.campaigns import repository, schemas
 from app.contact_lists import repository as contact_lists
 from app.errors import Conflict, NotFound
 from app.kit.clock import utcnow
-from app.kit.pagination import decode_cursor, page_of
+from app.kit.pagination import decode_cursor, page_of, time_key, uuid_key
 from app.kit.schemas import parse_uuid
 from app.models import Campaign, CampaignStatus, School
 
@@ -52,8 +51,8 @@ async def list_page(
     cursor: str | None,
     limit: int,
 ) -> tuple[list[schemas.Campaign], str | None]:
-    after = decode_cursor(cursor, 2)
-    key = (datetime.fromisoformat(after[0]), uuid.UUID(after[1])) if after else None
+    after = decode_cursor(cursor, time_key, uuid_key)
+    key = (after[0], after[1]) if after else None
     rows = await repository.list_page(session, school.id, status, key, limit)
     page, next_cursor = page_of(rows, limit, lambda c: (c.created_at.isoformat(), c.id))
     counts = await repository.counts(session, [c.id for c in page])

@@ -7,7 +7,6 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,8 +16,8 @@ from app import metrics
 from app.contact_lists import repository, schemas
 from app.contact_lists.parsing import ContactRow
 from app.contact_lists.repository import ListSummary
-from app.errors import BadRequest, Conflict, NotFound
-from app.kit.pagination import decode_cursor, page_of
+from app.errors import Conflict, NotFound
+from app.kit.pagination import decode_cursor, int_key, page_of, time_key, uuid_key
 from app.kit.phones import InvalidPhone, parse_phone
 from app.models import Campaign, Contact, ContactList, School
 
@@ -31,10 +30,6 @@ ECHO_MAX = 64
 
 def _not_found(list_id: uuid.UUID) -> NotFound:
     return NotFound(f"No contact list with id {list_id}.")
-
-
-def _bad_cursor() -> BadRequest:
-    return BadRequest("The cursor is not one this service issued.")
 
 
 async def create(
@@ -60,14 +55,9 @@ async def list_page(
 ) -> tuple[list[ListSummary], str | None]:
     """One page of the school's lists, newest first, and the cursor of the next page."""
     before: tuple[datetime, uuid.UUID] | None = None
-    values = decode_cursor(cursor, 2)
+    values = decode_cursor(cursor, time_key, uuid_key)
     if values is not None:
-        try:
-            created_at, list_id = datetime.fromisoformat(values[0]), uuid.UUID(values[1])
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise _bad_cursor() from exc
-        if created_at.tzinfo is None:
-            raise _bad_cursor()
+        created_at, list_id = values
         before = (created_at, list_id)
     rows = await repository.summaries(session, school.id, limit + 1, before)
     return page_of(rows, limit, lambda row: (row.created_at.isoformat(), str(row.id)))
@@ -225,13 +215,8 @@ async def contacts_page(
     session: AsyncSession, school: School, list_id: uuid.UUID, limit: int, cursor: str | None
 ) -> tuple[list[Contact], str | None]:
     """One page of the list's contacts in import order, and the cursor of the next page."""
-    after: int | None = None
-    values = decode_cursor(cursor, 1)
-    if values is not None:
-        value: Any = values[0]
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
-            raise _bad_cursor()
-        after = value
+    values = decode_cursor(cursor, int_key)
+    after: int | None = values[0] if values else None
     if await repository.get(session, school.id, list_id) is None:
         raise _not_found(list_id)
     rows = await repository.contacts(session, list_id, limit + 1, after)

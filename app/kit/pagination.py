@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
@@ -29,18 +32,49 @@ def encode_cursor(*values: Any) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
-    """The values a cursor carries, or None for the first page; a bad cursor is a 400."""
+def decode_cursor(cursor: str | None, *parsers: Callable[[Any], Any]) -> list[Any] | None:
+    """The values a cursor carries, each passed through its parser (e.g. `uuid.UUID`,
+    `datetime.fromisoformat`), or None for the first page. Anything else is a 400."""
     if cursor is None:
         return None
+    bad = BadRequest("The cursor is not one this service issued.")
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         values = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("The cursor is not one this service issued.") from exc
-    if not isinstance(values, list) or len(values) != arity:
-        raise BadRequest("The cursor is not one this service issued.")
-    return values
+        raise bad from exc
+    if not isinstance(values, list) or len(values) != len(parsers):
+        raise bad
+    try:
+        return [parse(value) for parse, value in zip(parsers, values, strict=True)]
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise bad from exc
+
+
+def text_key(value: Any) -> str:
+    """A cursor value that must be text (and storable: no NUL)."""
+    if not isinstance(value, str) or "\x00" in value:
+        raise ValueError("not a text key")
+    return value
+
+
+def uuid_key(value: Any) -> uuid.UUID:
+    return uuid.UUID(text_key(value))
+
+
+def time_key(value: Any) -> datetime:
+    """A timezone-aware timestamp (as `isoformat()` wrote it)."""
+    moment = datetime.fromisoformat(text_key(value))
+    if moment.tzinfo is None:
+        raise ValueError("not an aware timestamp")
+    return moment
+
+
+def int_key(value: Any) -> int:
+    """A cursor value that must be a BIGINT id."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise ValueError("not an id")
+    return value
 
 
 def page_of(rows: list[T], limit: int, key: Any) -> tuple[list[T], str | None]:

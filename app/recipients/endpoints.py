@@ -8,6 +8,7 @@ from app.delivery.schemas import Preview
 from app.delivery.status import Group, Status
 from app.kit.deps import SessionDep
 from app.kit.pagination import Cursor, Limit, Page
+from app.kit.schemas import NoNul
 from app.models import OptOutSource
 from app.opt_outs import schemas as opt_out_schemas
 from app.opt_outs import service as opt_outs
@@ -26,7 +27,9 @@ async def list_recipients(
     status: Status | None = None,
     status_group: Group | None = None,
     failed_reason: FailedReasonCode | None = None,
-    q: str | None = Query(default=None, max_length=100, description="Part of a phone or name"),
+    q: str | None = Query(
+        default=None, max_length=100, pattern=NoNul, description="Part of a phone or name"
+    ),
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[schemas.Recipient]:

@@ -14,7 +14,7 @@ from app.delivery import status as rules
 from app.delivery.status import Group, Status
 from app.errors import Conflict, NotFound
 from app.kit.clock import utcnow
-from app.kit.pagination import decode_cursor, page_of
+from app.kit.pagination import decode_cursor, int_key, page_of
 from app.kit.schemas import parse_int_id
 from app.models import Attempt, Campaign, Recipient, School
 from app.recipients import repository, schemas
@@ -92,9 +92,9 @@ async def list_page(
     limit: int,
 ) -> tuple[list[schemas.Recipient], str | None]:
     """One page of the campaign's recipients, in a stable order, filtered."""
-    after = decode_cursor(cursor, 1)
+    after = decode_cursor(cursor, int_key)
     query = repository.filtered(campaign.id, _statuses(status, status_group), failed_reason, q)
-    rows = await repository.page(session, query, int(after[0]) if after else None, limit)
+    rows = await repository.page(session, query, after[0] if after else None, limit)
     page, next_cursor = page_of(rows, limit, lambda r: (r.id,))
     return [view(r) for r in page], next_cursor
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,5 +33,22 @@ async def provider_accounts_by_sid(
 ) -> list[ProviderAccount]:
     query = select(ProviderAccount).where(
         ProviderAccount.provider == provider, ProviderAccount.account_sid == account_sid
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def get_many(session: AsyncSession, school_ids: Collection[uuid.UUID]) -> list[School]:
+    query = select(School).where(School.id.in_(list(school_ids))).order_by(School.id)
+    return list((await session.execute(query)).scalars())
+
+
+async def provider_accounts_with_public_key(
+    session: AsyncSession, provider: str
+) -> list[ProviderAccount]:
+    """The provider's accounts that carry a webhook public key (Telnyx)."""
+    query = (
+        select(ProviderAccount)
+        .where(ProviderAccount.provider == provider, ProviderAccount.public_key.is_not(None))
+        .order_by(ProviderAccount.school_id)
     )
     return list((await session.execute(query)).scalars())

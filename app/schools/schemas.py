@@ -1,24 +1,69 @@
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from datetime import datetime, time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     Field,
     PlainSerializer,
+    Strict,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from app.kit.phones import is_country_code, is_region
 from app.kit.schemas import Id, RequestSchema, Schema
+
+HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+# PostgreSQL's `integer` columns hold retry settings; a year is far beyond any useful value.
+MAX_RETRY_AGE_SECONDS = 366 * 86_400
+
+StrictInt = Annotated[int, Strict()]
+StrictFloat = Annotated[float, Strict()]
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold U+0000: refuse it here rather than fail in SQL.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
+def _hhmm(value: Any) -> Any:
+    # Only "HH:MM": pydantic's `time` would also take seconds, offsets ("08:00Z") and
+    # numbers, none of which the school's local wall-clock window can mean.
+    if not isinstance(value, str) or not re.fullmatch(HHMM_PATTERN, value):
+        raise ValueError("must be a 24-hour local time written HH:MM, such as 08:00")
+    return value
+
 
 HHMM = Annotated[
     time,
     PlainSerializer(lambda t: t.strftime("%H:%M"), return_type=str),
     Field(description="Local time, HH:MM", examples=["08:00"]),
+]
+HHMMIn = Annotated[
+    time,
+    BeforeValidator(_hhmm),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": HHMM_PATTERN,
+            "description": "Local time, HH:MM (24-hour)",
+            "examples": ["08:00"],
+        }
+    ),
 ]
 
 
@@ -48,55 +93,87 @@ def _check_country_codes(values: list[int]) -> list[int]:
 TimeZoneName = Annotated[str, AfterValidator(_check_timezone), Field(examples=["America/Chicago"])]
 Region = Annotated[str, AfterValidator(_check_region), Field(examples=["US"])]
 CountryCodes = Annotated[
-    list[int], AfterValidator(_check_country_codes), Field(min_length=1, examples=[[1]])
+    list[StrictInt], AfterValidator(_check_country_codes), Field(min_length=1, examples=[[1]])
 ]
+SchoolName = Annotated[Text, Field(min_length=1, max_length=200)]
 
 
-class SendingWindow(BaseModel):
+class SendingWindowIn(RequestSchema):
     """Local hours (school time zone) in which attempts may start."""
 
-    start: HHMM
-    end: HHMM
+    start: HHMMIn
+    end: HHMMIn
 
     @model_validator(mode="after")
-    def _not_empty(self) -> SendingWindow:
+    def _not_empty(self) -> SendingWindowIn:
         if self.start == self.end:
             raise ValueError("start and end must differ (use null for any time)")
         return self
 
 
-class RetryPolicy(BaseModel):
-    base_delay_seconds: int = Field(ge=1, le=86_400)
-    max_delay_seconds: int = Field(ge=1, le=7 * 86_400)
-    max_retry_age_seconds: int | None = Field(
-        default=None, ge=60, description="null: retry indefinitely while the campaign is active"
+class RetryPolicyIn(RequestSchema):
+    base_delay_seconds: StrictInt = Field(ge=1, le=86_400)
+    max_delay_seconds: StrictInt = Field(ge=1, le=7 * 86_400)
+    max_retry_age_seconds: StrictInt | None = Field(
+        default=None,
+        ge=60,
+        le=MAX_RETRY_AGE_SECONDS,
+        description="null: retry indefinitely while the campaign is active",
     )
 
     @model_validator(mode="after")
-    def _ordered(self) -> RetryPolicy:
+    def _ordered(self) -> RetryPolicyIn:
         if self.max_delay_seconds < self.base_delay_seconds:
             raise ValueError("max_delay_seconds must be at least base_delay_seconds")
         return self
 
 
 class SchoolSettings(RequestSchema):
-    """What `PATCH /v1/school` may change; every field optional."""
+    """What `PATCH /v1/school` may change; every field optional, omitted ones stay as they
+    are. `sending_window: null` means any time; the other settings cannot be null."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    timezone: TimeZoneName | None = None
-    default_region: Region | None = None
-    allowed_country_codes: CountryCodes | None = None
-    sending_window: SendingWindow | None = None
-    retry_policy: RetryPolicy | None = None
+    # `SkipJsonSchema[None]`: None is only the "not sent" default, never a value to send.
+    name: SchoolName | SkipJsonSchema[None] = None
+    timezone: TimeZoneName | SkipJsonSchema[None] = None
+    default_region: Region | SkipJsonSchema[None] = None
+    allowed_country_codes: CountryCodes | SkipJsonSchema[None] = None
+    sending_window: SendingWindowIn | None = None
+    retry_policy: RetryPolicyIn | SkipJsonSchema[None] = None
+
+    @field_validator("name", "timezone", "default_region", "allowed_country_codes", "retry_policy")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # Runs only on values sent: an explicit null would otherwise be silently ignored.
+        if value is None:
+            raise ValueError("cannot be null; omit the field to keep its value")
+        return value
 
     @field_validator("name")
     @classmethod
-    def _strip(cls, value: str | None) -> str | None:
-        return value.strip() if value is not None else None
+    def _strip(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be blank")
+        return value
 
 
 class SchoolCreate(SchoolSettings):
-    name: str = Field(min_length=1, max_length=200)
+    name: SchoolName
+
+
+class SendingWindow(Schema):
+    """Local hours (school time zone) in which attempts may start."""
+
+    start: HHMM
+    end: HHMM
+
+
+class RetryPolicy(Schema):
+    base_delay_seconds: int
+    max_delay_seconds: int
+    max_retry_age_seconds: int | None = Field(
+        description="null: retry indefinitely while the campaign is active"
+    )
 
 
 class School(Schema):
@@ -121,14 +198,24 @@ class ApiKeyCreated(BaseModel):
     created_at: datetime
 
 
+def _ed25519_key(value: str) -> str:
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("must be the base64 public key shown in the Telnyx portal") from exc
+    if len(raw) != 32:
+        raise ValueError("must be a base64 Ed25519 public key (32 bytes)")
+    return value.strip()
+
+
 class TwilioAccount(RequestSchema):
     provider: Literal["twilio"]
     account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")
-    auth_token: str = Field(min_length=8, max_length=128)
-    from_number: str | None = Field(default=None, max_length=32)
+    auth_token: Text = Field(min_length=8, max_length=128)
+    from_number: Text | None = Field(default=None, max_length=32)
     messaging_service_sid: str | None = Field(default=None, pattern=r"^MG[0-9a-fA-F]{32}$")
-    api_base: str | None = Field(default=None, max_length=300, pattern=r"^https?://")
-    max_messages_per_second: float | None = Field(default=None, gt=0, le=10_000)
+    api_base: Text | None = Field(default=None, max_length=300, pattern=r"^https?://")
+    max_messages_per_second: StrictFloat | None = Field(default=None, gt=0, le=10_000)
 
     @model_validator(mode="after")
     def _sender(self) -> TwilioAccount:
@@ -139,12 +226,14 @@ class TwilioAccount(RequestSchema):
 
 class TelnyxAccount(RequestSchema):
     provider: Literal["telnyx"]
-    api_key: str = Field(min_length=8, max_length=256)
-    public_key: str = Field(min_length=40, max_length=100, description="Base64 Ed25519 key")
-    from_number: str | None = Field(default=None, max_length=32)
-    messaging_profile_id: str | None = Field(default=None, max_length=64)
-    api_base: str | None = Field(default=None, max_length=300, pattern=r"^https?://")
-    max_messages_per_second: float | None = Field(default=None, gt=0, le=10_000)
+    api_key: Text = Field(min_length=8, max_length=256)
+    public_key: Annotated[str, AfterValidator(_ed25519_key)] = Field(
+        min_length=40, max_length=100, description="Base64 Ed25519 key"
+    )
+    from_number: Text | None = Field(default=None, max_length=32)
+    messaging_profile_id: Text | None = Field(default=None, max_length=64)
+    api_base: Text | None = Field(default=None, max_length=300, pattern=r"^https?://")
+    max_messages_per_second: StrictFloat | None = Field(default=None, gt=0, le=10_000)
 
     @model_validator(mode="after")
     def _sender(self) -> TelnyxAccount:
@@ -155,7 +244,7 @@ class TelnyxAccount(RequestSchema):
 
 class SimulatorAccount(RequestSchema):
     provider: Literal["simulator"]
-    max_messages_per_second: float | None = Field(default=None, gt=0, le=10_000)
+    max_messages_per_second: StrictFloat | None = Field(default=None, gt=0, le=10_000)
 
 
 ProviderAccountIn = Annotated[

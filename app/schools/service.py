@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import time
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -119,3 +120,26 @@ async def get_provider(session: AsyncSession, school: School) -> ProviderAccount
     if account is None:
         raise NotFound("This school has no provider account; messages go to the simulator.")
     return account
+
+
+async def get_many(session: AsyncSession, school_ids: Collection[uuid.UUID]) -> list[School]:
+    return await repository.get_many(session, school_ids)
+
+
+async def accounts_by_sid(
+    session: AsyncSession, provider: str, account_sid: str
+) -> list[ProviderAccount]:
+    """Every school's account with this provider account id (schools may share one)."""
+    return await repository.provider_accounts_by_sid(session, provider, account_sid)
+
+
+async def accounts_with_public_key(session: AsyncSession, provider: str) -> list[ProviderAccount]:
+    return await repository.provider_accounts_with_public_key(session, provider)
+
+
+def account_secret(account: ProviderAccount, box: SecretBox, name: str) -> str | None:
+    """One sealed credential of the account (`auth_token`, `api_key`), None when absent."""
+    if not account.credentials:
+        return None
+    value = box.open(account.credentials).get(name)
+    return value if isinstance(value, str) and value else None
