@@ -1,6 +1,6 @@
 """Prometheus metrics, served at /metrics."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 messages_sent = Counter(
     "campanile_messages_sent_total",
@@ -9,8 +9,22 @@ messages_sent = Counter(
 )
 receipts = Counter(
     "campanile_receipts_total",
-    "Delivery receipts received, by provider and result (applied, duplicate, unmatched...).",
+    "Delivery receipts received, by provider and result (applied, stale, duplicate, waiting).",
     ["provider", "result"],
+)
+receipts_released = Counter(
+    "campanile_receipts_released_total",
+    "Waiting receipts applied once their message id was recorded, by provider and result.",
+    ["provider", "result"],
+)
+receipts_unmatched = Gauge(
+    "campanile_receipts_unmatched",
+    "Receipts still waiting for their message long after arriving (set by the worker sweep).",
+)
+webhooks_refused = Counter(
+    "campanile_webhooks_refused_total",
+    "Provider webhooks refused, by provider and why (signature: 403, malformed: 400).",
+    ["provider", "why"],
 )
 contacts_imported = Counter(
     "campanile_contacts_imported_total", "Contacts imported, by result.", ["result"]

@@ -19,12 +19,14 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_settings(request: Request) -> Settings:
+# Plain `async def`: a sync dependency would be run in a worker thread, a thread hand-off
+# on every request for reading an attribute.
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_secret_box(request: Request) -> SecretBox:
+async def get_secret_box(request: Request) -> SecretBox:
     box: SecretBox = request.app.state.secret_box
     return box
 

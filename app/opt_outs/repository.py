@@ -75,6 +75,21 @@ async def waiting_recipients(
             Recipient.phone == phone,
             Recipient.status.in_([s.value for s in WAITING]),
         )
+        # Locked in id order, as the delivery engine locks them: no deadlock between the two.
+        .order_by(Recipient.id)
         .with_for_update(of=Recipient)
     )
     return [(r, c) for r, c in await session.execute(query)]
+
+
+async def latest_campaign_id(
+    session: AsyncSession, school_id: uuid.UUID, phone: str
+) -> uuid.UUID | None:
+    """The school's campaign that last included the number (what a STOP reply answers)."""
+    query = (
+        select(Recipient.campaign_id)
+        .where(Recipient.school_id == school_id, Recipient.phone == phone)
+        .order_by(Recipient.id.desc())
+        .limit(1)
+    )
+    return (await session.execute(query)).scalar_one_or_none()

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.campaigns import service as campaigns
 from app.delivery import status as rules
 from app.errors import NotFound, Unprocessable
-from app.kit.pagination import decode_cursor, page_of
+from app.kit.pagination import decode_cursor, page_of, text_key
 from app.kit.phones import InvalidPhone, parse_phone
 from app.models import OptOut, OptOutSource, School
-from app.opt_outs import repository
+from app.opt_outs import keywords, repository
 from app.recipients import service as recipients
+from app.schools import service as schools
+
+log = logging.getLogger(__name__)
 
 
 def normalize(school: School, raw: str) -> str:
@@ -56,6 +61,45 @@ async def opt_in(session: AsyncSession, school: School, raw_phone: str) -> None:
         raise NotFound(f"{phone} is not on the opt-out list.")
 
 
+async def opt_in_if_listed(session: AsyncSession, school_id: uuid.UUID, phone: str) -> bool:
+    """Take an E.164 number off the school's opt-out list if it is on it (an opt-in keyword
+    from the contact): no error when it is not. Whether it was."""
+    return await repository.remove(session, school_id, phone)
+
+
+async def on_inbound(
+    session: AsyncSession, school_ids: Sequence[uuid.UUID], sender: str, body: str
+) -> keywords.Keyword | None:
+    """A message a contact sent to the schools' number (SPEC §6): an opt-out keyword opts the
+    sender out of each school (source `keyword`, cancelling their waiting messages), an
+    opt-in keyword takes them off each school's list; anything else changes nothing.
+
+    The keyword found, or None. A sender that is not a phone number (short code, alphanumeric
+    sender) cannot be on a list and is ignored.
+    """
+    keyword = keywords.match(body)
+    if keyword is None:
+        return None
+    for school in await schools.get_many(session, school_ids):
+        try:
+            phone = parse_phone(sender, school.default_region).e164
+        except InvalidPhone:
+            log.info("keyword %s from %r ignored: not a phone number", keyword.word, sender)
+            continue
+        if keyword.action is keywords.Action.opt_out:
+            await opt_out(
+                session,
+                school.id,
+                phone,
+                source=OptOutSource.keyword,
+                keyword=keyword.word,
+                campaign_id=await repository.latest_campaign_id(session, school.id, phone),
+            )
+        else:
+            await opt_in_if_listed(session, school.id, phone)
+    return keyword
+
+
 async def is_opted_out(session: AsyncSession, school_id: uuid.UUID, phone: str) -> bool:
     return await repository.get(session, school_id, phone) is not None
 
@@ -63,6 +107,6 @@ async def is_opted_out(session: AsyncSession, school_id: uuid.UUID, phone: str) 
 async def list_page(
     session: AsyncSession, school: School, cursor: str | None, limit: int
 ) -> tuple[list[OptOut], str | None]:
-    after = decode_cursor(cursor, 1)
-    rows = await repository.page(session, school.id, str(after[0]) if after else None, limit)
+    after = decode_cursor(cursor, text_key)
+    rows = await repository.page(session, school.id, after[0] if after else None, limit)
     return page_of(rows, limit, lambda o: (o.phone,))

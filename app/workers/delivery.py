@@ -49,6 +49,7 @@ class DeliveryWorker(LoopService):
         if time.monotonic() - self._last_sweep > SWEEP_SECONDS:
             async with unit_of_work(self.sessionmaker) as session:
                 await engine.sweep(session)
+                await receipts.report_unmatched(session)
             self._last_sweep = time.monotonic()
         claimed = await self.engine.run_once(self.stopping)
         return claimed >= self.batch_size

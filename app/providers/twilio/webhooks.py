@@ -1,0 +1,200 @@
+"""Twilio's webhooks: status callbacks and inbound SMS (SPEC §6, providers.md §1.3, §1.4).
+
+Every request is checked before anything in it is believed: the raw form body is parsed
+here (every name=value pair, blank values and repeated names kept, exactly what Twilio
+signed), the schools' accounts named by its `AccountSid` are looked up (kept a few seconds:
+`AccountCache`), and `X-Twilio-Signature` must verify, in constant time, with one of their
+auth tokens over PUBLIC_BASE_URL + path (+ query). Otherwise 403, and an unknown account
+gets the same answer as a wrong signature. Then a status callback is stored and applied
+(`app.delivery.receipts`: one short transaction), and an inbound message is read for
+opt-out/opt-in keywords.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.delivery import receipts
+from app.kit.crypto import SecretBox
+from app.kit.deps import SecretBoxDep, SessionDep, SettingsDep
+from app.opt_outs import service as opt_outs
+from app.providers.base import InvalidSignature, Receipt
+from app.providers.twilio import receipts as twilio_receipts
+from app.providers.twilio import signature
+from app.providers.webhooks import (
+    REFUSALS,
+    Accounts,
+    Inbound,
+    WebhookAccount,
+    account_cache,
+    public_url,
+    receiving_schools,
+    refusals,
+    signing_accounts,
+)
+from app.schools import service as schools
+
+PROVIDER = "twilio"
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+
+router = APIRouter(prefix="/webhooks/twilio", tags=["webhooks"])
+
+
+@dataclass(frozen=True, slots=True)
+class SignedForm:
+    """A form Twilio signed for one of our accounts."""
+
+    params: list[tuple[str, str]]
+    # The schools' accounts (named by AccountSid) whose auth token verifies the signature.
+    accounts: Accounts
+
+
+def parse_form(body: bytes) -> list[tuple[str, str]]:
+    """Every (name, value) of a form-encoded body, blank values and repeated names kept.
+
+    A body that is not UTF-8 cannot be what Twilio signed: InvalidSignature."""
+    try:
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")
+    except ValueError as exc:  # UnicodeDecodeError, raw or percent-encoded
+        raise InvalidSignature("form body is not UTF-8") from exc
+
+
+async def _accounts(session: AsyncSession, box: SecretBox, account_sid: str) -> Accounts:
+    return [
+        WebhookAccount(account.school_id, token, account.from_number, account.messaging_service_sid)
+        for account in await schools.accounts_by_sid(session, PROVIDER, account_sid)
+        if (token := schools.account_secret(account, box, "auth_token")) is not None
+    ]
+
+
+async def signed_form(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    box: SecretBoxDep,
+    x_twilio_signature: Annotated[
+        str | None,
+        Header(description="Base64 HMAC-SHA1 of the URL and the sorted form, by the auth token"),
+    ] = None,
+) -> SignedForm:
+    """The request's form, once a Twilio account of ours is shown to have signed it."""
+    with refusals(PROVIDER):
+        if not x_twilio_signature:
+            raise InvalidSignature(f"missing {signature.HEADER}")
+        given = x_twilio_signature
+        params = parse_form(await request.body())
+        account_sid = twilio_receipts.account_sid(params)
+        if account_sid is None:
+            raise InvalidSignature("no AccountSid: no auth token to verify with")
+        url = public_url(request, settings.public_base_url)
+
+        def signers(accounts: Accounts) -> Accounts:
+            return [
+                a for a in accounts if signature.validate_signature(url, params, given, a.secret)
+            ]
+
+        accounts = await signing_accounts(
+            account_cache(request),
+            (PROVIDER, account_sid),
+            lambda: _accounts(session, box, account_sid),
+            signers,
+        )
+        if not accounts:
+            raise InvalidSignature(f"not signed by a known account {account_sid!r} for {url}")
+        return SignedForm(params, accounts)
+
+
+Signed = Annotated[SignedForm, Depends(signed_form)]
+
+
+async def status_receipt(form: Signed) -> Receipt:
+    with refusals(PROVIDER):
+        return twilio_receipts.parse_status_callback(form.params)
+
+
+async def inbound_message(form: Signed) -> Inbound:
+    with refusals(PROVIDER):
+        message = twilio_receipts.parse_inbound(form.params)
+    service_sid = twilio_receipts.form_value(form.params, "MessagingServiceSid")
+    return Inbound(message, receiving_schools(form.accounts, message.to_number, service_sid))
+
+
+def _form_body(fields: dict[str, str]) -> dict[str, Any]:
+    properties = {name: {"type": "string", "description": text} for name, text in fields.items()}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "properties": properties,
+                        "additionalProperties": {"type": "string"},
+                    }
+                }
+            },
+        }
+    }
+
+
+STATUS_FORM = _form_body(
+    {
+        "AccountSid": "The Twilio account; its auth token verifies the signature",
+        "MessageSid": "The message (SmsSid is read when it is absent)",
+        "MessageStatus": "queued, sent, delivered, undelivered, failed...",
+        "ErrorCode": "Set on undelivered and failed",
+    }
+)
+INBOUND_FORM = _form_body(
+    {
+        "AccountSid": "The Twilio account; its auth token verifies the signature",
+        "MessageSid": "The inbound message",
+        "From": "The contact's number",
+        "To": "The school's number",
+        "Body": "The text; a whole-message opt-out or opt-in keyword is acted on",
+        "MessagingServiceSid": "Set when the number belongs to a messaging service",
+    }
+)
+
+
+@router.post(
+    "/status",
+    response_class=Response,
+    responses={200: {"description": "Stored (and applied, if its message is known)"}, **REFUSALS},
+    openapi_extra=STATUS_FORM,
+)
+async def twilio_status_callback(
+    receipt: Annotated[Receipt, Depends(status_receipt)], session: SessionDep
+) -> Response:
+    """Twilio status callback: the receipt is stored once and applied through the status
+    rules, or kept until its message id is recorded."""
+    await receipts.ingest(session, receipt)
+    return Response(status_code=200)
+
+
+@router.post(
+    "/inbound",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Empty TwiML: no reply is sent",
+            "content": {"text/xml": {"example": EMPTY_TWIML}},
+        },
+        **REFUSALS,
+    },
+    openapi_extra=INBOUND_FORM,
+)
+async def twilio_inbound(
+    message: Annotated[Inbound, Depends(inbound_message)], session: SessionDep
+) -> Response:
+    """Twilio inbound SMS: opt-out keywords (STOP...) opt the number out of the school that
+    received it, opt-in keywords (START...) back in; answered with empty TwiML."""
+    await opt_outs.on_inbound(
+        session, message.school_ids, message.message.from_number, message.message.body
+    )
+    return Response(EMPTY_TWIML, media_type="text/xml")

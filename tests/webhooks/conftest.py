@@ -1,0 +1,217 @@
+"""Fixtures for the webhook tests: schools with a Twilio or Telnyx account (over the API,
+so credentials are sealed as in production), and a live server for the tests that need
+real commits and concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from app.config import Settings
+from app.kit.crypto import new_secret_key
+from app.providers import codes
+from tests.conftest import ADMIN_TOKEN, make_school, plain_url, with_database
+from tests.webhooks.support import TelnyxKeys, TwilioAccount
+
+CAMPANILE = Path(sys.executable).with_name("campanile")
+STARTUP_SECONDS = 60
+# Settings the live server must not take from the environment of the test run.
+NOT_INHERITED = {
+    "DATABASE_URL",
+    "TEST_DATABASE_URL",
+    "SECRET_KEY",
+    "ADMIN_TOKEN",
+    "PUBLIC_BASE_URL",
+    "TWILIO_CODE_TABLE",
+    "TELNYX_CODE_TABLE",
+}
+
+
+@pytest.fixture(autouse=True)
+def shipped_code_tables() -> Iterator[None]:
+    """Every test reads the shipped code tables, whatever the environment says."""
+    codes.configure(Settings(twilio_code_table=None, telnyx_code_table=None))
+    yield
+    codes.reset()
+
+
+@dataclass(frozen=True)
+class TwilioSchool:
+    id: str
+    auth: dict[str, str]
+    account: TwilioAccount
+
+
+@dataclass(frozen=True)
+class TelnyxSchool:
+    id: str
+    auth: dict[str, str]
+    keys: TelnyxKeys
+    from_number: str
+
+
+async def add_twilio_school(
+    client: httpx.AsyncClient, account: TwilioAccount | None = None, name: str = "Lincoln High"
+) -> TwilioSchool:
+    body, auth = await make_school(client, name=name)
+    account = account or TwilioAccount()
+    response = await client.put(
+        "/v1/school/provider",
+        json={
+            "provider": "twilio",
+            "account_sid": account.account_sid,
+            "auth_token": account.auth_token,
+            "from_number": account.from_number,
+        },
+        headers=auth,
+    )
+    assert response.status_code == 200, response.text
+    return TwilioSchool(body["id"], auth, account)
+
+
+async def add_telnyx_school(
+    client: httpx.AsyncClient,
+    keys: TelnyxKeys | None = None,
+    from_number: str = "+15005550007",
+    name: str = "Roosevelt Middle",
+) -> TelnyxSchool:
+    body, auth = await make_school(client, name=name)
+    keys = keys or TelnyxKeys()
+    response = await client.put(
+        "/v1/school/provider",
+        json={
+            "provider": "telnyx",
+            "api_key": "KEY" + uuid.uuid4().hex,
+            "public_key": keys.public,
+            "from_number": from_number,
+        },
+        headers=auth,
+    )
+    assert response.status_code == 200, response.text
+    return TelnyxSchool(body["id"], auth, keys, from_number)
+
+
+@pytest.fixture
+async def twilio_school(client: httpx.AsyncClient) -> TwilioSchool:
+    return await add_twilio_school(client)
+
+
+@pytest.fixture
+async def telnyx_school(client: httpx.AsyncClient) -> TelnyxSchool:
+    return await add_telnyx_school(client)
+
+
+# -- a live server: `campanile serve --no-worker` on a database of its own -------------------
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    url: str  # http://127.0.0.1:port, also its PUBLIC_BASE_URL
+    database_url: str
+
+    async def sql(self, statement: str, *args: Any) -> None:
+        connection = await asyncpg.connect(plain_url(self.database_url))
+        try:
+            await connection.execute(statement, *args)
+        finally:
+            await connection.close()
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        connection = await asyncpg.connect(plain_url(self.database_url))
+        try:
+            rows: list[asyncpg.Record] = await connection.fetch(query, *args)
+            return rows
+        finally:
+            await connection.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def _admin(server_url: str, statement: str) -> None:
+    connection = await asyncpg.connect(plain_url(server_url))
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        assert process.poll() is None, f"serve exited early:\n{log.read_text()}"
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2, trust_env=False).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"not ready:\n{log.read_text()}"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def live_server(server_url: str) -> Iterator[LiveServer]:
+    """The service as deployed (`campanile serve`: one uvicorn process, real commits, its own
+    pool) on a fresh database that it migrates itself; posted to over loopback."""
+    name = f"campanile_live_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in NOT_INHERITED},
+        "DATABASE_URL": with_database(server_url, name),
+        "SECRET_KEY": new_secret_key(),
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "PUBLIC_BASE_URL": url,
+        "LOG_LEVEL": "WARNING",
+    }
+    log = Path(tempfile.mkstemp(prefix="campanile-live-", suffix=".log")[1])
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [str(CAMPANILE), "serve", "--no-worker", "--port", str(port)],
+            env=env,
+            cwd=tempfile.gettempdir(),  # no stray .env
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_ready(process, url, log)
+        yield LiveServer(url, env["DATABASE_URL"])
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.unlink(missing_ok=True)
+        asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def live(live_server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the live server (keep-alive connections, no proxies)."""
+    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+    async with httpx.AsyncClient(
+        base_url=live_server.url, trust_env=False, limits=limits, timeout=30
+    ) as client:
+        yield client

@@ -1,0 +1,216 @@
+"""POST /v1/webhooks/telnyx: Ed25519 signatures checked against our accounts' public keys
+before the body is believed, the 300 s window, refusals that change nothing, receipts."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import httpx
+import pytest
+from sqlalchemy import update
+
+from app.models import ProviderAccount
+from app.providers.base import InvalidSignature
+from app.providers.telnyx import signature
+from tests.helpers import launched, people, recipients
+from tests.webhooks.conftest import TelnyxSchool, add_telnyx_school
+from tests.webhooks.support import (
+    TELNYX,
+    Sessions,
+    TelnyxKeys,
+    assert_problem,
+    count_receipts,
+    post_telnyx,
+    recipient_detail,
+    record_attempt,
+    stored_receipts,
+    telnyx_receipt,
+)
+
+MESSAGE_ID = "40317a6e-0000-4000-8000-0000000000aa"
+
+
+async def sent_recipient(
+    client: httpx.AsyncClient, school: TelnyxSchool, sessions: Sessions
+) -> tuple[str, str]:
+    campaign = await launched(client, school.auth, people("+12015550123"))
+    recipient = (await recipients(client, school.auth, campaign["id"]))[0]
+    await record_attempt(sessions, recipient["id"], "telnyx", MESSAGE_ID)
+    return campaign["id"], recipient["id"]
+
+
+async def test_signed_sent_then_finalized(
+    client: httpx.AsyncClient, telnyx_school: TelnyxSchool, sessionmaker: Sessions
+) -> None:
+    campaign_id, recipient_id = await sent_recipient(client, telnyx_school, sessionmaker)
+    response = await post_telnyx(client, telnyx_school.keys, telnyx_receipt(MESSAGE_ID, "sent"))
+    assert response.status_code == 200, response.text
+    assert response.content == b""
+    detail = await recipient_detail(client, telnyx_school.auth, campaign_id, recipient_id)
+    assert detail["status"] == "pending"
+    body = telnyx_receipt(MESSAGE_ID, "delivered", event_type="message.finalized")
+    assert (await post_telnyx(client, telnyx_school.keys, body)).status_code == 200
+    detail = await recipient_detail(client, telnyx_school.auth, campaign_id, recipient_id)
+    assert detail["status"] == "delivered"
+    assert detail["attempts_history"][0]["status"] == "delivered"
+
+
+async def test_finalized_before_sent(
+    client: httpx.AsyncClient, telnyx_school: TelnyxSchool, sessionmaker: Sessions
+) -> None:
+    """Telnyx: `message.finalized` may arrive before `message.sent`."""
+    campaign_id, recipient_id = await sent_recipient(client, telnyx_school, sessionmaker)
+    for status in ("delivered", "sent"):
+        body = telnyx_receipt(MESSAGE_ID, status)
+        assert (await post_telnyx(client, telnyx_school.keys, body)).status_code == 200
+    detail = await recipient_detail(client, telnyx_school.auth, campaign_id, recipient_id)
+    assert detail["status"] == "delivered"
+
+
+async def test_each_school_key_verifies_its_events(
+    client: httpx.AsyncClient, telnyx_school: TelnyxSchool, sessionmaker: Sessions
+) -> None:
+    """The key is found by trying our accounts' keys: several accounts, and one stored key
+    that is not a key at all, do not get in the way."""
+    other = await add_telnyx_school(client, from_number="+15005550008", name="Other")
+    broken = await add_telnyx_school(client, from_number="+15005550009", name="Broken")
+    async with sessionmaker() as session:  # a stored key that is no key (the API refuses it)
+        await session.execute(
+            update(ProviderAccount)
+            .where(ProviderAccount.school_id == uuid.UUID(broken.id))
+            .values(public_key="not a key")
+        )
+        await session.commit()
+    campaign = await launched(client, other.auth, people("+12015550199"))
+    recipient = (await recipients(client, other.auth, campaign["id"]))[0]
+    other_message = "40317a6e-0000-4000-8000-0000000000bb"
+    await record_attempt(sessionmaker, recipient["id"], "telnyx", other_message)
+    await sent_recipient(client, telnyx_school, sessionmaker)
+    for keys, message_id in ((telnyx_school.keys, MESSAGE_ID), (other.keys, other_message)):
+        response = await post_telnyx(client, keys, telnyx_receipt(message_id, "sent"))
+        assert response.status_code == 200, response.text
+        assert len(await stored_receipts(sessionmaker, message_id)) == 1
+
+
+@pytest.mark.parametrize("age", [301, -301, 86_400])
+async def test_replay_outside_the_window_is_refused(
+    client: httpx.AsyncClient, telnyx_school: TelnyxSchool, sessionmaker: Sessions, age: int
+) -> None:
+    await sent_recipient(client, telnyx_school, sessionmaker)
+    body = telnyx_receipt(MESSAGE_ID, "delivered")
+    then = int(time.time()) - age
+    assert_problem(await post_telnyx(client, telnyx_school.keys, body, timestamp=then), 403)
+    assert await count_receipts(sessionmaker) == 0
+    # Inside the window, the same event is accepted.
+    inside = int(time.time()) - 290
+    response = await post_telnyx(client, telnyx_school.keys, body, timestamp=inside)
+    assert response.status_code == 200, response.text
+
+
+async def test_refusals_change_nothing(
+    client: httpx.AsyncClient, telnyx_school: TelnyxSchool, sessionmaker: Sessions
+) -> None:
+    campaign_id, recipient_id = await sent_recipient(client, telnyx_school, sessionmaker)
+    before = await recipient_detail(client, telnyx_school.auth, campaign_id, recipient_id)
+    body = telnyx_receipt(MESSAGE_ID, "delivered")
+    keys = telnyx_school.keys
+    signed = keys.headers(body)
+    tampered = body.replace(b'"delivered"', b'"delivery_failed"')
+    assert tampered != body
+    cases: list[tuple[bytes, dict[str, str]]] = [
+        (tampered, signed),  # the body changed after signing
+        (body + b" ", signed),  # even by a byte
+        (body, {**signed, "telnyx-timestamp": str(int(signed["telnyx-timestamp"]) + 1)}),
+        (body, TelnyxKeys().headers(body)),  # signed by a key that is not ours
+        (body, {"Content-Type": "application/json"}),  # no signature at all
+        (body, {k: v for k, v in signed.items() if k != "telnyx-timestamp"}),
+        (body, {**signed, "telnyx-signature-ed25519": "not base64!"}),
+        (body, {**signed, "telnyx-signature-ed25519": ""}),
+        (body, {**signed, "telnyx-timestamp": "yesterday"}),
+    ]
+    for content, headers in cases:
+        response = await client.post(TELNYX, content=content, headers=headers)
+        assert_problem(response, 403)
+        assert response.json()["detail"] == (
+            "The webhook is not signed by a provider account of this service."
+        )
+    assert await count_receipts(sessionmaker) == 0
+    assert await recipient_detail(client, telnyx_school.auth, campaign_id, recipient_id) == before
+
+
+async def test_no_telnyx_account_at_all_is_403(
+    client: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
+    body = telnyx_receipt(MESSAGE_ID, "delivered")
+    assert_problem(await post_telnyx(client, TelnyxKeys(), body), 403)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"meta": {}}',
+        b'{"data": "x"}',
+        json.dumps({"data": {"event_type": "message.sent", "id": "e"}}).encode(),
+        json.dumps(
+            {"data": {"event_type": "message.sent", "id": "e", "payload": {"to": []}}}
+        ).encode(),
+        json.dumps(
+            {
+                "data": {
+                    "event_type": "message.finalized",
+                    "payload": {"id": MESSAGE_ID, "to": [{"status": "delivered"}]},
+                }
+            }
+        ).encode(),  # no data.id: no idempotency key
+        json.dumps(
+            {
+                "data": {
+                    "event_type": "message.finalized",
+                    "id": "e",
+                    "payload": {"id": MESSAGE_ID, "to": []},
+                }
+            }
+        ).encode(),
+        json.dumps(
+            {"data": {"event_type": "message.received", "id": "e", "payload": {"id": "m"}}}
+        ).encode(),
+    ],
+)
+async def test_signed_but_malformed_is_400_and_nothing_changes(
+    client: httpx.AsyncClient, telnyx_school: TelnyxSchool, sessionmaker: Sessions, body: bytes
+) -> None:
+    response = await post_telnyx(client, telnyx_school.keys, body)
+    assert_problem(response, 400)
+    assert await count_receipts(sessionmaker) == 0
+
+
+@pytest.mark.parametrize("event_type", ["message.finalized.v2", "number_order.complete", None])
+async def test_other_event_types_are_acknowledged_and_ignored(
+    client: httpx.AsyncClient,
+    telnyx_school: TelnyxSchool,
+    sessionmaker: Sessions,
+    event_type: str | None,
+) -> None:
+    body = json.dumps({"data": {"event_type": event_type, "id": "e", "payload": {}}}).encode()
+    response = await post_telnyx(client, telnyx_school.keys, body)
+    assert response.status_code == 200, response.text
+    assert await count_receipts(sessionmaker) == 0
+
+
+def test_signer_is_found_among_keys_and_headers_are_checked_first() -> None:
+    ours, other = TelnyxKeys(), TelnyxKeys()
+    body = telnyx_receipt(MESSAGE_ID, "sent")
+    headers = ours.headers(body)
+    signed = signature.signed_message(
+        body, headers["telnyx-signature-ed25519"], headers["telnyx-timestamp"]
+    )
+    assert signed.signer(["not a key", other.public, ours.public]) == ours.public
+    assert signed.signer([other.public]) is None
+    assert signed.signer([]) is None
+    stale = ours.headers(body, timestamp=int(time.time()) - 301)
+    with pytest.raises(InvalidSignature, match="300 s"):
+        signature.signed_message(body, stale["telnyx-signature-ed25519"], stale["telnyx-timestamp"])
