@@ -1,0 +1,644 @@
+"""Benchmark: dispatch throughput of ONE `campanile worker` process to a fake Twilio.
+
+    python bench/dispatch.py [--recipients 100000] [--latency-ms 20] [--concurrency 50]
+                             [--batch 200] [--bare-requests N] [--py-spy FILE]
+                             [--cprofile FILE] [--variant stock] [--extra-path DIR]
+
+The database is found the way the tests find it: TEST_DATABASE_URL, or else an embedded
+PostgreSQL started here (deleted on exit). A fresh database is created on it, migrated
+with alembic, and dropped at the end.
+
+1. The fake Twilio Messages API (bench/fake_twilio.py) runs in its own process on
+   loopback and answers every create with Twilio's 201 JSON after --latency-ms.
+2. Over the real ASGI app (in this process): a school with no sending window (so the
+   figures do not depend on the hour), its Twilio account whose api_base is the fake, a
+   contact list; the contacts are written with one INSERT ... SELECT generate_series
+   (valid US E.164 numbers, first names), then a campaign is created and launched with
+   POST /v1/campaigns/{id}/launch. ANALYZE, as autovacuum would do within a minute.
+3. The bare loop: --concurrency tasks in this process posting the same form (To, Body,
+   From, StatusCallback) with the same Basic auth to the same fake, through an
+   httpx.AsyncClient configured as the worker's (`campanile worker`: default limits,
+   Timeout(10, connect=5)), reading each JSON answer; --bare-requests of them.
+4. The worker: `campanile worker` as a subprocess (python -m app.cli worker) with
+   DATABASE_URL, SECRET_KEY, WORKER_BATCH_SIZE=--batch, WORKER_CONCURRENCY=--concurrency.
+   This process only polls the fake's counter twice a second until every recipient is
+   handed over and recorded, then stops the worker with SIGTERM. The rate is computed
+   from the database: recipients / (last record time - first claim time), where an
+   attempt's created_at is its claim transaction's start and its updated_at the time its
+   record step ran; the attempts of one claim share a created_at, which gives the
+   per-cycle breakdown (claim+send, record).
+
+CPU per message (client, fake, database backends, from /proc) is printed beside each rate:
+on a shared machine it moves far less than the rates do. --variant runs a prototype from
+bench/engine_variants.py instead of the stock engine (same CLI, same subprocess); with
+`count` among them the worker's SQL round trips are counted too.
+
+Target: >= 500 msg/s and >= 0.5x the bare loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import itertools
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from alembic import command
+from alembic.config import Config
+
+from app.config import Settings
+from app.kit import embedded
+from app.kit.crypto import new_secret_key
+from app.main import bind, create_app, unbind
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_TOKEN = "bench-admin-token"
+PUBLIC_BASE_URL = "https://campanile.bench"
+ACCOUNT_SID = "AC" + "b" * 32
+AUTH_TOKEN = "bench-auth-token"
+FROM_NUMBER = "+12125550100"
+BODY = "Hi {first_name}, school is closed today because of snow. Reply STOP to opt out."
+TARGET_RATE = 500.0
+TARGET_RATIO = 0.5
+
+FIRST_NAMES = [
+    *("Olivia", "Liam", "Emma", "Noah", "Amelia", "Oliver", "Ava", "Elijah", "Sophia"),
+    *("Mateo", "Isabella", "Lucas", "Mia", "Levi", "Charlotte", "Asher", "Luna", "James"),
+]
+
+SEED_CONTACTS = """
+    INSERT INTO contacts (contact_list_id, phone, country_code, first_name, last_name, fields)
+    SELECT $1, '+1212' || (200 + n / 10000)::text || lpad((n % 10000)::text, 4, '0'), 1,
+           ($2::text[])[1 + n % cardinality($2::text[])], 'Last' || n::text,
+           jsonb_build_object('grade', (9 + n % 4)::text)
+    FROM generate_series(0, $3 - 1) AS n
+    ORDER BY n
+"""
+
+
+def plain_url(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def with_database(url: str, name: str) -> str:
+    base, _, query = url.partition("?")
+    head, _, _ = base.rpartition("/")
+    return f"{head}/{name}" + (f"?{query}" if query else "")
+
+
+async def admin(server_url: str, sql: str) -> None:
+    connection = await asyncpg.connect(plain_url(server_url))
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+def migrate(url: str) -> None:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = url
+    config.attributes["configure_logger"] = False
+    command.upgrade(config, "head")
+
+
+def worker_http_client() -> httpx.AsyncClient:
+    """The client `campanile worker` builds (app/cli.py): default limits."""
+    return httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+
+
+# -- CPU accounting (robust to other load on the machine) ------------------------------
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(pid: int) -> float:
+    """User + system CPU seconds of one process so far (0 when it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def cpu_of_backends(database: str) -> float:
+    """CPU seconds of the PostgreSQL backends serving `database` (process titles)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if title.startswith(b"postgres:") and f" {database} ".encode() in title:
+            total += cpu_of(int(entry.name))
+    return total
+
+
+def load() -> str:
+    return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+
+
+@dataclass
+class Cpu:
+    """CPU seconds of the client, the fake and the database backends over a window."""
+
+    client: float = 0.0
+    fake: float = 0.0
+    database: float = 0.0
+
+    def __sub__(self, other: Cpu) -> Cpu:
+        return Cpu(
+            self.client - other.client, self.fake - other.fake, self.database - other.database
+        )
+
+    def per_message(self, messages: int) -> str:
+        us = [1e6 * value / messages for value in (self.client, self.fake, self.database)]
+        return (
+            f"CPU per message: client {us[0]:.0f} us, fake {us[1]:.0f} us, database {us[2]:.0f} us"
+        )
+
+
+# -- the fake --------------------------------------------------------------------------
+
+
+class FakeProcess:
+    def __init__(self, latency_ms: float) -> None:
+        script = str(ROOT / "bench" / "fake_twilio.py")
+        self.process = subprocess.Popen(
+            [sys.executable, script, "--latency-ms", str(latency_ms)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        self.url = self.process.stdout.readline().strip()
+        if not self.url.startswith("http://"):
+            raise RuntimeError(f"the fake Twilio did not start: {self.url!r}")
+
+    async def stats(self, http: httpx.AsyncClient) -> dict[str, int]:
+        response = await http.get(f"{self.url}/__stats")
+        response.raise_for_status()
+        stats: dict[str, int] = response.json()
+        return stats
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+# -- setup -----------------------------------------------------------------------------
+
+
+async def setup(settings: Settings, fake_url: str, recipients: int) -> uuid.UUID:
+    """School, Twilio account on the fake, list, contacts, campaign, launch: its id."""
+    assert settings.database_url is not None
+    app = create_app(settings)
+    bind(app, settings)
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://bench", timeout=600
+        ) as client:
+
+            async def call(method: str, url: str, **kwargs: Any) -> Any:
+                response = await client.request(method, url, **kwargs)
+                if response.status_code >= 400:
+                    raise RuntimeError(f"{method} {url}: {response.status_code} {response.text}")
+                return response.json()
+
+            school = await call(
+                "POST",
+                "/v1/admin/schools",
+                json={"name": "Bench High", "sending_window": None},
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            )
+            auth = {"Authorization": f"Bearer {school['api_key']}"}
+            await call(
+                "PUT",
+                "/v1/school/provider",
+                headers=auth,
+                json={
+                    "provider": "twilio",
+                    "account_sid": ACCOUNT_SID,
+                    "auth_token": AUTH_TOKEN,
+                    "from_number": FROM_NUMBER,
+                    "api_base": fake_url,
+                },
+            )
+            made = await call("POST", "/v1/contact-lists", headers=auth, json={"name": "All"})
+            started = time.perf_counter()
+            connection = await asyncpg.connect(plain_url(settings.database_url))
+            try:
+                await connection.execute(
+                    SEED_CONTACTS, uuid.UUID(made["id"]), FIRST_NAMES, recipients
+                )
+                await connection.execute("ANALYZE contacts")
+            finally:
+                await connection.close()
+            seeded = time.perf_counter() - started
+            campaign = await call(
+                "POST",
+                "/v1/campaigns",
+                headers=auth,
+                json={"name": "Snow day", "body": BODY, "contact_list_id": made["id"]},
+            )
+            started = time.perf_counter()
+            launched = await call("POST", f"/v1/campaigns/{campaign['id']}/launch", headers=auth)
+            launch = time.perf_counter() - started
+            assert launched["counts"]["queued"] == recipients, launched["counts"]
+    finally:
+        await unbind(app)
+    connection = await asyncpg.connect(plain_url(settings.database_url))
+    try:
+        await connection.execute("ANALYZE recipients")
+    finally:
+        await connection.close()
+    print(
+        f"setup: {recipients:,} contacts by INSERT ... SELECT generate_series in {seeded:.2f} s; "
+        f"POST /launch {launch:.2f} s ({recipients:,} queued); ANALYZE recipients"
+    )
+    return uuid.UUID(campaign["id"])
+
+
+# -- the bare loop ---------------------------------------------------------------------
+
+
+@dataclass
+class Rate:
+    messages: int
+    seconds: float
+    connections: int = 0
+    cpu: Cpu | None = None
+    cpu_messages: int = 0  # the messages the CPU window covers
+    load: str = ""
+
+    @property
+    def per_second(self) -> float:
+        return self.messages / self.seconds
+
+
+async def bare_loop(
+    fake: FakeProcess, requests: int, concurrency: int, http: httpx.AsyncClient
+) -> Rate:
+    """`concurrency` tasks posting what TwilioProvider.send posts, `requests` in all."""
+    url = f"{fake.url}/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
+    auth = httpx.BasicAuth(ACCOUNT_SID, AUTH_TOKEN)
+    callback = PUBLIC_BASE_URL + "/v1/webhooks/twilio/status"
+    counter = iter(range(requests))
+
+    async def task() -> None:
+        for n in counter:
+            form = {
+                "To": f"+1212{200 + n // 10_000}{n % 10_000:04d}",
+                "Body": BODY.format(first_name=FIRST_NAMES[n % len(FIRST_NAMES)]),
+                "From": FROM_NUMBER,
+                "StatusCallback": callback,
+            }
+            response = await http.post(
+                url, data=form, auth=auth, headers={"Accept": "application/json"}
+            )
+            if response.status_code != 201 or not response.json().get("sid"):
+                raise RuntimeError(f"fake answered {response.status_code}: {response.text}")
+
+    async with httpx.AsyncClient() as probe:
+        before = await fake.stats(probe)
+        cpu_before = Cpu(time.process_time(), cpu_of(fake.process.pid))
+        started = time.perf_counter()
+        await asyncio.gather(*(task() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        cpu = Cpu(time.process_time(), cpu_of(fake.process.pid)) - cpu_before
+        after = await fake.stats(probe)
+    assert after["creates"] - before["creates"] == requests
+    connections = after["connections"] - before["connections"]
+    return Rate(requests, elapsed, connections, cpu, requests, load())
+
+
+# -- the worker ------------------------------------------------------------------------
+
+
+@dataclass
+class WorkerRun:
+    rate: Rate
+    wall: float  # from spawn to the last record seen, start-up included
+    cycles: list[tuple[float, float, int]]  # (claim+send s, record+rest s, size) per claim
+    attempts: int
+    accepted: int
+    statements: list[tuple[int, float, str]] = field(default_factory=list)  # variant count
+
+
+async def run_worker(
+    args: argparse.Namespace, settings: Settings, fake: FakeProcess, campaign_id: uuid.UUID
+) -> WorkerRun:
+    assert settings.database_url is not None and settings.secret_key is not None
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "SECRET_KEY": settings.secret_key,
+        "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
+        "WORKER_BATCH_SIZE": str(args.batch),
+        "WORKER_CONCURRENCY": str(args.concurrency),
+        "LOG_LEVEL": "WARNING",
+    }
+    if args.extra_path:
+        env["PYTHONPATH"] = os.pathsep.join([args.extra_path, env.get("PYTHONPATH", "")])
+    command_line = [sys.executable, "-m", "app.cli", "worker"]
+    if args.variant != "stock":
+        command_line = [sys.executable, str(ROOT / "bench" / "engine_variants.py")]
+        command_line += [args.variant, "worker"]
+    if args.cprofile:
+        command_line[1:1] = ["-m", "cProfile", "-o", args.cprofile]
+        if command_line[4] == "-m":
+            del command_line[4]
+    log = tempfile.NamedTemporaryFile("w+", prefix="campanile-worker-", suffix=".log")  # noqa: SIM115
+    database = settings.database_url.partition("?")[0].rpartition("/")[2]
+
+    def cpu_now() -> Cpu:
+        return Cpu(cpu_of(worker.pid), cpu_of(fake.process.pid), cpu_of_backends(database))
+
+    async with httpx.AsyncClient() as probe:
+        before = await fake.stats(probe)
+        started = time.perf_counter()
+        worker = spawn(command_line, env=env, stderr=log)
+        first: tuple[int, Cpu] | None = None  # CPU from the first hand-over seen (start-up out)
+        spy = None
+        if args.py_spy:
+            spy_args = ["--rate", "200", "--format", "raw", "--output", args.py_spy]
+            spy = spawn(
+                [args.py_spy_bin, "record", "--pid", str(worker.pid), *spy_args],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        deadline = started + 120 + args.recipients / 20
+        reported = started
+        try:
+            while True:
+                await asyncio.sleep(0.5)
+                if worker.poll() is not None:
+                    raise RuntimeError(f"the worker exited with {worker.returncode}")
+                stats = await fake.stats(probe)
+                sent = stats["creates"] - before["creates"]
+                if first is None and sent > 0:
+                    first = (sent, cpu_now())
+                now = time.perf_counter()
+                if now - reported >= 10:
+                    print(f"  ... {sent:,} handed over after {now - started:.0f} s", flush=True)
+                    reported = now
+                if sent >= args.recipients and not await due_left(settings, campaign_id):
+                    wall = time.perf_counter() - started
+                    assert first is not None
+                    cpu = cpu_now() - first[1]
+                    cpu_messages = sent - first[0]
+                    break
+                if now > deadline:
+                    raise RuntimeError(f"only {sent:,} handed over in {now - started:.0f} s")
+        except BaseException:
+            log.seek(0)
+            print("worker log (tail):\n" + "".join(log.readlines()[-30:]), file=sys.stderr)
+            raise
+        finally:
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        after = await fake.stats(probe)
+    log.seek(0)
+    counted = [line.split(maxsplit=3)[1:] for line in log if line.startswith("bench-statements:")]
+    log.close()
+    result = await measured(settings, campaign_id, wall)
+    result.statements = [(int(n), float(s), kind.strip()) for n, s, kind in counted]
+    result.rate.connections = after["connections"] - before["connections"]
+    result.rate.cpu, result.rate.cpu_messages, result.rate.load = cpu, cpu_messages, load()
+    return result
+
+
+def spawn(command_line: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start a process (Popen only forks and execs: it does not wait)."""
+    return subprocess.Popen(command_line, cwd=ROOT, **kwargs)
+
+
+async def due_left(settings: Settings, campaign_id: uuid.UUID) -> bool:
+    assert settings.database_url is not None
+    connection = await asyncpg.connect(plain_url(settings.database_url))
+    try:
+        return bool(
+            await connection.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM recipients WHERE campaign_id = $1 "
+                "AND next_attempt_at IS NOT NULL)",
+                campaign_id,
+            )
+        )
+    finally:
+        await connection.close()
+
+
+async def measured(settings: Settings, campaign_id: uuid.UUID, wall: float) -> WorkerRun:
+    assert settings.database_url is not None
+    connection = await asyncpg.connect(plain_url(settings.database_url))
+    try:
+        totals = await connection.fetchrow(
+            "SELECT count(*) AS attempts, count(provider_message_id) AS accepted, "
+            "extract(epoch FROM max(updated_at) - min(created_at)) AS seconds FROM attempts"
+        )
+        recipients = await connection.fetchrow(
+            "SELECT count(*) AS total, count(*) FILTER (WHERE attempts = 1) AS once, "
+            "count(*) FILTER (WHERE next_attempt_at IS NOT NULL) AS due "
+            "FROM recipients WHERE campaign_id = $1",
+            campaign_id,
+        )
+        batches = await connection.fetch(
+            "SELECT created_at AS claimed, max(updated_at) AS recorded, count(*) AS size "
+            "FROM attempts GROUP BY created_at ORDER BY created_at"
+        )
+    finally:
+        await connection.close()
+    assert recipients["due"] == 0 and recipients["once"] == recipients["total"], dict(recipients)
+    cycles = []
+    for this, following in itertools.pairwise(batches):
+        cycles.append(
+            (
+                (this["recorded"] - this["claimed"]).total_seconds(),
+                (following["claimed"] - this["recorded"]).total_seconds(),
+                this["size"],
+            )
+        )
+    return WorkerRun(
+        Rate(totals["accepted"], float(totals["seconds"])),
+        wall,
+        cycles,
+        totals["attempts"],
+        totals["accepted"],
+    )
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace, database_url: str) -> bool:
+    settings = Settings(
+        database_url=database_url,
+        secret_key=new_secret_key(),
+        admin_token=ADMIN_TOKEN,
+        public_base_url=PUBLIC_BASE_URL,
+    )
+    fake = FakeProcess(args.latency_ms)
+    try:
+        print(f"fake Twilio: {fake.url} (own process, {args.latency_ms:g} ms per create)")
+        campaign_id = await setup(settings, fake.url, args.recipients)
+
+        async with worker_http_client() as http:
+            await bare_loop(fake, min(2_000, args.bare_requests), args.concurrency, http)
+            bare = await bare_loop(fake, args.bare_requests, args.concurrency, http)
+        print(
+            f"bare httpx loop:  {bare.messages:,} creates in {bare.seconds:6.2f} s = "
+            f"{bare.per_second:7,.0f} msg/s  (concurrency {args.concurrency}, "
+            f"{bare.connections:,} TCP connections opened; {bare.load})"
+        )
+        assert bare.cpu is not None
+        print(f"  {bare.cpu.per_message(bare.messages)}")
+        async with httpx.AsyncClient(
+            timeout=httpx.Timeout(10.0, connect=5.0),
+            limits=httpx.Limits(max_keepalive_connections=args.concurrency),
+        ) as http:
+            sample = min(20_000, args.bare_requests)
+            kept = await bare_loop(fake, sample, args.concurrency, http)
+        print(
+            f"  (same loop, keep-alive pool = concurrency: {kept.per_second:7,.0f} msg/s, "
+            f"{kept.connections:,} TCP connections opened, {sample:,} creates)"
+        )
+        assert kept.cpu is not None
+        print(f"  {kept.cpu.per_message(kept.messages)}")
+
+        how = "cProfile" if args.cprofile else ("py-spy attached" if args.py_spy else "plain")
+        print(
+            f"worker: `python -m app.cli worker` subprocess ({how}), variant {args.variant}, "
+            f"WORKER_BATCH_SIZE={args.batch} WORKER_CONCURRENCY={args.concurrency}; "
+            f"{engine_version()}"
+        )
+        result = await run_worker(args, settings, fake, campaign_id)
+    finally:
+        fake.stop()
+    rate = result.rate
+    print(
+        f"worker:           {rate.messages:,} creates in {rate.seconds:6.2f} s = "
+        f"{rate.per_second:7,.0f} msg/s  (first claim to last record; "
+        f"{result.wall:.2f} s from spawn, start-up included; "
+        f"{rate.connections:,} TCP connections opened; {rate.load})"
+    )
+    assert rate.cpu is not None
+    print(
+        f"  {rate.cpu.per_message(rate.cpu_messages)} (from the first hand-over seen, "
+        f"{rate.cpu_messages:,} messages; database = its backends)"
+    )
+    if result.cycles:
+        busy = [c[0] * 1000 for c in result.cycles]
+        rest = [c[1] * 1000 for c in result.cycles]
+        sizes = [c[2] for c in result.cycles]
+        print(
+            f"  {len(result.cycles) + 1} claim cycles of {statistics.median(sizes):.0f}: median "
+            f"claim+send {statistics.median(busy):.0f} ms, record (to next claim) "
+            f"{statistics.median(rest):.0f} ms; p95 {percentile(busy, 95):.0f} / "
+            f"{percentile(rest, 95):.0f} ms"
+        )
+    if result.statements:
+        total = sum(n for n, _, _ in result.statements)
+        print(
+            f"  SQL round trips (variant count): {total:,} = {total / rate.messages:.2f} per "
+            f"message, {sum(s for _, s, _ in result.statements):.1f} s waited in all:"
+        )
+        for n, seconds, kind in result.statements[:12]:
+            print(f"    {n:8,} ({n / rate.messages:5.2f}/msg) {seconds:7.1f} s  {kind}")
+    ratio = rate.per_second / bare.per_second
+    ok = rate.per_second >= TARGET_RATE and ratio >= TARGET_RATIO
+    print(
+        f"{'PASS' if ok else 'FAIL'}: worker {rate.per_second:,.0f} msg/s "
+        f"(target >= {TARGET_RATE:.0f}), {ratio:.2f}x the bare loop (target >= {TARGET_RATIO})"
+    )
+    return ok
+
+
+def engine_version() -> str:
+    """Which app/delivery/engine.py ran: its hash, and whether it differs from HEAD."""
+    path = ROOT / "app" / "delivery" / "engine.py"
+    digest = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+    head = subprocess.run(
+        ["git", "diff", "--quiet", "HEAD", "--", str(path)], cwd=ROOT, check=False
+    )
+    state = "as in HEAD" if head.returncode == 0 else "modified in the work tree"
+    return f"engine.py sha1 {digest} ({state})"
+
+
+def percentile(values: list[float], p: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[p - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipients", type=int, default=100_000)
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--concurrency", type=int, default=Settings().worker_concurrency)
+    parser.add_argument("--batch", type=int, default=Settings().worker_batch_size)
+    parser.add_argument(
+        "--bare-requests", type=int, default=None, help="default: as many as recipients"
+    )
+    parser.add_argument("--py-spy", metavar="FILE", help="record the worker (raw stacks)")
+    parser.add_argument("--py-spy-bin", default="py-spy")
+    parser.add_argument("--cprofile", metavar="FILE", help="run the worker under cProfile")
+    parser.add_argument(
+        "--variant",
+        default="stock",
+        help="stock (`campanile worker`), or engine prototypes from bench/engine_variants.py "
+        "run the same way: batched-record, pipelined, or both comma-separated",
+    )
+    parser.add_argument(
+        "--extra-path",
+        metavar="DIR",
+        help="a directory put first on sys.path of the bare loop and the worker (e.g. one "
+        "holding sniffio, installed with pip install --target DIR sniffio)",
+    )
+    args = parser.parse_args()
+    if args.extra_path:
+        sys.path.insert(0, args.extra_path)
+    if args.bare_requests is None:
+        args.bare_requests = args.recipients
+
+    server_url = os.environ.get("TEST_DATABASE_URL")
+    if server_url:
+        server_url = plain_url(server_url)
+    else:
+        # The server stops and deletes this directory when the process exits.
+        pgdata = Path(tempfile.mkdtemp(prefix="campanile-bench-"))
+        server_url = embedded.start_server(pgdata, delete_on_exit=True)
+    name = f"campanile_bench_{uuid.uuid4().hex[:12]}"
+    asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
+    try:
+        database_url = with_database(server_url, name)
+        migrate(database_url)
+        ok = asyncio.run(run(args, database_url))
+    finally:
+        asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    raise SystemExit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
