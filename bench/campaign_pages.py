@@ -47,8 +47,7 @@ from typing import Any
 
 import asyncpg
 import httpx
-from alembic import command
-from alembic.config import Config
+from _db import admin, migrate, plain_url, with_database  # bench/_db.py
 from sqlalchemy import event
 
 from app.config import Settings
@@ -94,31 +93,6 @@ FAILED_MIX = (
     ("failed_to_create", 0.2),
     ("partial_failure", 0.1),
 )
-
-
-def plain_url(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
-def with_database(url: str, name: str) -> str:
-    base, _, query = url.partition("?")
-    head, _, _ = base.rpartition("/")
-    return f"{head}/{name}" + (f"?{query}" if query else "")
-
-
-async def admin(server_url: str, sql: str) -> None:
-    connection = await asyncpg.connect(plain_url(server_url))
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
-
-
-def migrate(url: str) -> None:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["database_url"] = url
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
 
 
 def phone_sql(n: str) -> str:

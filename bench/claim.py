@@ -57,8 +57,7 @@ from typing import Any
 
 import asyncpg
 import httpx
-from alembic import command
-from alembic.config import Config
+from _db import admin, migrate, plain_url, with_database  # bench/_db.py
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -152,31 +151,6 @@ REARM = """
     FROM bench_due d
     WHERE r.id = d.id AND r.id = ANY($1::bigint[])
 """
-
-
-def plain_url(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
-def with_database(url: str, name: str) -> str:
-    base, _, query = url.partition("?")
-    head, _, _ = base.rpartition("/")
-    return f"{head}/{name}" + (f"?{query}" if query else "")
-
-
-async def admin(server_url: str, sql: str) -> None:
-    connection = await asyncpg.connect(plain_url(server_url))
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
-
-
-def migrate(url: str) -> None:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["database_url"] = url
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
 
 
 def literal(value: Any) -> str:

@@ -17,10 +17,8 @@ import time
 import uuid
 from pathlib import Path
 
-import asyncpg
 import httpx
-from alembic import command
-from alembic.config import Config
+from _db import admin, migrate, plain_url, with_database  # bench/_db.py
 
 from app.config import Settings
 from app.contact_lists import parsing, service
@@ -31,31 +29,6 @@ from app.main import bind, create_app, unbind
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "bench-admin-token"
 TARGET_SECONDS = 10.0
-
-
-def plain_url(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
-def with_database(url: str, name: str) -> str:
-    base, _, query = url.partition("?")
-    head, _, _ = base.rpartition("/")
-    return f"{head}/{name}" + (f"?{query}" if query else "")
-
-
-async def admin(server_url: str, sql: str) -> None:
-    connection = await asyncpg.connect(plain_url(server_url))
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
-
-
-def migrate(url: str) -> None:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["database_url"] = url
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
 
 
 def make_csv(rows: int) -> bytes:
