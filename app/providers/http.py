@@ -10,10 +10,12 @@ from __future__ import annotations
 import email.utils
 import logging
 from datetime import UTC
+from typing import Any
 
 import httpx
 
 from app.kit.clock import utcnow
+from app.providers import codes
 from app.providers.base import Classification, Outcome, SendResult
 
 log = logging.getLogger(__name__)
@@ -73,3 +75,60 @@ def retry_after(headers: httpx.Headers) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - utcnow()).total_seconds())
+
+
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    """The response's JSON object, or {} when it has none."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def soft(classification: Classification) -> Classification:
+    """The classification of a failure that is soft whatever its code says."""
+    return classification if classification.soft else SOFT_SENDING_ERROR
+
+
+def refused(
+    provider: str,
+    response: httpx.Response,
+    code: str | None,
+    message: str,
+    *,
+    throttled_code: str | None = None,
+) -> SendResult:
+    """A create call that did not answer with a message, the same for every provider:
+    429 is soft (with Retry-After); another 4xx goes through the code table (401/403 with a
+    code the table does not know: bad credentials, hard); 5xx or an unreadable 2xx is soft
+    with the outcome unknown, since the provider may have created the message."""
+    status = response.status_code
+    if status == 429:
+        code = code or throttled_code
+        return SendResult(
+            Outcome.soft,
+            error_code=code,
+            classification=soft(codes.classify(provider, code, "create")),
+            retry_after_seconds=retry_after(response.headers),
+            error_message=message,
+        )
+    if 400 <= status < 500:
+        classification = codes.classify(provider, code, "create")
+        if status in (401, 403) and (code is None or code not in codes.table(provider).rows):
+            classification = HARD_SENDING_ERROR  # credentials: no retry helps, staff must fix
+        return SendResult(
+            Outcome.soft if classification.soft else Outcome.hard,
+            error_code=code,
+            classification=classification,
+            error_message=message,
+        )
+    log.warning("%s: HTTP %s on create, outcome unknown: %s", provider, status, message)
+    return SendResult(
+        Outcome.soft,
+        error_code=code,
+        classification=soft(codes.classify(provider, code, "create")),
+        outcome_unknown=True,
+        retry_after_seconds=retry_after(response.headers),
+        error_message=message,
+    )

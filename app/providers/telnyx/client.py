@@ -16,14 +16,8 @@ from typing import Any
 
 import httpx
 
-from app.providers import codes
-from app.providers.base import Classification, OutboundMessage, Outcome, SendResult
-from app.providers.http import (
-    HARD_SENDING_ERROR,
-    SOFT_SENDING_ERROR,
-    retry_after,
-    transport_failure,
-)
+from app.providers.base import OutboundMessage, Outcome, SendResult
+from app.providers.http import json_object, refused, transport_failure
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +66,7 @@ class TelnyxProvider:
         return self._translate(response)
 
     def _translate(self, response: httpx.Response) -> SendResult:
-        body = _json(response)
+        body = json_object(response)
         status = response.status_code
         if 200 <= status < 300:
             data = body.get("data")
@@ -84,35 +78,7 @@ class TelnyxProvider:
                 )
         code, detail = _error(body)
         message = detail or f"HTTP {status}"
-        if status == 429:
-            return SendResult(
-                Outcome.soft,
-                error_code=code,
-                classification=_soft(codes.classify(self.name, code, "create")),
-                retry_after_seconds=retry_after(response.headers),
-                error_message=message,
-            )
-        if 400 <= status < 500:
-            classification = (
-                HARD_SENDING_ERROR
-                if code not in codes.table(self.name).rows and status in (401, 403)
-                else codes.classify(self.name, code, "create")
-            )
-            return SendResult(
-                Outcome.soft if classification.soft else Outcome.hard,
-                error_code=code,
-                classification=classification,
-                error_message=message,
-            )
-        log.warning("telnyx: HTTP %s on create, outcome unknown: %s", status, message)
-        return SendResult(
-            Outcome.soft,
-            error_code=code,
-            classification=_soft(codes.classify(self.name, code, "create")),
-            outcome_unknown=True,
-            retry_after_seconds=retry_after(response.headers),
-            error_message=message,
-        )
+        return refused(self.name, response, code, message)
 
     async def find_sent(
         self, to: str, since: datetime, body: str, exclude: Collection[str] = ()
@@ -124,18 +90,6 @@ class TelnyxProvider:
         may duplicate the message; the receipts of both are still applied once each.
         """
         return None
-
-
-def _soft(classification: Classification) -> Classification:
-    return classification if classification.soft else SOFT_SENDING_ERROR
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def _first_status(data: dict[str, Any]) -> str | None:

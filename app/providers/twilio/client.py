@@ -24,14 +24,8 @@ from typing import Any
 
 import httpx
 
-from app.providers import codes
-from app.providers.base import Classification, OutboundMessage, Outcome, SendResult
-from app.providers.http import (
-    HARD_SENDING_ERROR,
-    SOFT_SENDING_ERROR,
-    retry_after,
-    transport_failure,
-)
+from app.providers.base import OutboundMessage, Outcome, SendResult
+from app.providers.http import json_object, refused, transport_failure
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +88,7 @@ class TwilioProvider:
         return self._translate(response)
 
     def _translate(self, response: httpx.Response) -> SendResult:
-        body = _json(response)
+        body = json_object(response)
         status = response.status_code
         if 200 <= status < 300:
             sid = body.get("sid")
@@ -107,37 +101,7 @@ class TwilioProvider:
                 )
         code, detail = _error(body)
         message = detail or f"HTTP {status}"
-        if status == 429:
-            return SendResult(
-                Outcome.soft,
-                error_code=code or THROTTLED,
-                classification=_soft(codes.classify(self.name, code or THROTTLED, "create")),
-                retry_after_seconds=retry_after(response.headers),
-                error_message=message,
-            )
-        if 400 <= status < 500:
-            classification = self._rejected(status, code)
-            return SendResult(
-                Outcome.soft if classification.soft else Outcome.hard,
-                error_code=code,
-                classification=classification,
-                error_message=message,
-            )
-        # 5xx (or a 2xx/3xx we cannot read): Twilio may have created the message.
-        log.warning("twilio: HTTP %s on create, outcome unknown: %s", status, message)
-        return SendResult(
-            Outcome.soft,
-            error_code=code,
-            classification=_soft(codes.classify(self.name, code, "create")),
-            outcome_unknown=True,
-            retry_after_seconds=retry_after(response.headers),
-            error_message=message,
-        )
-
-    def _rejected(self, status: int, code: str | None) -> Classification:
-        if status in (401, 403) and (code is None or code not in codes.table(self.name).rows):
-            return HARD_SENDING_ERROR  # credentials: no retry helps, staff must fix
-        return codes.classify(self.name, code, "create")
+        return refused(self.name, response, code, message, throttled_code=THROTTLED)
 
     async def find_sent(
         self, to: str, since: datetime, body: str, exclude: Collection[str] = ()
@@ -168,7 +132,7 @@ class TwilioProvider:
                 if response.status_code != 200:
                     log.warning("twilio: listing messages answered HTTP %s", response.status_code)
                     return None
-                page = _json(response)
+                page = json_object(response)
                 messages = page.get("messages")
                 sid = _match(messages, to, body, earliest, exclude)
                 if sid is not None:
@@ -183,18 +147,6 @@ class TwilioProvider:
             return None
         log.warning("twilio: find_sent gave up after %d pages", self._max_pages)
         return None
-
-
-def _soft(classification: Classification) -> Classification:
-    return classification if classification.soft else SOFT_SENDING_ERROR
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def _error(body: dict[str, Any]) -> tuple[str | None, str | None]:
