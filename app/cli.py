@@ -88,7 +88,7 @@ def serve(args: argparse.Namespace) -> int:
     upgrade(settings.database_url)
     run_worker = not args.no_worker
     uvicorn.run(
-        create_app(settings, run_worker=run_worker),
+        create_app(settings, run_worker=run_worker, apply_receipts=True),
         host=args.host,
         port=args.port,
         log_config=None,  # uvicorn's loggers propagate to ours
@@ -109,19 +109,26 @@ def worker(args: argparse.Namespace) -> int:
         from app.kit.db import create_engine, create_sessionmaker
         from app.providers import codes
         from app.workers.delivery import DeliveryWorker
+        from app.workers.receipts import ReceiptApplier
 
         assert settings.database_url is not None and settings.secret_key is not None
         codes.configure(settings)
         engine = create_engine(settings.database_url)
+        sessionmaker = create_sessionmaker(engine)
         async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0)) as http:
-            delivery = DeliveryWorker(
-                create_sessionmaker(engine), settings, http, SecretBox(settings.secret_key)
-            )
+            delivery = DeliveryWorker(sessionmaker, settings, http, SecretBox(settings.secret_key))
+            applier = ReceiptApplier(sessionmaker, settings)
             loop = asyncio.get_running_loop()
+
+            def stop() -> None:
+                delivery.stop()
+                applier.stop()
+
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, delivery.stop)
+                loop.add_signal_handler(sig, stop)
             try:
-                await delivery.run()  # returns after SIGTERM, claimed work finished or released
+                # Both return after SIGTERM, claimed work finished or released.
+                await asyncio.gather(delivery.run(), applier.run())
             finally:
                 await delivery.aclose()
         await engine.dispose()
@@ -147,11 +154,15 @@ def parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--host", default="127.0.0.1")
     serve_cmd.add_argument("--port", type=int, default=8000)
     serve_cmd.add_argument(
-        "--no-worker", action="store_true", help="do not run the delivery worker in this process"
+        "--no-worker",
+        action="store_true",
+        help="do not run the delivery worker in this process (receipts are still applied)",
     )
     serve_cmd.set_defaults(run=serve)
 
-    worker_cmd = commands.add_parser("worker", help="run the delivery worker only")
+    worker_cmd = commands.add_parser(
+        "worker", help="run the delivery worker (and the receipt applier) without the API"
+    )
     worker_cmd.set_defaults(run=worker)
 
     migrate_cmd = commands.add_parser("migrate", help="apply the database migrations")

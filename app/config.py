@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     worker_batch_size: int = 200
     worker_concurrency: int = 50
     worker_lease_seconds: int = 300
+    # How often an idle receipt applier looks for stored receipts to apply.
+    receipts_poll_seconds: float = 0.2
 
     # Service-wide retry defaults (a school may override them).
     retry_base_delay_seconds: int = 60

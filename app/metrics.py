@@ -9,12 +9,12 @@ messages_sent = Counter(
 )
 receipts = Counter(
     "campanile_receipts_total",
-    "Delivery receipts received, by provider and result (applied, stale, duplicate, waiting).",
+    "Delivery receipts received, by provider and result (stored, duplicate).",
     ["provider", "result"],
 )
-receipts_released = Counter(
-    "campanile_receipts_released_total",
-    "Waiting receipts applied once their message id was recorded, by provider and result.",
+receipts_applied = Counter(
+    "campanile_receipts_applied_total",
+    "Stored receipts applied to their message, by provider and result (applied, stale).",
     ["provider", "result"],
 )
 receipts_unmatched = Gauge(

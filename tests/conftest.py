@@ -124,6 +124,7 @@ async def app(
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker
+    app.state.inbox = sessionmaker  # here too: every write inside the test's transaction
     app.state.secret_box = SecretBox(settings.secret_key)
     async with httpx.AsyncClient() as http:
         app.state.http = http

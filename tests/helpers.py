@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.delivery import receipts
+from app.kit.db import unit_of_work
 
 
 async def make_list(
@@ -66,3 +70,15 @@ def people(*phones: str) -> list[dict[str, Any]]:
         {"phone": phone, "first_name": f"Kid{i}", "last_name": "Doe", "fields": {"grade": "5"}}
         for i, phone in enumerate(phones)
     ]
+
+
+async def apply_receipts(sessionmaker: async_sessionmaker[AsyncSession]) -> list[receipts.Result]:
+    """What the receipt applier of a running service does moments after receipts arrive:
+    apply every stored receipt whose message is known, batch after batch; the results."""
+    results: list[receipts.Result] = []
+    while True:
+        async with unit_of_work(sessionmaker) as session:
+            batch = await receipts.apply_stored(session)
+        if not batch:
+            return results
+        results += batch

@@ -374,6 +374,7 @@ async def capped(
     small.state.settings = capped_settings
     small.state.engine = engine
     small.state.sessionmaker = sessionmaker
+    small.state.inbox = sessionmaker
     small.state.secret_box = SecretBox(capped_settings.secret_key)
     transport = httpx.ASGITransport(app=small, raise_app_exceptions=False)
     async with (

@@ -6,8 +6,9 @@ One cycle (`run_once`) is three steps, never holding a row lock across a provide
    sending window and provider rate, then leased (`next_attempt_at` = now + lease) with an
    attempt row in status `sending`;
 2. send, outside any transaction, with bounded concurrency;
-3. record, in one transaction: each attempt's outcome through the status rules, receipts
-   that arrived before the message id, 21610 opt-outs, and the completion rule.
+3. record, in one transaction: each attempt's outcome through the status rules, 21610
+   opt-outs, and the completion rule. Receipts are not looked at here: the receipt applier
+   applies those that arrived before the message id once this transaction commits.
 
 A worker killed between 1 and 3 leaves its attempts `sending` and its recipients leased;
 when the lease runs out another worker claims them, asks the provider whether the message
@@ -33,7 +34,7 @@ from app import metrics
 from app.campaigns import repository as campaigns_repository
 from app.campaigns import service as campaigns
 from app.config import Settings
-from app.delivery import policy, receipts
+from app.delivery import policy
 from app.delivery import status as rules
 from app.kit.clock import utcnow
 from app.kit.db import unit_of_work
@@ -364,12 +365,7 @@ class Engine:
             rules.Status.scheduled.value,
         ):
             recipient.next_attempt_at = None  # our lease: nothing more is due
-        if result.outcome is Outcome.accepted:
-            assert attempt.provider_message_id is not None
-            await receipts.lock_message(session, attempt.provider, attempt.provider_message_id)
-            await session.flush()
-            await receipts.apply_waiting(session, attempt)
-        elif _is_opt_out(result.classification):
+        if _is_opt_out(result.classification):
             await opt_outs.opt_out(
                 session,
                 recipient.school_id,

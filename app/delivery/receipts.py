@@ -1,28 +1,38 @@
-"""Applying delivery receipts, whatever the provider: stored once, applied through the
-status rules, kept waiting when their message id is not known yet (SPEC §3, §6).
+"""Delivery receipts, whatever the provider: stored once as they arrive, applied through
+the status rules by the receipt applier (SPEC §3, §6).
 
-Webhook endpoints and the simulator both call `ingest`; the delivery engine calls
-`apply_waiting` the moment it records a provider message id; the worker's sweep calls
-`report_unmatched` so receipts that never find their message are seen.
+A webhook (or the simulator) only `store`s its receipt: one INSERT, deduplicated by the
+provider's event id, answered at once. `apply_stored`, run in a loop by every service and
+worker process (`app.workers.receipts`), applies stored receipts whose message id is known,
+a batch per transaction, in the order they arrived. A receipt that comes before the send's
+transaction has recorded its message id simply stays stored until that transaction commits;
+the next batch after it applies the receipt. Nothing is dropped and nothing waits on a lock:
+the two sides never need to see each other inside one transaction.
 
-Why a receipt and the send's record step can never miss each other: both take
-`lock_message` for the message id before they look for the other. The receipt side looks
-for the attempt in a statement issued after the lock is granted, so (READ COMMITTED) it sees
-an attempt the record step committed while it waited; the record step looks for waiting
-receipts after its own lock, so it sees a receipt committed before it.
+Exactly once: a receipt is marked applied in the transaction that applies it, and a batch
+takes its receipts FOR UPDATE SKIP LOCKED, so concurrent appliers never share one. Two
+receipts of one message in two concurrent batches serialise on the recipient's row lock,
+and the batch reads its attempts and recipients in a statement issued after its locks are
+granted (READ COMMITTED: it sees what the other batch committed).
+
+Receipts that never find their message stay stored (applied_at null); `report_unmatched`
+counts and logs those older than UNMATCHED_AFTER, and they are applied if it ever comes.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from dataclasses import dataclass
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, func, select, text
+from sqlalchemy import BindParameter, Table, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import metrics
 from app.campaigns import service as campaigns
@@ -42,99 +52,93 @@ log = logging.getLogger(__name__)
 # attempt is recovered once its lease, 300 s by default, runs out).
 UNMATCHED_AFTER = timedelta(minutes=15)
 
+# Receipts applied per transaction.
+BATCH = 500
+
 
 class Result(enum.StrEnum):
     applied = "applied"  # moved its attempt forward (and the recipient, if the rules say so)
     stale = "stale"  # late or out of order for its attempt: kept in history only
-    duplicate = "duplicate"  # the same event was received before
-    waiting = "waiting"  # its message id is not known yet; applied when it is
 
 
-@dataclass(frozen=True, slots=True)
-class _Facts:
-    """What a receipt says, from the wire or from its stored row."""
-
-    provider_status: str
-    error_code: str | None
-    classification: Classification | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Target:
-    """The attempt a receipt is about, with its recipient (locked) and their context."""
-
-    attempt: Attempt
-    recipient: Recipient
-    campaign_status: CampaignStatus
-    school: School
-
-
-async def lock_message(session: AsyncSession, provider: str, provider_message_id: str) -> None:
-    """Serialise everything that concerns one provider message id, so a receipt and the
-    transaction that records the id can never miss each other. A statement of its own: a
-    statement's snapshot is taken when it starts, so whatever looks for the other side must
-    come in a later statement, after the lock is granted."""
-    await session.execute(_LOCK, {"key": f"{provider}:{provider_message_id}"})
-
-
-async def ingest(session: AsyncSession, receipt: Receipt) -> Result:
-    """Store a receipt once (by provider event id) and apply it if its message is known.
-
-    Statements, in the caller's one transaction: the message lock; the attempt with its
-    recipient (locked) and context; the receipt's insert, already marked applied when the
-    attempt is known, so that the insert alone tells a duplicate; then the changes.
-    """
-    await lock_message(session, receipt.provider, receipt.provider_message_id)
-    target = await _target(
-        session,
-        _TARGET_BY_MESSAGE,
-        {"provider": receipt.provider, "message_id": receipt.provider_message_id},
+async def store(session: AsyncSession, receipt: Receipt) -> bool:
+    """Keep a receipt for the applier, once per provider event; whether it was new (False:
+    the same event was received before, and nothing changes)."""
+    classification = receipt.classification
+    inserted = await session.execute(
+        _INSERT,
+        {
+            "provider": receipt.provider,
+            "event_id": receipt.event_id,
+            "provider_message_id": receipt.provider_message_id,
+            "provider_status": receipt.provider_status,
+            "error_code": receipt.error_code,
+            "reason": classification.reason if classification else None,
+            "soft": classification.soft if classification else None,
+            "definition": classification.definition_index if classification else None,
+            "occurred_at": receipt.occurred_at,
+        },
     )
+    new = inserted.scalar_one_or_none() is not None
+    metrics.receipts.labels(receipt.provider, "stored" if new else "duplicate").inc()
+    return new
+
+
+async def keep(inbox: async_sessionmaker[AsyncSession], receipt: Receipt) -> bool:
+    """`store` for a webhook, on the app's inbox (`app.kit.db.autocommit_sessionmaker`): one
+    INSERT that commits on its own. The inbox does not ping its connections, so a connection
+    the database dropped (a restart) fails once: then the INSERT, idempotent, is sent again
+    on a new one, and the receipt is not lost."""
+    for retry in (False, True):
+        try:
+            async with inbox() as session:
+                new = await store(session, receipt)
+                await session.commit()
+                return new
+        except DBAPIError as exc:
+            if retry or not exc.connection_invalidated:
+                raise
+            log.warning("receipt store: connection dropped by the database; trying again")
+    raise AssertionError("unreachable")
+
+
+async def apply_stored(session: AsyncSession, limit: int = BATCH) -> list[Result]:
+    """Apply up to `limit` stored receipts whose message is known, oldest first, in the
+    caller's transaction; what each did, in that order (empty: nothing to apply)."""
+    due = (await session.execute(_DUE.limit(limit))).all()
+    if not due:
+        return []
+    attempt_of = {receipt_id: attempt_id for receipt_id, attempt_id, _ in due}
+    recipient_ids = sorted({recipient_id for _, _, recipient_id in due})
+    # The recipients' locks first, in one order for everyone; everything read after them.
+    await session.execute(_LOCK_RECIPIENTS, {"ids": recipient_ids})
+    targets = await _targets(session, set(attempt_of.values()))
+    latest = dict((await session.execute(_LATEST, {"ids": recipient_ids})).all())
+    stored = (await session.execute(_STORED, {"ids": list(attempt_of)})).scalars().all()
     now = utcnow()
-    if not await _store(session, receipt, target, now):
-        result = Result.duplicate
-    elif target is None:
-        result = Result.waiting
-        log.info(
-            "receipt %s for unknown message %s %s kept until the message is recorded",
-            receipt.event_id,
-            receipt.provider,
-            receipt.provider_message_id,
-        )
-    else:
-        facts = _Facts(receipt.provider_status, receipt.error_code, receipt.classification)
-        result = await _apply(session, target, facts, now)
-    metrics.receipts.labels(receipt.provider, result.value).inc()
-    return result
-
-
-async def apply_waiting(session: AsyncSession, attempt: Attempt) -> int:
-    """Apply the receipts that arrived before `attempt`'s message id was recorded.
-
-    The caller holds `lock_message` for the id and has flushed the attempt."""
-    assert attempt.provider_message_id is not None
-    query = (
-        select(StoredReceipt)
-        .where(
-            StoredReceipt.provider == attempt.provider,
-            StoredReceipt.provider_message_id == attempt.provider_message_id,
-            StoredReceipt.applied_at.is_(None),
-        )
-        .order_by(StoredReceipt.id)
-    )
-    waiting = list((await session.execute(query)).scalars())
-    if not waiting:
-        return 0
-    target = await _target(session, _TARGET_BY_ID, {"attempt_id": attempt.id})
-    assert target is not None, "the caller flushed the attempt"
-    now = utcnow()
-    for stored in waiting:
-        stored.applied_at = now
-        stored.attempt_id = attempt.id
-        result = await _apply(session, target, _facts_of(stored), now)
-        metrics.receipts_released.labels(stored.provider, result.value).inc()
+    effects = _Effects()
+    results: list[Result] = []
+    for receipt in stored:
+        target = targets[attempt_of[receipt.id]]
+        receipt.applied_at = now
+        receipt.attempt_id = target.attempt.id
+        is_latest = latest.get(target.recipient.id) == target.attempt.id
+        result = _apply(target, _facts_of(receipt), is_latest, now, effects)
+        metrics.receipts_applied.labels(receipt.provider, result.value).inc()
+        results.append(result)
     await session.flush()
-    return len(waiting)
+    for recipient in effects.opted_out:
+        # The provider says the number opted out (e.g. Twilio 21610): as at create time.
+        await opt_outs.opt_out(
+            session,
+            recipient.school_id,
+            recipient.phone,
+            source=OptOutSource.provider,
+            campaign_id=recipient.campaign_id,
+        )
+    for campaign_id in effects.finished:
+        await campaigns.complete_if_done(session, campaign_id)
+    return results
 
 
 async def report_unmatched(session: AsyncSession) -> int:
@@ -160,61 +164,76 @@ async def report_unmatched(session: AsyncSession) -> int:
 
 
 # Statements built once (their SQL is compiled once per process, not per receipt).
-_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
-_TARGET = (
-    select(Attempt, Recipient, Campaign.status, School)
-    .join(Recipient, Recipient.id == Attempt.recipient_id)
-    .join(Campaign, Campaign.id == Recipient.campaign_id)
-    .join(School, School.id == Recipient.school_id)
-    .with_for_update(of=Recipient)
-)
-_TARGET_BY_MESSAGE = _TARGET.where(
-    Attempt.provider == bindparam("provider"),
-    Attempt.provider_message_id == bindparam("message_id"),
-)
-_TARGET_BY_ID = _TARGET.where(Attempt.id == bindparam("attempt_id"))
-_LATEST = select(func.max(Attempt.id)).where(Attempt.recipient_id == bindparam("recipient_id"))
 _INSERT = (
     insert(cast(Table, StoredReceipt.__table__))
     .on_conflict_do_nothing()
     .returning(StoredReceipt.id)
 )
-
-
-async def _target(
-    session: AsyncSession,
-    query: Select[Attempt, Recipient, CampaignStatus, School],
-    params: dict[str, Any],
-) -> _Target | None:
-    row = (await session.execute(query, params)).one_or_none()
-    if row is None:
-        return None
-    attempt, recipient, campaign_status, school = row
-    return _Target(attempt, recipient, campaign_status, school)
-
-
-async def _store(
-    session: AsyncSession, receipt: Receipt, target: _Target | None, now: datetime
-) -> bool:
-    """Insert the receipt unless its event is stored already; whether it was new."""
-    classification = receipt.classification
-    inserted = await session.execute(
-        _INSERT,
-        {
-            "provider": receipt.provider,
-            "event_id": receipt.event_id,
-            "provider_message_id": receipt.provider_message_id,
-            "provider_status": receipt.provider_status,
-            "error_code": receipt.error_code,
-            "reason": classification.reason if classification else None,
-            "soft": classification.soft if classification else None,
-            "definition": classification.definition_index if classification else None,
-            "occurred_at": receipt.occurred_at,
-            "applied_at": now if target is not None else None,
-            "attempt_id": target.attempt.id if target is not None else None,
-        },
+# Stored receipts whose message is known: (receipt id, attempt id, recipient id).
+_DUE = (
+    select(StoredReceipt.id, Attempt.id, Attempt.recipient_id)
+    .join(
+        Attempt,
+        (Attempt.provider == StoredReceipt.provider)
+        & (Attempt.provider_message_id == StoredReceipt.provider_message_id),
     )
-    return inserted.scalar_one_or_none() is not None
+    .where(StoredReceipt.applied_at.is_(None))
+    .order_by(StoredReceipt.id)
+    .with_for_update(of=StoredReceipt, skip_locked=True)
+)
+_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
+_LOCK_RECIPIENTS = (
+    select(Recipient.id).where(Recipient.id.in_(_IDS)).order_by(Recipient.id).with_for_update()
+)
+# Each recipient's latest attempt: a receipt for an older one never reschedules it.
+_LATEST = (
+    select(Attempt.recipient_id, func.max(Attempt.id))
+    .where(Attempt.recipient_id.in_(_IDS))
+    .group_by(Attempt.recipient_id)
+)
+_STORED = select(StoredReceipt).where(StoredReceipt.id.in_(_IDS)).order_by(StoredReceipt.id)
+_TARGETS = (
+    select(Attempt, Recipient, Campaign.status, School)
+    .join(Recipient, Recipient.id == Attempt.recipient_id)
+    .join(Campaign, Campaign.id == Recipient.campaign_id)
+    .join(School, School.id == Recipient.school_id)
+    .where(Attempt.id.in_(_IDS))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    """What a stored receipt says."""
+
+    provider_status: str
+    error_code: str | None
+    classification: Classification | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """The attempt a receipt is about, with its recipient (locked) and their context."""
+
+    attempt: Attempt
+    recipient: Recipient
+    campaign_status: CampaignStatus
+    school: School
+
+
+@dataclass(slots=True)
+class _Effects:
+    """What a batch does once its receipts are applied."""
+
+    opted_out: list[Recipient] = field(default_factory=list)
+    finished: set[uuid.UUID] = field(default_factory=set)
+
+
+async def _targets(session: AsyncSession, attempt_ids: Iterable[int]) -> dict[int, _Target]:
+    rows = await session.execute(_TARGETS, {"ids": list(attempt_ids)})
+    return {
+        attempt.id: _Target(attempt, recipient, campaign_status, school)
+        for attempt, recipient, campaign_status, school in rows
+    }
 
 
 def _facts_of(stored: StoredReceipt) -> _Facts:
@@ -228,9 +247,11 @@ def _facts_of(stored: StoredReceipt) -> _Facts:
 UNKNOWN_FAILURE = Classification("unknown", soft=False)
 
 
-async def _apply(session: AsyncSession, target: _Target, facts: _Facts, now: datetime) -> Result:
+def _apply(
+    target: _Target, facts: _Facts, latest_attempt: bool, now: datetime, effects: _Effects
+) -> Result:
     """Move the attempt forward if the receipt does (else it is stale), then the recipient as
-    the status rules say; flushes."""
+    the status rules say; what follows from it goes to `effects`."""
     attempt, recipient = target.attempt, target.recipient
     phase = rules.phase_of(facts.provider_status)
     if phase is None or not rules.advance(rules.phase_of(attempt.status), phase):
@@ -243,40 +264,20 @@ async def _apply(session: AsyncSession, target: _Target, facts: _Facts, now: dat
     classification = None
     if phase is rules.Phase.failed:
         classification = facts.classification or UNKNOWN_FAILURE
-    retry_allowed = policy.retry_allowed(target.school, recipient, now)
-    state = recipients.state_of(recipient)
-
-    def decide(latest_attempt: bool) -> rules.Change | None:
-        return rules.on_receipt(
-            state,
-            target.campaign_status,
-            phase,
-            classification,
-            facts.error_code,
-            latest_attempt=latest_attempt,
-            retry_allowed=retry_allowed,
-        )
-
-    change = decide(latest_attempt=True)
-    if change != decide(latest_attempt=False):
-        # Only now does it matter whether this attempt is the recipient's latest. Asked in
-        # a statement of its own, after the recipient's lock was granted: an attempt
-        # created while we waited for that lock is seen.
-        latest = await session.execute(_LATEST, {"recipient_id": recipient.id})
-        change = decide(latest_attempt=latest.scalar_one() == attempt.id)
+    change = rules.on_receipt(
+        recipients.state_of(recipient),
+        target.campaign_status,
+        phase,
+        classification,
+        facts.error_code,
+        latest_attempt=latest_attempt,
+        retry_allowed=policy.retry_allowed(target.school, recipient, now),
+    )
     if change is not None:
         due = policy.retry_due(target.school, recipient, now) if change.retry else None
         recipients.apply(recipient, change, due)
-    await session.flush()
+        if change.state.status in rules.FINAL:
+            effects.finished.add(recipient.campaign_id)
     if classification is not None and classification.reason == "opted_out":
-        # The provider says the number opted out (e.g. Twilio 21610): as at create time.
-        await opt_outs.opt_out(
-            session,
-            recipient.school_id,
-            recipient.phone,
-            source=OptOutSource.provider,
-            campaign_id=recipient.campaign_id,
-        )
-    if change is not None and change.state.status in rules.FINAL:
-        await campaigns.complete_if_done(session, recipient.campaign_id)
+        effects.opted_out.append(recipient)
     return Result.applied

@@ -62,10 +62,25 @@ def async_url(url: str) -> str:
     raise ValueError(f"not a PostgreSQL URL: {url!r}")
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int | None = None, pre_ping: bool = True
+) -> AsyncEngine:
+    """The service's engine: connections are pinged when checked out (`pre_ping`), so one
+    dropped by a database restart is replaced instead of failing a request. Up to
+    `max_overflow` (default: `pool_size`) more connections open under load, each closed
+    when it is returned to a full pool."""
     return create_async_engine(
-        async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        async_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
+        pool_pre_ping=pre_ping,
     )
+
+
+def autocommit_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions whose every statement commits on its own: no BEGIN / COMMIT round trips, for
+    one-statement writes (the webhooks' receipts: `app.delivery.receipts.keep`)."""
+    return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.kit.crypto import SecretBox
@@ -26,6 +26,19 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
+async def get_inbox(request: Request) -> async_sessionmaker[AsyncSession]:
+    """The sessions the webhooks store receipts with (`app.kit.db.autocommit_sessionmaker`)."""
+    inbox: async_sessionmaker[AsyncSession] = request.app.state.inbox
+    return inbox
+
+
+async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
+    """For a dependency that needs the database only sometimes (a cache miss): it opens its
+    own short transaction, and the requests that don't need one pay nothing."""
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    return sessionmaker
+
+
 async def get_secret_box(request: Request) -> SecretBox:
     box: SecretBox = request.app.state.secret_box
     return box
@@ -35,3 +48,5 @@ async def get_secret_box(request: Request) -> SecretBox:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SecretBoxDep = Annotated[SecretBox, Depends(get_secret_box)]
+InboxDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_inbox)]
+SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]

@@ -11,19 +11,16 @@ from app.kit.db import Base
 class Receipt(Base):
     """A delivery receipt as it arrived, kept once per provider event.
 
-    `applied_at` is null while the receipt waits for its message: it can arrive before the
-    send transaction has stored the provider message id, and is applied the moment it is.
+    `applied_at` is null until the receipt applier has applied it: moments after it
+    arrived, or, when it came before the send transaction stored the provider message id,
+    the moment after that transaction commits.
     """
 
     __tablename__ = "receipts"
     __table_args__ = (
         UniqueConstraint("provider", "event_id"),
-        Index(
-            "ix_receipts_waiting",
-            "provider",
-            "provider_message_id",
-            postgresql_where=text("applied_at IS NULL"),
-        ),
+        # The applier's queue: receipts not applied yet, oldest first.
+        Index("ix_receipts_unapplied", "id", postgresql_where=text("applied_at IS NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

@@ -41,9 +41,10 @@ class DeliveryWorker(LoopService):
         self._last_sweep = 0.0
 
     async def apply_receipt(self, receipt: Receipt) -> None:
-        """The simulator's receipts take the same path as a provider's webhook."""
+        """The simulator's receipts take the same path as a provider's webhook: stored,
+        then applied by the receipt applier."""
         async with unit_of_work(self.sessionmaker) as session:
-            await receipts.ingest(session, receipt)
+            await receipts.store(session, receipt)
 
     async def run_once(self) -> bool:
         if time.monotonic() - self._last_sweep > SWEEP_SECONDS:

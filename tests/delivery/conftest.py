@@ -27,6 +27,7 @@ from app.providers.base import Receipt
 from app.providers.registry import Registry
 from tests.conftest import make_school
 from tests.fakes.twilio import FakeTwilio
+from tests.helpers import apply_receipts
 
 
 @dataclass
@@ -137,8 +138,10 @@ def registry(
     assert settings.secret_key
 
     async def on_simulated_receipt(receipt: Receipt) -> None:
+        """Stored as the worker stores it, and applied as its receipt applier would."""
         async with unit_of_work(sessionmaker) as session:
-            await receipts.ingest(session, receipt)
+            await receipts.store(session, receipt)
+        await apply_receipts(sessionmaker)
 
     return Registry(
         http, SecretBox(settings.secret_key), settings.public_base_url, on_simulated_receipt

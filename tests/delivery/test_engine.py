@@ -32,7 +32,7 @@ from app.providers.registry import Registry
 from app.providers.twilio.receipts import parse_status_callback
 from tests.delivery.conftest import TimedFakeTwilio, TwilioSchool, set_twilio_account
 from tests.fakes.twilio import Answer
-from tests.helpers import launched, people, recipients
+from tests.helpers import apply_receipts, launched, people, recipients
 
 CALLBACK = "https://campanile.test/v1/webhooks/twilio/status"
 BODY = "Hi {first_name}, school is closed tomorrow."
@@ -114,13 +114,19 @@ async def make_due(sessionmaker: Sessions, campaign_id: str, **values: Any) -> N
 
 async def receipt(
     sessionmaker: Sessions, sid: str, status: str, error_code: str | None = None
-) -> receipts.Result:
-    """A Twilio status callback for `sid`, through the same ingest path as the webhook."""
+) -> str:
+    """A Twilio status callback for `sid`, stored as the webhook stores it, then applied as
+    the receipt applier would: `applied` or `stale`, else `duplicate` (the same event came
+    before) or `waiting` (stored; its message id is not recorded yet)."""
     form = {"MessageSid": sid, "MessageStatus": status, "AccountSid": "AC" + "f" * 32}
     if error_code:
         form["ErrorCode"] = error_code
     async with unit_of_work(sessionmaker) as session:
-        return await receipts.ingest(session, parse_status_callback(form))
+        new = await receipts.store(session, parse_status_callback(form))
+    if not new:
+        return "duplicate"
+    results = await apply_receipts(sessionmaker)
+    return results[-1].value if results else "waiting"
 
 
 async def launch(
@@ -350,9 +356,9 @@ async def test_throttled_then_accepted_then_delivered(
     assert [a["provider_message_id"] for a in recipient["attempts_history"]] == [None, sid]
     assert twilio.sends_to(number) == 2
 
-    assert await receipt(sessionmaker, sid, "sent") is receipts.Result.applied
+    assert await receipt(sessionmaker, sid, "sent") == "applied"
     assert (await one(client, auth, cid, number))["status"] == "pending"
-    assert await receipt(sessionmaker, sid, "delivered") is receipts.Result.applied
+    assert await receipt(sessionmaker, sid, "delivered") == "applied"
     recipient = await one(client, auth, cid, number)
     assert (recipient["status"], recipient["status_label"]) == ("delivered", "Delivered")
     assert (await campaign_of(client, auth, cid))["status"] == "complete"
@@ -534,7 +540,7 @@ async def test_close_and_archive_stop_retries_at_once(
 
     # Receipts for the message already handed over: applied when closed, only kept in the
     # history when archived.
-    assert await receipt(sessionmaker, sid, "delivered") is receipts.Result.applied
+    assert await receipt(sessionmaker, sid, "delivered") == "applied"
     recipient = await one(client, auth, cid, handed)
     assert recipient["attempts_history"][0]["status"] == "delivered"
     assert recipient["status"] == ("delivered" if action == "close" else "queued")
@@ -723,9 +729,7 @@ async def test_expired_retry_fails_with_its_last_reason(
     assert await delivery.run_once() == 1
     if failure_receipt is not None:
         sid = twilio.sid_to(number)
-        assert await receipt(sessionmaker, sid, "failed", failure_receipt) is (
-            receipts.Result.applied
-        )
+        assert await receipt(sessionmaker, sid, "failed", failure_receipt) == "applied"
     recipient = await one(client, auth, cid, number)
     assert recipient["status"] == "scheduled"
     assert recipient["failed_reason"] == reason("reattempting", code)
@@ -765,15 +769,18 @@ async def test_receipt_before_the_send_is_recorded_waits_then_applies(
     sid = handover.result.provider_message_id
     assert sid is not None and sid == twilio.sid_to(number)
 
-    assert await receipt(sessionmaker, sid, "sent") is receipts.Result.waiting
-    assert await receipt(sessionmaker, sid, "delivered") is receipts.Result.waiting
-    assert await receipt(sessionmaker, sid, "delivered") is receipts.Result.duplicate
+    assert await receipt(sessionmaker, sid, "sent") == "waiting"
+    assert await receipt(sessionmaker, sid, "delivered") == "waiting"
+    assert await receipt(sessionmaker, sid, "delivered") == "duplicate"
     recipient = await one(client, auth, cid, number)
     assert recipient["status"] == "queued"
     [attempt] = recipient["attempts_history"]
     assert attempt["provider_message_id"] is None
 
     await delivery.record(outcomes)
+    recipient = await one(client, auth, cid, number)
+    assert recipient["status"] == "queued"  # the receipts are applied after the record
+    assert [r.value for r in await apply_receipts(sessionmaker)] == ["applied", "applied"]
 
     recipient = await one(client, auth, cid, number)
     assert (recipient["status"], recipient["next_attempt_at"]) == ("delivered", None)
@@ -802,7 +809,7 @@ async def test_late_delivered_for_an_earlier_attempt_wins_and_cancels_the_retry(
     assert await delivery.run_once() == 1
     first = twilio.sid_to(number)
     # Twilio reports a soft failure (carrier congestion) for the first message...
-    assert await receipt(sessionmaker, first, "undelivered", "30017") is receipts.Result.applied
+    assert await receipt(sessionmaker, first, "undelivered", "30017") == "applied"
     assert (await one(client, auth, cid, number))["status"] == "scheduled"
     # ...the retry is throttled and scheduled again...
     twilio.script(number, Answer.throttled())
@@ -813,7 +820,7 @@ async def test_late_delivered_for_an_earlier_attempt_wins_and_cancels_the_retry(
     assert recipient["next_attempt_at"] is not None
 
     # ...then the first message turns out delivered after all.
-    assert await receipt(sessionmaker, first, "delivered") is receipts.Result.applied
+    assert await receipt(sessionmaker, first, "delivered") == "applied"
 
     recipient = await one(client, auth, cid, number)
     assert recipient["status"] == "delivered"
@@ -841,9 +848,7 @@ async def test_campaign_completes_when_every_recipient_is_final(
     cid = await launch(client, twilio_school, delivered, invalid, throttled)
 
     assert await delivery.run_once() == 3
-    assert await receipt(sessionmaker, twilio.sid_to(delivered), "delivered") is (
-        receipts.Result.applied
-    )
+    assert await receipt(sessionmaker, twilio.sid_to(delivered), "delivered") == "applied"
     campaign = await campaign_of(client, auth, cid)
     assert campaign["status"] == "active"
     assert campaign["completed_at"] is None
@@ -851,9 +856,7 @@ async def test_campaign_completes_when_every_recipient_is_final(
     await make_due(sessionmaker, cid)
     assert await delivery.run_once() == 1
     assert (await campaign_of(client, auth, cid))["status"] == "active"
-    assert await receipt(sessionmaker, twilio.sid_to(throttled), "delivered") is (
-        receipts.Result.applied
-    )
+    assert await receipt(sessionmaker, twilio.sid_to(throttled), "delivered") == "applied"
 
     campaign = await campaign_of(client, auth, cid)
     assert campaign["status"] == "complete"

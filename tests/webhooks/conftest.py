@@ -21,11 +21,14 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.kit.crypto import new_secret_key
 from app.providers import codes
 from tests.conftest import ADMIN_TOKEN, make_school, plain_url, with_database
+from tests.helpers import apply_receipts
 from tests.webhooks.support import TelnyxKeys, TwilioAccount
 
 CAMPANILE = Path(sys.executable).with_name("campanile")
@@ -48,6 +51,25 @@ def shipped_code_tables() -> Iterator[None]:
     codes.configure(Settings(twilio_code_table=None, telnyx_code_table=None))
     yield
     codes.reset()
+
+
+@pytest.fixture
+async def client(
+    app: FastAPI, sessionmaker: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API client, with the receipt applier's part played after every webhook answer:
+    the receipts it stored are applied if their message is known (as the applier running
+    in every service process does moments later); the others stay stored."""
+
+    async def applier(response: httpx.Response) -> None:
+        if response.request.url.path.startswith("/v1/webhooks/"):
+            await apply_receipts(sessionmaker)
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", event_hooks={"response": [applier]}
+    ) as client:
+        yield client
 
 
 @dataclass(frozen=True)

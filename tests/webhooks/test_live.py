@@ -19,7 +19,6 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.delivery import receipts
 from app.delivery import status as rules
 from app.kit.db import create_engine, create_sessionmaker, unit_of_work
 from app.models import Attempt, CampaignStatus
@@ -89,6 +88,23 @@ async def add_attempts(server: LiveServer, pairs: list[tuple[int, str | None]]) 
            WHERE id = ANY($1::bigint[])""",
         list({r for r, _ in pairs}),
     )
+
+
+async def until_applied(
+    server: LiveServer, sids: list[str], count: int, within: float = 120
+) -> None:
+    """Wait until `count` receipts for these messages are applied: the service stores each
+    receipt before it answers, and its receipt applier applies them on its own."""
+    deadline = time.monotonic() + within
+    while True:
+        rows = await server.fetch(
+            "SELECT count(applied_at) AS n FROM receipts WHERE provider_message_id = ANY($1)",
+            sids,
+        )
+        if rows[0]["n"] >= count:
+            return
+        assert time.monotonic() < deadline, f"{rows[0]['n']} of {count} receipts applied"
+        await asyncio.sleep(0.1)
 
 
 # -- the log -------------------------------------------------------------------------------
@@ -211,6 +227,9 @@ async def test_shuffled_log_with_duplicates_posted_concurrently_ends_as_in_order
         f"client CPU {(time.process_time() - cpu) / RECEIPTS * 1000:.2f} ms/request"
     )
 
+    # The service answered once each receipt was stored; its receipt applier applies them.
+    await until_applied(live_server, [*first.values(), *second.values()], len(log))
+
     states, attempt_states = in_order(log, second)
     for r, state in states.items():
         assert (state.status.value, state.failed_reason, state.provider_error_code) == (
@@ -281,19 +300,16 @@ async def record_step(
     attempt_id: int,
     sid: str,
     before_commit: Any = None,
-) -> int:
-    """The engine's record step for an accepted send: the message id stored under the
-    message lock, then the receipts that waited for it applied; one transaction."""
+) -> None:
+    """The engine's record step for an accepted send: the message id stored on the attempt,
+    in one transaction (`before_commit` runs inside it, before the commit)."""
     async with unit_of_work(sessions) as session:
         attempt = await session.get_one(Attempt, attempt_id)
         attempt.provider_message_id = sid
         attempt.status = "queued"
-        await receipts.lock_message(session, "twilio", sid)
         await session.flush()
-        applied = await receipts.apply_waiting(session, attempt)
         if before_commit is not None:
             await before_commit()
-        return applied
 
 
 async def sending_attempt(server: LiveServer, school: LiveSchool) -> int:
@@ -311,38 +327,33 @@ async def recipient_status(server: LiveServer, school: LiveSchool) -> str:
     return str(rows[0]["status"])
 
 
+def signed_status(school: LiveSchool, server: LiveServer, sid: str, status: str) -> dict[str, Any]:
+    params = status_form(school.account, sid, status)
+    signature = compute_signature(server.url + TWILIO_STATUS, params, school.account.auth_token)
+    return {"content": urlencode(params), "headers": {"Content-Type": FORM, HEADER: signature}}
+
+
 async def test_callback_while_the_record_step_is_uncommitted_ends_applied(
     live: httpx.AsyncClient,
     live_server: LiveServer,
     live_sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     """The callback arrives while the transaction recording its message id is still open:
-    it waits for that transaction (the message lock), then finds the attempt and applies."""
+    it is stored and answered at once, and applied once that transaction commits."""
     school = await live_school(live, live_server, 1)
     attempt_id = await sending_attempt(live_server, school)
     sid = f"SM{uuid.uuid4().hex}"
-    params = status_form(school.account, sid, "delivered")
-    signature = compute_signature(
-        live_server.url + TWILIO_STATUS, params, school.account.auth_token
-    )
-    posted: asyncio.Task[httpx.Response] | None = None
 
     async def meanwhile() -> None:
-        nonlocal posted
-        posted = asyncio.create_task(
-            live.post(
-                TWILIO_STATUS,
-                content=urlencode(params),
-                headers={"Content-Type": FORM, HEADER: signature},
-            )
+        response = await live.post(
+            TWILIO_STATUS, **signed_status(school, live_server, sid, "delivered")
         )
-        await asyncio.sleep(0.5)
-        assert not posted.done(), "the callback did not wait for the record step"
+        assert response.status_code == 200, response.text
+        await asyncio.sleep(0.5)  # more than the applier's pause: it has looked, and not seen
+        assert await recipient_status(live_server, school) == "queued"
 
-    assert await record_step(live_sessions, attempt_id, sid, before_commit=meanwhile) == 0
-    assert posted is not None
-    response = await asyncio.wait_for(posted, 10)
-    assert response.status_code == 200, response.text
+    await record_step(live_sessions, attempt_id, sid, before_commit=meanwhile)
+    await until_applied(live_server, [sid], 1, within=10)
     assert await recipient_status(live_server, school) == "delivered"
     rows = await live_server.fetch(
         "SELECT applied_at IS NOT NULL AS applied, attempt_id FROM receipts "
@@ -361,16 +372,10 @@ async def test_callback_before_the_record_step_waits_then_is_applied(
     attempt_id = await sending_attempt(live_server, school)
     sid = f"SM{uuid.uuid4().hex}"
     for status in ("delivered", "sent"):
-        params = status_form(school.account, sid, status)
-        signature = compute_signature(
-            live_server.url + TWILIO_STATUS, params, school.account.auth_token
-        )
-        response = await live.post(
-            TWILIO_STATUS,
-            content=urlencode(params),
-            headers={"Content-Type": FORM, HEADER: signature},
-        )
+        response = await live.post(TWILIO_STATUS, **signed_status(school, live_server, sid, status))
         assert response.status_code == 200, response.text
+    await asyncio.sleep(0.5)
     assert await recipient_status(live_server, school) == "queued"
-    assert await record_step(live_sessions, attempt_id, sid) == 2
+    await record_step(live_sessions, attempt_id, sid)
+    await until_applied(live_server, [sid], 2, within=10)
     assert await recipient_status(live_server, school) == "delivered"

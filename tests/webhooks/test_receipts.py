@@ -15,7 +15,7 @@ from app.delivery import receipts
 from app.kit.clock import utcnow
 from app.models import Attempt
 from app.models import Receipt as StoredReceipt
-from tests.helpers import launched, people, recipients
+from tests.helpers import apply_receipts, launched, people, recipients
 from tests.webhooks.conftest import TelnyxSchool, TwilioSchool
 from tests.webhooks.support import (
     TWILIO_STATUS,
@@ -271,10 +271,10 @@ async def test_receipt_before_its_message_id_waits_then_is_applied(
         attempt = await session.get_one(Attempt, attempt.id)
         attempt.provider_message_id = sid
         attempt.status = "queued"
-        await receipts.lock_message(session, "twilio", sid)
-        await session.flush()
-        assert await receipts.apply_waiting(session, attempt) == 2
         await session.commit()
+    assert (await s.detail())["status"] == "queued"  # until the applier's next batch
+    results = await apply_receipts(sessionmaker)
+    assert results == [receipts.Result.applied, receipts.Result.stale]  # in arrival order
 
     detail = await s.detail()
     assert detail["status"] == "delivered"

@@ -13,10 +13,10 @@ Ed25519 verification is some 50 µs. Headers and the 300 s window are checked fi
 malformed or replayed request costs no verification; the accounts are kept a few seconds
 (`AccountCache`) and their parsed keys for good.
 
-After that: `message.sent` / `message.finalized` are stored and applied as receipts,
-`message.received` is read for keywords (sent to the schools, among those holding the key,
-whose number or messaging profile received it), other event types are acknowledged and
-ignored.
+After that: `message.sent` / `message.finalized` are stored as receipts (and applied
+moments later), `message.received` is read for keywords (sent to the schools, among those
+holding the key, whose number or messaging profile received it), other event types are
+acknowledged and ignored.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.delivery import receipts
-from app.kit.deps import SessionDep
+from app.kit.db import unit_of_work
+from app.kit.deps import InboxDep, SessionDep, SessionmakerDep
 from app.opt_outs import service as opt_outs
 from app.providers.base import InboundMessage, InvalidSignature, Receipt
 from app.providers.telnyx import receipts as telnyx_receipts
@@ -59,17 +60,19 @@ class SignedEvent:
     accounts: Accounts
 
 
-async def _accounts(session: AsyncSession) -> Accounts:
+async def _accounts(sessionmaker: async_sessionmaker[AsyncSession]) -> Accounts:
+    async with unit_of_work(sessionmaker) as session:
+        found = await schools.accounts_with_public_key(session, PROVIDER)
     return [
         WebhookAccount(account.school_id, key, account.from_number, account.messaging_profile_id)
-        for account in await schools.accounts_with_public_key(session, PROVIDER)
+        for account in found
         if (key := account.public_key) is not None
     ]
 
 
 async def signed_event(
     request: Request,
-    session: SessionDep,
+    sessionmaker: SessionmakerDep,
     telnyx_signature_ed25519: Annotated[
         str | None, Header(description="Base64 Ed25519 signature of `timestamp|body`")
     ] = None,
@@ -87,7 +90,7 @@ async def signed_event(
             return [a for a in accounts if a.secret == key]
 
         accounts = await signing_accounts(
-            account_cache(request), (PROVIDER, "*"), lambda: _accounts(session), signers
+            account_cache(request), (PROVIDER, "*"), lambda: _accounts(sessionmaker), signers
         )
         if not accounts:
             raise InvalidSignature("signed by none of our Telnyx accounts' public keys")
@@ -138,16 +141,25 @@ TELNYX_BODY: dict[str, Any] = {
 @router.post(
     "/telnyx",
     response_class=Response,
-    responses={200: {"description": "Stored and applied, acted on, or ignored"}, **REFUSALS},
+    responses={
+        200: {
+            "description": (
+                "Receipt stored (applied moments later), keyword acted on, or event ignored"
+            )
+        },
+        **REFUSALS,
+    },
     openapi_extra=TELNYX_BODY,
 )
 async def telnyx_webhook(
-    event: Annotated[Receipt | Inbound | None, Depends(telnyx_event)], session: SessionDep
+    event: Annotated[Receipt | Inbound | None, Depends(telnyx_event)],
+    inbox: InboxDep,
+    session: SessionDep,
 ) -> Response:
-    """Telnyx webhook: delivery receipts are stored once and applied, inbound keywords
-    opt the number out or back in, other events are ignored."""
+    """Telnyx webhook: delivery receipts are stored once (then applied by the receipt
+    applier), inbound keywords opt the number out or back in, other events are ignored."""
     if isinstance(event, Receipt):
-        await receipts.ingest(session, event)
+        await receipts.keep(inbox, event)
     elif isinstance(event, Inbound):
         await opt_outs.on_inbound(
             session, event.school_ids, event.message.from_number, event.message.body

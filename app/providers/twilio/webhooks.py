@@ -5,9 +5,9 @@ here (every name=value pair, blank values and repeated names kept, exactly what 
 signed), the schools' accounts named by its `AccountSid` are looked up (kept a few seconds:
 `AccountCache`), and `X-Twilio-Signature` must verify, in constant time, with one of their
 auth tokens over PUBLIC_BASE_URL + path (+ query). Otherwise 403, and an unknown account
-gets the same answer as a wrong signature. Then a status callback is stored and applied
-(`app.delivery.receipts`: one short transaction), and an inbound message is read for
-opt-out/opt-in keywords.
+gets the same answer as a wrong signature. Then a status callback is stored, once, and
+answered (`app.delivery.receipts`: one INSERT; the receipt applier applies it moments
+later), and an inbound message is read for opt-out/opt-in keywords.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Header, Request, Response
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.delivery import receipts
 from app.kit.crypto import SecretBox
-from app.kit.deps import SecretBoxDep, SessionDep, SettingsDep
+from app.kit.db import unit_of_work
+from app.kit.deps import InboxDep, SecretBoxDep, SessionDep, SessionmakerDep, SettingsDep
 from app.opt_outs import service as opt_outs
 from app.providers.base import InvalidSignature, Receipt
 from app.providers.twilio import receipts as twilio_receipts
@@ -64,17 +65,21 @@ def parse_form(body: bytes) -> list[tuple[str, str]]:
         raise InvalidSignature("form body is not UTF-8") from exc
 
 
-async def _accounts(session: AsyncSession, box: SecretBox, account_sid: str) -> Accounts:
+async def _accounts(
+    sessionmaker: async_sessionmaker[AsyncSession], box: SecretBox, account_sid: str
+) -> Accounts:
+    async with unit_of_work(sessionmaker) as session:
+        found = await schools.accounts_by_sid(session, PROVIDER, account_sid)
     return [
         WebhookAccount(account.school_id, token, account.from_number, account.messaging_service_sid)
-        for account in await schools.accounts_by_sid(session, PROVIDER, account_sid)
+        for account in found
         if (token := schools.account_secret(account, box, "auth_token")) is not None
     ]
 
 
 async def signed_form(
     request: Request,
-    session: SessionDep,
+    sessionmaker: SessionmakerDep,
     settings: SettingsDep,
     box: SecretBoxDep,
     x_twilio_signature: Annotated[
@@ -101,7 +106,7 @@ async def signed_form(
         accounts = await signing_accounts(
             account_cache(request),
             (PROVIDER, account_sid),
-            lambda: _accounts(session, box, account_sid),
+            lambda: _accounts(sessionmaker, box, account_sid),
             signers,
         )
         if not accounts:
@@ -165,15 +170,23 @@ INBOUND_FORM = _form_body(
 @router.post(
     "/status",
     response_class=Response,
-    responses={200: {"description": "Stored (and applied, if its message is known)"}, **REFUSALS},
+    responses={
+        200: {
+            "description": (
+                "Stored (once per event); applied moments later, or as soon as its message id "
+                "is recorded"
+            )
+        },
+        **REFUSALS,
+    },
     openapi_extra=STATUS_FORM,
 )
 async def twilio_status_callback(
-    receipt: Annotated[Receipt, Depends(status_receipt)], session: SessionDep
+    receipt: Annotated[Receipt, Depends(status_receipt)], inbox: InboxDep
 ) -> Response:
-    """Twilio status callback: the receipt is stored once and applied through the status
-    rules, or kept until its message id is recorded."""
-    await receipts.ingest(session, receipt)
+    """Twilio status callback: the receipt is stored once, then applied through the status
+    rules by the receipt applier (moments later, or once its message id is recorded)."""
+    await receipts.keep(inbox, receipt)
     return Response(status_code=200)
 
 

@@ -1,0 +1,31 @@
+"""The receipt applier: applies stored delivery receipts, batch after batch.
+
+Runs in every `campanile serve` process (where the webhooks land, with or without
+--no-worker) and in every `campanile worker`; any number of them share the work safely
+(`app.delivery.receipts.apply_stored` takes its receipts FOR UPDATE SKIP LOCKED).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.delivery import receipts
+from app.kit.db import unit_of_work
+from app.workers.base import LoopService
+
+
+class ReceiptApplier(LoopService):
+    """Applies stored receipts whose message is known; rests `receipts_poll_seconds` when
+    none are left."""
+
+    name = "receipt applier"
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+        super().__init__(settings.receipts_poll_seconds)
+        self.sessionmaker = sessionmaker
+
+    async def run_once(self) -> bool:
+        async with unit_of_work(self.sessionmaker) as session:
+            taken = await receipts.apply_stored(session, receipts.BATCH)
+        return len(taken) == receipts.BATCH
