@@ -88,7 +88,7 @@ def serve(args: argparse.Namespace) -> int:
     upgrade(settings.database_url)
     run_worker = not args.no_worker
     uvicorn.run(
-        create_app(settings, run_worker=run_worker, apply_receipts=True),
+        create_app(settings, run_worker=run_worker),
         host=args.host,
         port=args.port,
         log_config=None,  # uvicorn's loggers propagate to ours
@@ -106,7 +106,7 @@ def worker(args: argparse.Namespace) -> int:
         import httpx
 
         from app.kit.crypto import SecretBox
-        from app.kit.db import create_engine, create_sessionmaker
+        from app.kit.db import Inbox, create_engine, create_sessionmaker
         from app.providers import codes
         from app.workers.delivery import DeliveryWorker
         from app.workers.receipts import ReceiptApplier
@@ -116,7 +116,9 @@ def worker(args: argparse.Namespace) -> int:
         engine = create_engine(settings.database_url)
         sessionmaker = create_sessionmaker(engine)
         async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0)) as http:
-            delivery = DeliveryWorker(sessionmaker, settings, http, SecretBox(settings.secret_key))
+            box = SecretBox(settings.secret_key)
+            inbox = Inbox.pool(settings.database_url, size=2)
+            delivery = DeliveryWorker(sessionmaker, settings, http, box, inbox)
             applier = ReceiptApplier(sessionmaker, settings)
             loop = asyncio.get_running_loop()
 
@@ -131,6 +133,7 @@ def worker(args: argparse.Namespace) -> int:
                 await asyncio.gather(delivery.run(), applier.run())
             finally:
                 await delivery.aclose()
+                await inbox.aclose()
         await engine.dispose()
 
     asyncio.run(run())
@@ -156,12 +159,12 @@ def parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument(
         "--no-worker",
         action="store_true",
-        help="do not run the delivery worker in this process (receipts are still applied)",
+        help="do not run the delivery worker (sending, applying receipts) in this process",
     )
     serve_cmd.set_defaults(run=serve)
 
     worker_cmd = commands.add_parser(
-        "worker", help="run the delivery worker (and the receipt applier) without the API"
+        "worker", help="run the delivery worker (sending, applying receipts) without the API"
     )
     worker_cmd.set_defaults(run=worker)
 

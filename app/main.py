@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -15,9 +16,10 @@ from app.api import router as api_router
 from app.config import Settings, get_settings
 from app.kit import embedded
 from app.kit.crypto import SecretBox
-from app.kit.db import autocommit_sessionmaker, create_engine, create_sessionmaker
+from app.kit.db import Inbox, create_engine, create_sessionmaker
 from app.kit.limits import BodySizeLimit
 from app.providers import codes
+from app.providers.twilio import status as status_callbacks
 from app.workers.base import LoopService
 from app.workers.delivery import DeliveryWorker
 from app.workers.receipts import ReceiptApplier
@@ -39,14 +41,8 @@ def bind(app: FastAPI, settings: Settings) -> None:
     app.state.settings = settings
     app.state.engine = create_engine(settings.database_url)
     app.state.sessionmaker = create_sessionmaker(app.state.engine)
-    # The status webhooks store receipts through a pool of their own, one autocommitted
-    # INSERT per receipt and no pings (`app.delivery.receipts.keep` retries a dropped one).
-    # No overflow: a burst of callbacks queues for a connection (each is held for one
-    # INSERT) instead of opening and closing connections by the hundred.
-    app.state.inbox_engine = create_engine(
-        settings.database_url, pool_size=10, max_overflow=0, pre_ping=False
-    )
-    app.state.inbox = autocommit_sessionmaker(app.state.inbox_engine)
+    # The webhooks keep receipts on a pool of their own: one INSERT each, no ORM.
+    app.state.inbox = Inbox.pool(settings.database_url)
     app.state.secret_box = SecretBox(settings.secret_key)
     app.state.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
 
@@ -54,14 +50,12 @@ def bind(app: FastAPI, settings: Settings) -> None:
 async def unbind(app: FastAPI) -> None:
     await app.state.http.aclose()
     await app.state.engine.dispose()
-    await app.state.inbox_engine.dispose()
+    await app.state.inbox.aclose()
 
 
-def create_app(
-    settings: Settings | None = None, *, run_worker: bool = False, apply_receipts: bool = False
-) -> FastAPI:
-    """The app. `run_worker` runs the delivery worker in this process and `apply_receipts`
-    the receipt applier (`campanile serve` always applies, so webhooks take effect)."""
+def create_app(settings: Settings | None = None, *, run_worker: bool = False) -> FastAPI:
+    """The app; `run_worker` runs the delivery worker in this process: its sending loop
+    and its receipt applier."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -70,15 +64,17 @@ def create_app(
         codes.configure(resolved)  # a broken code-table override stops the start here
         bind(app, resolved)
         services: list[LoopService] = []
-        if apply_receipts:
-            services.append(ReceiptApplier(app.state.sessionmaker, resolved))
         worker: DeliveryWorker | None = None
         if run_worker:
             worker = DeliveryWorker(
-                app.state.sessionmaker, resolved, app.state.http, app.state.secret_box
+                app.state.sessionmaker,
+                resolved,
+                app.state.http,
+                app.state.secret_box,
+                app.state.inbox,
             )
             app.state.registry = worker.registry
-            services.append(worker)
+            services += [worker, ReceiptApplier(app.state.sessionmaker, resolved)]
         tasks = [asyncio.create_task(s.run(), name=s.name) for s in services]
         try:
             yield
@@ -96,11 +92,29 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    # Twilio's status callbacks are answered in front of the FastAPI stack (the hot path:
+    # app.providers.twilio.status), inside the body limit (the last added is outermost).
+    app.add_middleware(status_callbacks.StatusCallbacks)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(api_router)
+    _document(app, status_callbacks.PATH, status_callbacks.OPENAPI)
     return app
+
+
+def _document(app: FastAPI, path: str, item: dict[str, Any]) -> None:
+    """Add a path that is served outside FastAPI's routes to the app's OpenAPI document."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()  # FastAPI's own, cached on the app
+        schema["paths"][path] = item
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 app = create_app()

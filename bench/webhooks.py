@@ -19,7 +19,9 @@ Everything talks over loopback between separate processes:
    SECRET_KEY), a contact list and a campaign, launched. The contacts are written with
    one INSERT ... SELECT, and so is one attempt per recipient with a provider message id,
    as the delivery worker leaves them after Twilio accepted each message (attempt
-   `queued`, recipient Still in Queue).
+   `queued`, recipient Still in Queue). Then `campanile worker` starts beside it (same
+   settings): the service only stores receipts, the worker's receipt applier applies
+   them, so the service is the two processes, as deployed with --no-worker.
 3. The baseline runs as `python bench/webhook_baseline.py --port Q` (uvicorn defaults too).
 4. The load generator is this file again, `--load`, in its own process: raw asyncio
    streams (uvloop), HTTP/1.1 keep-alive, requests built and signed before the clock
@@ -420,9 +422,10 @@ class Run:
         process (one core at most), and it shares the cores with PostgreSQL and the load
         generator. An estimate, for when other work skews the measured rate."""
         server, postgres, generator = (self.cpu[k] for k in ("server", "postgres", "generator"))
+        worker = self.cpu.get("worker", 0.0)  # a process of its own, like the server
         cores = os.cpu_count() or 1
-        alone = 1000 / max(server, 1e-9)
-        return min(alone, cores * 1000 / max(server + postgres + generator, 1e-9))
+        alone = 1000 / max(server, worker, 1e-9)
+        return min(alone, cores * 1000 / max(server + worker + postgres + generator, 1e-9))
 
     def line(self) -> str:
         r = self.result
@@ -495,6 +498,7 @@ class Bench:
         self.logs = Path(tempfile.mkdtemp(prefix="campanile-bench-webhooks-"))
         self.processes: list[subprocess.Popen[bytes]] = []
         self.service: subprocess.Popen[bytes] | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
         self.secret_key = new_secret_key()
         self.campaign_id = ""
         self.postmaster = 0
@@ -544,21 +548,34 @@ class Bench:
             except subprocess.TimeoutExpired:
                 process.kill()
 
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "DATABASE_URL": self.database_url,
+            "SECRET_KEY": self.secret_key,
+            "PUBLIC_BASE_URL": self.base_url,
+            "ADMIN_TOKEN": ADMIN_TOKEN,
+            "LOG_LEVEL": "WARNING",
+        }
+
     async def start_service(self) -> None:
         # `campanile serve`, as the console script runs it, from this checkout (cwd=ROOT).
         command = [sys.executable, "-m", "app.cli", "serve", "--no-worker"]
         self.service = self.spawn(
             "service",
             [*command, "--host", "127.0.0.1", "--port", str(self.port)],
-            {
-                "DATABASE_URL": self.database_url,
-                "SECRET_KEY": self.secret_key,
-                "PUBLIC_BASE_URL": self.base_url,
-                "ADMIN_TOKEN": ADMIN_TOKEN,
-                "LOG_LEVEL": "WARNING",
-            },
+            self.env,
         )
         await self.wait_ready("service", self.service, f"{self.base_url}/healthz")
+
+    def start_worker(self) -> None:
+        """`campanile worker` beside the service: it applies the receipts the service stores
+        (and would send due messages: the seed leaves none due)."""
+        self.worker = self.spawn("worker", [sys.executable, "-m", "app.cli", "worker"], self.env)
+
+    @property
+    def service_pid(self) -> int:
+        return self.service.pid if self.service is not None else -1
 
     async def start_baseline(self) -> subprocess.Popen[bytes]:
         process = self.spawn(
@@ -686,7 +703,7 @@ class Bench:
             return False
         if response.status_code >= 300:
             raise RuntimeError(f"probe: {response.status_code} {response.text}")
-        await self.drain(0, 1)  # the service's receipt applier applies it moments later
+        await self.drain(0, 1)  # the worker's receipt applier applies it moments later
         rows = await self.sql(
             "SELECT a.status AS attempt, r.status AS recipient FROM attempts a "
             "JOIN recipients r ON r.id = a.recipient_id WHERE a.provider_message_id = $1",
@@ -789,7 +806,10 @@ class Bench:
         )
         sessions_before = await self.sessions()
         started = time.perf_counter()
+        # The service's worker applies what the service stores: its CPU is the service's too.
+        worker = self.worker.pid if self.worker is not None and pid == self.service_pid else 0
         before = (process_cpu(pid), postgres_cpu(self.postmaster), machine_busy())
+        worker_before = process_cpu(worker) if worker else 0.0
         spy = None
         if profile is not None:
             spy = await asyncio.create_subprocess_exec(
@@ -811,6 +831,7 @@ class Bench:
             )
         output, _ = await generator.communicate()
         after = (process_cpu(pid), postgres_cpu(self.postmaster), machine_busy())
+        worker_after = process_cpu(worker) if worker else 0.0
         wall = time.perf_counter() - started
         if generator.returncode != 0:
             raise RuntimeError(f"load generator failed ({generator.returncode})")
@@ -828,6 +849,8 @@ class Bench:
             "postgres": (after[1] - before[1]) * per,
             "generator": result["cpu"] * per,
         }
+        if worker:
+            cpu["worker"] = (worker_after - worker_before) * per
         # Whatever else ran on the machine meanwhile (other work on a shared machine skews
         # every figure here: look at this before trusting a run).
         others = after[2] - before[2] - result["build_cpu"]
@@ -847,6 +870,7 @@ class Bench:
         self.postmaster = await self.find_postmaster()
         await self.start_service()
         await self.seed(1 + runs * args.receipts)
+        self.start_worker()
         assert self.service is not None
         baseline = await self.start_baseline()
         endpoint = await self.probe()

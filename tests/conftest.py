@@ -24,6 +24,7 @@ from app.kit import embedded
 from app.kit.crypto import SecretBox, new_secret_key
 from app.kit.db import create_engine
 from app.main import create_app
+from tests.helpers import inbox_on
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "test-admin-token"
@@ -124,7 +125,7 @@ async def app(
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = sessionmaker
-    app.state.inbox = sessionmaker  # here too: every write inside the test's transaction
+    app.state.inbox = inbox_on(sessionmaker)
     app.state.secret_box = SecretBox(settings.secret_key)
     async with httpx.AsyncClient() as http:
         app.state.http = http

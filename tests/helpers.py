@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import httpx
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from app.delivery import receipts
-from app.kit.db import unit_of_work
+from app.kit.db import Inbox, unit_of_work
 
 
 async def make_list(
@@ -70,6 +73,18 @@ def people(*phones: str) -> list[dict[str, Any]]:
         {"phone": phone, "first_name": f"Kid{i}", "last_name": "Doe", "fields": {"grade": "5"}}
         for i, phone in enumerate(phones)
     ]
+
+
+def inbox_on(sessionmaker: async_sessionmaker[AsyncSession]) -> Inbox:
+    """The app's Inbox, writing on the test's own connection: inside the transaction the
+    test rolls back, like every other write of the test."""
+    connection: AsyncConnection = sessionmaker.kw["bind"]
+
+    @asynccontextmanager
+    async def acquire() -> AsyncIterator[asyncpg.Connection]:
+        yield (await connection.get_raw_connection()).driver_connection
+
+    return Inbox(acquire)
 
 
 async def apply_receipts(sessionmaker: async_sessionmaker[AsyncSession]) -> list[receipts.Result]:

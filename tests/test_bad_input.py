@@ -26,7 +26,7 @@ from app.kit.crypto import SecretBox
 from app.kit.db import Base
 from app.main import create_app
 from tests.conftest import ADMIN
-from tests.helpers import make_campaign, people
+from tests.helpers import inbox_on, make_campaign, people
 
 Json = dict[str, Any]
 Headers = dict[str, str]
@@ -374,7 +374,7 @@ async def capped(
     small.state.settings = capped_settings
     small.state.engine = engine
     small.state.sessionmaker = sessionmaker
-    small.state.inbox = sessionmaker
+    small.state.inbox = inbox_on(sessionmaker)
     small.state.secret_box = SecretBox(capped_settings.secret_key)
     transport = httpx.ASGITransport(app=small, raise_app_exceptions=False)
     async with (

@@ -1,10 +1,11 @@
 """Delivery receipts, whatever the provider: stored once as they arrive, applied through
 the status rules by the receipt applier (SPEC §3, §6).
 
-A webhook (or the simulator) only `store`s its receipt: one INSERT, deduplicated by the
-provider's event id, answered at once. `apply_stored`, run in a loop by every service and
-worker process (`app.workers.receipts`), applies stored receipts whose message id is known,
-a batch per transaction, in the order they arrived. A receipt that comes before the send's
+A webhook (or the simulator) only `keep`s its receipt: one INSERT, deduplicated by the
+provider's event id, answered at once. `apply_stored`, run in a loop wherever a delivery
+worker runs (`app.workers.receipts`: `campanile worker`, and `campanile serve` unless
+--no-worker), applies stored receipts whose message id is known, a batch per transaction,
+in the order they arrived. A receipt that comes before the send's
 transaction has recorded its message id simply stays stored until that transaction commits;
 the next batch after it applies the receipt. Nothing is dropped and nothing waits on a lock:
 the two sides never need to see each other inside one transaction.
@@ -27,18 +28,17 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import BindParameter, Table, bindparam, func, select
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import BindParameter, bindparam, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import metrics
 from app.campaigns import service as campaigns
 from app.delivery import policy
 from app.delivery import status as rules
 from app.kit.clock import utcnow
+from app.kit.db import Inbox
 from app.models import Attempt, Campaign, CampaignStatus, OptOutSource, Recipient, School
 from app.models import Receipt as StoredReceipt
 from app.opt_outs import service as opt_outs
@@ -61,45 +61,25 @@ class Result(enum.StrEnum):
     stale = "stale"  # late or out of order for its attempt: kept in history only
 
 
-async def store(session: AsyncSession, receipt: Receipt) -> bool:
-    """Keep a receipt for the applier, once per provider event; whether it was new (False:
-    the same event was received before, and nothing changes)."""
+async def keep(inbox: Inbox, receipt: Receipt) -> bool:
+    """Keep a receipt for the applier, once per provider event: one INSERT that commits on
+    its own. Whether it was new (False: the same event came before; nothing changes)."""
     classification = receipt.classification
-    inserted = await session.execute(
+    stored = await inbox.fetchval(
         _INSERT,
-        {
-            "provider": receipt.provider,
-            "event_id": receipt.event_id,
-            "provider_message_id": receipt.provider_message_id,
-            "provider_status": receipt.provider_status,
-            "error_code": receipt.error_code,
-            "reason": classification.reason if classification else None,
-            "soft": classification.soft if classification else None,
-            "definition": classification.definition_index if classification else None,
-            "occurred_at": receipt.occurred_at,
-        },
+        receipt.provider,
+        receipt.event_id,
+        receipt.provider_message_id,
+        receipt.provider_status,
+        receipt.error_code,
+        classification.reason if classification else None,
+        classification.soft if classification else None,
+        classification.definition_index if classification else None,
+        receipt.occurred_at,
     )
-    new = inserted.scalar_one_or_none() is not None
+    new = stored is not None
     metrics.receipts.labels(receipt.provider, "stored" if new else "duplicate").inc()
     return new
-
-
-async def keep(inbox: async_sessionmaker[AsyncSession], receipt: Receipt) -> bool:
-    """`store` for a webhook, on the app's inbox (`app.kit.db.autocommit_sessionmaker`): one
-    INSERT that commits on its own. The inbox does not ping its connections, so a connection
-    the database dropped (a restart) fails once: then the INSERT, idempotent, is sent again
-    on a new one, and the receipt is not lost."""
-    for retry in (False, True):
-        try:
-            async with inbox() as session:
-                new = await store(session, receipt)
-                await session.commit()
-                return new
-        except DBAPIError as exc:
-            if retry or not exc.connection_invalidated:
-                raise
-            log.warning("receipt store: connection dropped by the database; trying again")
-    raise AssertionError("unreachable")
 
 
 async def apply_stored(session: AsyncSession, limit: int = BATCH) -> list[Result]:
@@ -164,11 +144,13 @@ async def report_unmatched(session: AsyncSession) -> int:
 
 
 # Statements built once (their SQL is compiled once per process, not per receipt).
-_INSERT = (
-    insert(cast(Table, StoredReceipt.__table__))
-    .on_conflict_do_nothing()
-    .returning(StoredReceipt.id)
-)
+_INSERT = """
+    INSERT INTO receipts (provider, event_id, provider_message_id, provider_status,
+                          error_code, reason, soft, definition, occurred_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    ON CONFLICT DO NOTHING
+    RETURNING id
+"""
 # Stored receipts whose message is known: (receipt id, attempt id, recipient id).
 _DUE = (
     select(StoredReceipt.id, Attempt.id, Attempt.recipient_id)

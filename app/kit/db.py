@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
+import asyncpg
 from sqlalchemy import DateTime, Enum, MetaData, func
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -15,6 +19,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+log = logging.getLogger(__name__)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -62,25 +68,81 @@ def async_url(url: str) -> str:
     raise ValueError(f"not a PostgreSQL URL: {url!r}")
 
 
-def create_engine(
-    url: str, *, pool_size: int = 10, max_overflow: int | None = None, pre_ping: bool = True
-) -> AsyncEngine:
-    """The service's engine: connections are pinged when checked out (`pre_ping`), so one
-    dropped by a database restart is replaced instead of failing a request. Up to
-    `max_overflow` (default: `pool_size`) more connections open under load, each closed
-    when it is returned to a full pool."""
+def driver_url(url: str) -> str:
+    """The same URL for asyncpg itself (`postgresql://`)."""
+    return "postgresql://" + async_url(url).removeprefix("postgresql+asyncpg://")
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(
-        async_url(url),
-        pool_size=pool_size,
-        max_overflow=pool_size if max_overflow is None else max_overflow,
-        pool_pre_ping=pre_ping,
+        async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
     )
 
 
-def autocommit_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions whose every statement commits on its own: no BEGIN / COMMIT round trips, for
-    one-statement writes (the webhooks' receipts: `app.delivery.receipts.keep`)."""
-    return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
+class Inbox:
+    """One-statement writes that commit on their own, sent straight to asyncpg: no ORM
+    session, no statement compilation, no BEGIN / COMMIT, no ping. For the hottest write of
+    the service, a provider's status callback (one INSERT each).
+
+    `Inbox.pool(url)` holds a small asyncpg pool of its own. A connection the database
+    dropped (a restart, a failover) fails once, and the statement is sent again on another:
+    only idempotent statements belong here.
+    """
+
+    def __init__(
+        self,
+        acquire: Callable[[], AbstractAsyncContextManager[asyncpg.Connection]],
+        close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._acquire = acquire
+        self._close = close
+
+    @classmethod
+    def pool(cls, url: str, size: int = 10) -> Inbox:
+        """On an asyncpg pool of `size` connections, opened on first use."""
+        pool: asyncpg.Pool | None = None
+        opening = asyncio.Lock()
+
+        @asynccontextmanager
+        async def acquire() -> AsyncIterator[asyncpg.Connection]:
+            nonlocal pool
+            if pool is None:
+                async with opening:
+                    if pool is None:
+                        pool = await asyncpg.create_pool(driver_url(url), min_size=1, max_size=size)
+            async with pool.acquire() as connection:
+                yield connection
+
+        async def close() -> None:
+            if pool is not None:
+                await pool.close()
+
+        return cls(acquire, close)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        """The first column of the first row of `sql` ($1, $2... placeholders)."""
+        for retry in (False, True):
+            try:
+                async with self._acquire() as connection:
+                    return await connection.fetchval(sql, *args)
+            except DROPPED:
+                if retry:
+                    raise
+                log.warning("database connection dropped; sending the statement again")
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        if self._close is not None:
+            await self._close()
+
+
+# What asyncpg raises on a connection the server closed or terminated.
+DROPPED = (
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    OSError,
+)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

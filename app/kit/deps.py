@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.kit.crypto import SecretBox
-from app.kit.db import unit_of_work
+from app.kit.db import Inbox, unit_of_work
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -26,9 +26,9 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
-async def get_inbox(request: Request) -> async_sessionmaker[AsyncSession]:
-    """The sessions the webhooks store receipts with (`app.kit.db.autocommit_sessionmaker`)."""
-    inbox: async_sessionmaker[AsyncSession] = request.app.state.inbox
+async def get_inbox(request: Request) -> Inbox:
+    """Where the webhooks keep receipts (`app.kit.db.Inbox`)."""
+    inbox: Inbox = request.app.state.inbox
     return inbox
 
 
@@ -48,5 +48,5 @@ async def get_secret_box(request: Request) -> SecretBox:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SecretBoxDep = Annotated[SecretBox, Depends(get_secret_box)]
-InboxDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_inbox)]
+InboxDep = Annotated[Inbox, Depends(get_inbox)]
 SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]

@@ -1,4 +1,5 @@
-"""The delivery loop (`campanile worker`, or inside `campanile serve`)."""
+"""The delivery loop (`campanile worker`, or inside `campanile serve`); beside it runs the
+receipt applier (`app.workers.receipts`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.delivery import engine, receipts
 from app.kit.crypto import SecretBox
-from app.kit.db import unit_of_work
+from app.kit.db import Inbox, unit_of_work
 from app.providers.base import Receipt
 from app.providers.registry import Registry
 from app.workers.base import LoopService
@@ -29,10 +30,12 @@ class DeliveryWorker(LoopService):
         settings: Settings,
         http: httpx.AsyncClient,
         box: SecretBox,
+        inbox: Inbox,
         simulator_delay_seconds: float = 1.0,
     ) -> None:
         super().__init__(settings.worker_poll_seconds)
         self.sessionmaker = sessionmaker
+        self.inbox = inbox
         self.registry = Registry(
             http, box, settings.public_base_url, self.apply_receipt, simulator_delay_seconds
         )
@@ -41,10 +44,9 @@ class DeliveryWorker(LoopService):
         self._last_sweep = 0.0
 
     async def apply_receipt(self, receipt: Receipt) -> None:
-        """The simulator's receipts take the same path as a provider's webhook: stored,
-        then applied by the receipt applier."""
-        async with unit_of_work(self.sessionmaker) as session:
-            await receipts.store(session, receipt)
+        """The simulator's receipts take the same path as a provider's webhook: kept, then
+        applied by the receipt applier."""
+        await receipts.keep(self.inbox, receipt)
 
     async def run_once(self) -> bool:
         if time.monotonic() - self._last_sweep > SWEEP_SECONDS:

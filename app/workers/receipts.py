@@ -1,8 +1,9 @@
 """The receipt applier: applies stored delivery receipts, batch after batch.
 
-Runs in every `campanile serve` process (where the webhooks land, with or without
---no-worker) and in every `campanile worker`; any number of them share the work safely
-(`app.delivery.receipts.apply_stored` takes its receipts FOR UPDATE SKIP LOCKED).
+Runs beside every delivery worker (`campanile worker`, and `campanile serve` unless
+--no-worker), so the API processes only store receipts; any number of appliers share the
+work safely (`app.delivery.receipts.apply_stored` takes its receipts FOR UPDATE SKIP
+LOCKED).
 """
 
 from __future__ import annotations

@@ -21,13 +21,12 @@ from app.config import Settings
 from app.delivery import receipts
 from app.delivery.engine import Engine
 from app.kit.crypto import SecretBox
-from app.kit.db import unit_of_work
 from app.providers import codes
 from app.providers.base import Receipt
 from app.providers.registry import Registry
 from tests.conftest import make_school
 from tests.fakes.twilio import FakeTwilio
-from tests.helpers import apply_receipts
+from tests.helpers import apply_receipts, inbox_on
 
 
 @dataclass
@@ -138,9 +137,8 @@ def registry(
     assert settings.secret_key
 
     async def on_simulated_receipt(receipt: Receipt) -> None:
-        """Stored as the worker stores it, and applied as its receipt applier would."""
-        async with unit_of_work(sessionmaker) as session:
-            await receipts.store(session, receipt)
+        """Kept as the worker keeps it, and applied as its receipt applier would."""
+        await receipts.keep(inbox_on(sessionmaker), receipt)
         await apply_receipts(sessionmaker)
 
     return Registry(

@@ -32,7 +32,7 @@ from app.providers.registry import Registry
 from app.providers.twilio.receipts import parse_status_callback
 from tests.delivery.conftest import TimedFakeTwilio, TwilioSchool, set_twilio_account
 from tests.fakes.twilio import Answer
-from tests.helpers import apply_receipts, launched, people, recipients
+from tests.helpers import apply_receipts, inbox_on, launched, people, recipients
 
 CALLBACK = "https://campanile.test/v1/webhooks/twilio/status"
 BODY = "Hi {first_name}, school is closed tomorrow."
@@ -115,15 +115,13 @@ async def make_due(sessionmaker: Sessions, campaign_id: str, **values: Any) -> N
 async def receipt(
     sessionmaker: Sessions, sid: str, status: str, error_code: str | None = None
 ) -> str:
-    """A Twilio status callback for `sid`, stored as the webhook stores it, then applied as
+    """A Twilio status callback for `sid`, kept as the webhook keeps it, then applied as
     the receipt applier would: `applied` or `stale`, else `duplicate` (the same event came
     before) or `waiting` (stored; its message id is not recorded yet)."""
     form = {"MessageSid": sid, "MessageStatus": status, "AccountSid": "AC" + "f" * 32}
     if error_code:
         form["ErrorCode"] = error_code
-    async with unit_of_work(sessionmaker) as session:
-        new = await receipts.store(session, parse_status_callback(form))
-    if not new:
+    if not await receipts.keep(inbox_on(sessionmaker), parse_status_callback(form)):
         return "duplicate"
     results = await apply_receipts(sessionmaker)
     return results[-1].value if results else "waiting"

@@ -192,8 +192,10 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
 
 @pytest.fixture(scope="session")
 def live_server(server_url: str) -> Iterator[LiveServer]:
-    """The service as deployed (`campanile serve`: one uvicorn process, real commits, its own
-    pool) on a fresh database that it migrates itself; posted to over loopback."""
+    """The service as deployed: `campanile serve --no-worker` (one uvicorn process, real
+    commits, its own pool) and a `campanile worker` beside it (which applies the receipts
+    the service stores), on a fresh database that serve migrates; posted to over loopback.
+    Schools of these tests keep a sending window that is closed now: nothing is sent."""
     name = f"campanile_live_{uuid.uuid4().hex[:12]}"
     asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
     port = _free_port()
@@ -205,28 +207,38 @@ def live_server(server_url: str) -> Iterator[LiveServer]:
         "ADMIN_TOKEN": ADMIN_TOKEN,
         "PUBLIC_BASE_URL": url,
         "LOG_LEVEL": "WARNING",
+        "RECEIPTS_POLL_SECONDS": "0.05",
     }
     log = Path(tempfile.mkstemp(prefix="campanile-live-", suffix=".log")[1])
+    processes: list[subprocess.Popen[bytes]] = []
     with log.open("wb") as output:
-        process = subprocess.Popen(
-            [str(CAMPANILE), "serve", "--no-worker", "--port", str(port)],
-            env=env,
-            cwd=tempfile.gettempdir(),  # no stray .env
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait_ready(process, url, log)
-        yield LiveServer(url, env["DATABASE_URL"])
-    finally:
-        process.send_signal(signal.SIGTERM)
+
+        def start(*command: str) -> subprocess.Popen[bytes]:
+            process = subprocess.Popen(
+                [str(CAMPANILE), *command],
+                env=env,
+                cwd=tempfile.gettempdir(),  # no stray .env
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+            processes.append(process)
+            return process
+
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.unlink(missing_ok=True)
-        asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            _wait_ready(start("serve", "--no-worker", "--port", str(port)), url, log)
+            start("worker")  # after serve has migrated the database
+            yield LiveServer(url, env["DATABASE_URL"])
+        finally:
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            for process in processes:
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            log.unlink(missing_ok=True)
+            asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -47,7 +48,8 @@ class LiveSchool:
 
 async def live_school(live: httpx.AsyncClient, server: LiveServer, count: int) -> LiveSchool:
     """A school with a Twilio account and a launched campaign of `count` recipients, over
-    the live server's API (so the auth token is sealed with its SECRET_KEY)."""
+    the live server's API (so the auth token is sealed with its SECRET_KEY); its sending
+    window is closed now."""
     created = await live.post(
         "/v1/admin/schools", json={"name": f"Live {uuid.uuid4().hex[:6]}"}, headers=ADMIN
     )
@@ -63,6 +65,13 @@ async def live_school(live: httpx.AsyncClient, server: LiveServer, count: int) -
             "from_number": account.from_number,
         },
         headers=auth,
+    )
+    assert response.status_code == 200, response.text
+    # The live worker applies receipts; it must send nothing: the window opens in 6 hours.
+    opens = datetime.now(UTC) + timedelta(hours=6)
+    window = {"start": f"{opens:%H:%M}", "end": f"{opens + timedelta(hours=1):%H:%M}"}
+    response = await live.patch(
+        "/v1/school", json={"timezone": "UTC", "sending_window": window}, headers=auth
     )
     assert response.status_code == 200, response.text
     campaign = await launched(live, auth, people(*(f"+1201555{i:04d}" for i in range(count))))

@@ -19,10 +19,9 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Depends, Header, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.delivery import receipts
 from app.kit.crypto import SecretBox
 from app.kit.db import unit_of_work
-from app.kit.deps import InboxDep, SecretBoxDep, SessionDep, SessionmakerDep, SettingsDep
+from app.kit.deps import SecretBoxDep, SessionDep, SessionmakerDep, SettingsDep
 from app.opt_outs import service as opt_outs
 from app.providers.base import InvalidSignature, Receipt
 from app.providers.twilio import receipts as twilio_receipts
@@ -165,29 +164,6 @@ INBOUND_FORM = _form_body(
         "MessagingServiceSid": "Set when the number belongs to a messaging service",
     }
 )
-
-
-@router.post(
-    "/status",
-    response_class=Response,
-    responses={
-        200: {
-            "description": (
-                "Stored (once per event); applied moments later, or as soon as its message id "
-                "is recorded"
-            )
-        },
-        **REFUSALS,
-    },
-    openapi_extra=STATUS_FORM,
-)
-async def twilio_status_callback(
-    receipt: Annotated[Receipt, Depends(status_receipt)], inbox: InboxDep
-) -> Response:
-    """Twilio status callback: the receipt is stored once, then applied through the status
-    rules by the receipt applier (moments later, or once its message id is recorded)."""
-    await receipts.keep(inbox, receipt)
-    return Response(status_code=200)
 
 
 @router.post(
