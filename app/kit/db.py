@@ -79,6 +79,12 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     )
 
 
+async def _keep_as_is(connection: asyncpg.Connection) -> None:
+    """An Inbox connection has no state to reset between uses (single autocommitted
+    statements: no transaction, lock, cursor, LISTEN or SET), so its pool skips asyncpg's
+    reset query, a round trip per use."""
+
+
 class Inbox:
     """One-statement writes that commit on their own, sent straight to asyncpg: no ORM
     session, no statement compilation, no BEGIN / COMMIT, no ping. For the hottest write of
@@ -109,7 +115,9 @@ class Inbox:
             if pool is None:
                 async with opening:
                     if pool is None:
-                        pool = await asyncpg.create_pool(driver_url(url), min_size=1, max_size=size)
+                        pool = await asyncpg.create_pool(
+                            driver_url(url), min_size=1, max_size=size, reset=_keep_as_is
+                        )
             async with pool.acquire() as connection:
                 yield connection
 
@@ -122,27 +130,20 @@ class Inbox:
     async def fetchval(self, sql: str, *args: Any) -> Any:
         """The first column of the first row of `sql` ($1, $2... placeholders)."""
         for retry in (False, True):
-            try:
-                async with self._acquire() as connection:
+            async with self._acquire() as connection:
+                try:
                     return await connection.fetchval(sql, *args)
-            except DROPPED:
-                if retry:
-                    raise
-                log.warning("database connection dropped; sending the statement again")
+                except Exception:
+                    # Whatever asyncpg raised (the server's notice, a closed socket, a
+                    # protocol state error), the connection is gone: try another once.
+                    if retry or not connection.is_closed():
+                        raise
+            log.warning("database connection dropped; sending the statement again")
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
         if self._close is not None:
             await self._close()
-
-
-# What asyncpg raises on a connection the server closed or terminated.
-DROPPED = (
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.AdminShutdownError,
-    OSError,
-)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

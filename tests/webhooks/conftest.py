@@ -193,8 +193,9 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
 @pytest.fixture(scope="session")
 def live_server(server_url: str) -> Iterator[LiveServer]:
     """The service as deployed: `campanile serve --no-worker` (one uvicorn process, real
-    commits, its own pool) and a `campanile worker` beside it (which applies the receipts
-    the service stores), on a fresh database that serve migrates; posted to over loopback.
+    commits, its own pool) and two `campanile worker`s beside it (whose appliers share the
+    receipts the service stores), on a fresh database that serve migrates; posted to over
+    loopback.
     Schools of these tests keep a sending window that is closed now: nothing is sent."""
     name = f"campanile_live_{uuid.uuid4().hex[:12]}"
     asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
@@ -226,7 +227,8 @@ def live_server(server_url: str) -> Iterator[LiveServer]:
 
         try:
             _wait_ready(start("serve", "--no-worker", "--port", str(port)), url, log)
-            start("worker")  # after serve has migrated the database
+            for _ in range(2):  # two appliers share the receipts, as two workers would
+                start("worker")  # after serve has migrated the database
             yield LiveServer(url, env["DATABASE_URL"])
         finally:
             for process in processes:
