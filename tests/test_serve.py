@@ -71,6 +71,43 @@ def wait_ready(process: subprocess.Popen[bytes], base_url: str, log: Path) -> No
     raise AssertionError(f"not ready after {STARTUP_SECONDS} s:\n{log.read_text()}")
 
 
+def walk_through(base_url: str, key: dict[str, str]) -> None:
+    """The README's walk-through, in short: a campaign launched on the simulator reaches
+    its contacts' final statuses through the in-process worker (send, simulated receipts
+    kept like a webhook's, applied by the receipt applier)."""
+    response = httpx.patch(f"{base_url}/v1/school", json={"sending_window": None}, headers=key)
+    assert response.status_code == 200, response.text
+    phones = {"+12015550100": ("delivered", None), "+12015550102": ("failed", "unreachable_number")}
+    made = httpx.post(f"{base_url}/v1/contact-lists", json={"name": "Families"}, headers=key)
+    list_id = made.json()["id"]
+    imported = httpx.post(
+        f"{base_url}/v1/contact-lists/{list_id}/contacts",
+        json={"contacts": [{"phone": phone} for phone in phones]},
+        headers=key,
+    )
+    assert imported.status_code == 200, imported.text
+    campaign = httpx.post(
+        f"{base_url}/v1/campaigns",
+        json={"name": "Snow day", "body": "No school today", "contact_list_id": list_id},
+        headers=key,
+    ).json()
+    launched = httpx.post(f"{base_url}/v1/campaigns/{campaign['id']}/launch", headers=key)
+    assert launched.status_code == 200, launched.text
+    deadline = time.monotonic() + 30
+    while True:
+        page = httpx.get(f"{base_url}/v1/campaigns/{campaign['id']}/contacts", headers=key)
+        seen = {
+            r["phone"]: (r["status"], (r["failed_reason"] or {}).get("code"))
+            for r in page.json()["items"]
+        }
+        if seen == phones:
+            break
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.2)
+    final = httpx.get(f"{base_url}/v1/campaigns/{campaign['id']}", headers=key).json()
+    assert final["status"] == "complete"
+
+
 def test_serve_runs_the_service_on_embedded_postgres_and_stops_cleanly(
     tmp_path: Path, data_dir: Path
 ) -> None:
@@ -86,7 +123,7 @@ def test_serve_runs_the_service_on_embedded_postgres_and_stops_cleanly(
 
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [str(CAMPANILE), "serve", "--no-worker", "--port", str(port)],
+            [str(CAMPANILE), "serve", "--port", str(port)],
             env=env,
             cwd=tmp_path,  # no stray .env
             stdout=output,
@@ -103,6 +140,7 @@ def test_serve_runs_the_service_on_embedded_postgres_and_stops_cleanly(
         school = httpx.get(f"{base_url}/v1/school", headers=key)
         assert school.status_code == 200, school.text
         assert school.json()["id"] == created.json()["id"]
+        walk_through(base_url, key)
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0, log.read_text()
