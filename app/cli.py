@@ -103,17 +103,16 @@ def worker(args: argparse.Namespace) -> int:
     settings = _settings_with_secret()
 
     async def run() -> None:
-        import httpx
-
         from app.kit.crypto import SecretBox
         from app.kit.db import create_engine, create_sessionmaker
+        from app.kit.http import outbound_client
         from app.providers import codes
         from app.workers.delivery import DeliveryWorker
 
         assert settings.database_url is not None and settings.secret_key is not None
         codes.configure(settings)
         engine = create_engine(settings.database_url)
-        async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0)) as http:
+        async with outbound_client() as http:
             delivery = DeliveryWorker(
                 create_sessionmaker(engine), settings, http, SecretBox(settings.secret_key)
             )

@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI
 
 from app import errors, health
@@ -16,6 +15,7 @@ from app.config import Settings, get_settings
 from app.kit import embedded
 from app.kit.crypto import SecretBox
 from app.kit.db import create_engine, create_sessionmaker
+from app.kit.http import outbound_client
 from app.kit.limits import BodySizeLimit
 from app.providers import codes
 from app.workers.delivery import DeliveryWorker
@@ -38,7 +38,7 @@ def bind(app: FastAPI, settings: Settings) -> None:
     app.state.engine = create_engine(settings.database_url)
     app.state.sessionmaker = create_sessionmaker(app.state.engine)
     app.state.secret_box = SecretBox(settings.secret_key)
-    app.state.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+    app.state.http = outbound_client()
 
 
 async def unbind(app: FastAPI) -> None:
