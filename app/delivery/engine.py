@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, any_, bindparam, func, select, text, true, tuple_
+from sqlalchemy import BigInteger, any_, bindparam, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
@@ -610,39 +610,60 @@ async def _schools(session: AsyncSession, school_ids: set[uuid.UUID]) -> dict[uu
 
 # The claim: due recipients, locked, as `_Row`s followed by what the hand-over needs (the
 # campaign's body, the merge fields) and the recipient's latest attempt (`_Previous`).
-_latest = (
-    select(Attempt.id, Attempt.provider, Attempt.status, Attempt.created_at)
-    .where(Attempt.recipient_id == Recipient.id)
-    .order_by(Attempt.id.desc())
-    .limit(1)
-    .lateral("latest")
-)
-_CLAIM = (
+# The latest attempts are found by recipient id among the due ones (DISTINCT ON), never
+# with ORDER BY id DESC LIMIT 1 per recipient: with the attempts table's statistics
+# behind its growth the planner may walk the primary key backwards for that, through
+# every attempt for a recipient that has none.
+_due = (
     select(
         *_ROW_COLUMNS,
         Campaign.body,
         Recipient.first_name,
         Recipient.last_name,
         Recipient.fields,
-        *_latest.c,
     )
     .join(Campaign, Campaign.id == Recipient.campaign_id)
-    .outerjoin(_latest, true())
     .where(Recipient.next_attempt_at <= bindparam("now"))
     .order_by(Recipient.next_attempt_at)
     .limit(bindparam("limit"))
     .with_for_update(of=Recipient, skip_locked=True)
+    .cte("due")
+)
+_latest = (
+    select(Attempt.recipient_id, Attempt.id, Attempt.provider, Attempt.status, Attempt.created_at)
+    .where(Attempt.recipient_id.in_(select(_due.c.id)))
+    .order_by(Attempt.recipient_id, Attempt.id.desc())
+    .distinct(Attempt.recipient_id)
+    .subquery("latest")
+)
+_CLAIM = (
+    select(
+        *_due.c,
+        _latest.c.id,
+        _latest.c.provider,
+        _latest.c.status,
+        _latest.c.created_at,
+    )
+    .select_from(_due)
+    .outerjoin(_latest, _latest.c.recipient_id == _due.c.id)
+    .order_by(_due.c.next_attempt_at)  # the longest due take the first rate slots
 )
 
 # The record: the batch's recipients, locked in id order (as opt-outs lock them), as
-# `_Row`s followed by the id of their latest attempt.
+# `_Row`s followed by the id of their latest attempt (max by GROUP BY, for the reason
+# above: a bare max(id) is planned as ORDER BY id DESC LIMIT 1).
+_ids = bindparam("ids", type_=ARRAY(BigInteger))
+_latest_ids = (
+    select(Attempt.recipient_id, func.max(Attempt.id).label("id"))
+    .where(Attempt.recipient_id == any_(_ids))
+    .group_by(Attempt.recipient_id)
+    .subquery("latest")
+)
 _RECORD = (
-    select(
-        *_ROW_COLUMNS,
-        select(func.max(Attempt.id)).where(Attempt.recipient_id == Recipient.id).scalar_subquery(),
-    )
+    select(*_ROW_COLUMNS, _latest_ids.c.id)
     .join(Campaign, Campaign.id == Recipient.campaign_id)
-    .where(Recipient.id == any_(bindparam("ids", type_=ARRAY(BigInteger))))
+    .outerjoin(_latest_ids, _latest_ids.c.recipient_id == Recipient.id)
+    .where(Recipient.id == any_(_ids))
     .order_by(Recipient.id)
     .with_for_update(of=Recipient)
 )
