@@ -103,10 +103,9 @@ def worker(args: argparse.Namespace) -> int:
     settings = _settings_with_secret()
 
     async def run() -> None:
-        import httpx
-
         from app.kit.crypto import SecretBox
         from app.kit.db import Inbox, create_engine, create_sessionmaker
+        from app.kit.http import outbound_client
         from app.providers import codes
         from app.workers.delivery import DeliveryWorker
         from app.workers.receipts import ReceiptApplier
@@ -115,7 +114,7 @@ def worker(args: argparse.Namespace) -> int:
         codes.configure(settings)
         engine = create_engine(settings.database_url)
         sessionmaker = create_sessionmaker(engine)
-        async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0)) as http:
+        async with outbound_client() as http:
             box = SecretBox(settings.secret_key)
             inbox = Inbox.pool(settings.database_url, size=2)
             delivery = DeliveryWorker(sessionmaker, settings, http, box, inbox)

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 from fastapi import FastAPI
 
 from app import errors, health
@@ -17,6 +16,7 @@ from app.config import Settings, get_settings
 from app.kit import embedded
 from app.kit.crypto import SecretBox
 from app.kit.db import Inbox, create_engine, create_sessionmaker
+from app.kit.http import outbound_client
 from app.kit.limits import BodySizeLimit
 from app.providers import codes
 from app.providers.twilio import status as status_callbacks
@@ -44,7 +44,7 @@ def bind(app: FastAPI, settings: Settings) -> None:
     # The webhooks keep receipts on a pool of their own: one INSERT each, no ORM.
     app.state.inbox = Inbox.pool(settings.database_url)
     app.state.secret_box = SecretBox(settings.secret_key)
-    app.state.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+    app.state.http = outbound_client()
 
 
 async def unbind(app: FastAPI) -> None:

@@ -1,7 +1,7 @@
 """Benchmark: the cost of one delivery claim (Engine.claim) as the recipients table grows.
 
     python bench/claim.py [--sizes 10000,100000,1000000] [--due 1000] [--scheduled 0]
-                          [--batch 200] [--runs 30] [--profile] [--variant stock]
+                          [--batch 200] [--runs 30] [--profile]
 
 The database is found the way the tests find it: TEST_DATABASE_URL, or else an embedded
 PostgreSQL started here (deleted on exit). A fresh database is created on it, migrated
@@ -30,9 +30,6 @@ Last, EXPLAIN (ANALYZE, BUFFERS) of the claim query: the exact statement the eng
 in the last run (captured at the cursor, not reproduced), prepared and executed five times
 first as the app's asyncpg prepared statements are, in a transaction rolled back.
 
---variant installs a prototype from bench/engine_variants.py (e.g. lean-claim) before
-anything runs, to compare it with the engine as it is.
-
 Target: under 20 ms per claim at 1,000,000 recipients.
 """
 
@@ -41,7 +38,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import importlib
 import io
 import os
 import pstats
@@ -430,7 +426,7 @@ async def run(database_url: str, args: argparse.Namespace) -> bool:
     try:
         await bench.setup()
         print(
-            f"Engine.claim() ({args.variant}): batch {args.batch}, {args.due:,} due of which "
+            f"Engine.claim(): batch {args.batch}, {args.due:,} due of which "
             f"{args.scheduled:.0%} scheduled retries; "
             f"{args.runs} timed runs after {WARMUP} "
             f"warm-up, in this process, "
@@ -475,15 +471,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=Settings().worker_batch_size)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--profile", action="store_true", help="cProfile the timed claims")
-    parser.add_argument(
-        "--variant",
-        default="stock",
-        help="stock (app/delivery/engine.py as it is), or a prototype from "
-        "bench/engine_variants.py, e.g. lean-claim",
-    )
     args = parser.parse_args()
-    if args.variant != "stock":
-        importlib.import_module("engine_variants").install(args.variant.split(","))
 
     server_url = os.environ.get("TEST_DATABASE_URL")
     if server_url:

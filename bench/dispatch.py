@@ -2,7 +2,7 @@
 
     python bench/dispatch.py [--recipients 100000] [--latency-ms 20] [--concurrency 50]
                              [--batch 200] [--bare-requests N] [--py-spy FILE]
-                             [--cprofile FILE] [--variant stock] [--extra-path DIR]
+                             [--cprofile FILE] [--extra-path DIR]
 
 The database is found the way the tests find it: TEST_DATABASE_URL, or else an embedded
 PostgreSQL started here (deleted on exit). A fresh database is created on it, migrated
@@ -16,9 +16,11 @@ with alembic, and dropped at the end.
    (valid US E.164 numbers, first names), then a campaign is created and launched with
    POST /v1/campaigns/{id}/launch. ANALYZE, as autovacuum would do within a minute.
 3. The bare loop: --concurrency tasks in this process posting the same form (To, Body,
-   From, StatusCallback) with the same Basic auth to the same fake, through an
-   httpx.AsyncClient configured as the worker's (`campanile worker`: default limits,
-   Timeout(10, connect=5)), reading each JSON answer; --bare-requests of them.
+   From, StatusCallback) with the same Basic auth to the same fake, through a plain
+   httpx.AsyncClient (default limits, one connection pool, Timeout(10, connect=5)),
+   reading each JSON answer; --bare-requests of them. For reference, the same loop also
+   runs (on a sample) with a keep-alive pool as large as the concurrency, and through the
+   worker's own client (app.kit.http.outbound_client: several pools taken in turn).
 4. The worker: `campanile worker` as a subprocess (python -m app.cli worker) with
    DATABASE_URL, SECRET_KEY, WORKER_BATCH_SIZE=--batch, WORKER_CONCURRENCY=--concurrency.
    This process only polls the fake's counter twice a second until every recipient is
@@ -26,12 +28,11 @@ with alembic, and dropped at the end.
    from the database: recipients / (last record time - first claim time), where an
    attempt's created_at is its claim transaction's start and its updated_at the time its
    record step ran; the attempts of one claim share a created_at, which gives the
-   per-cycle breakdown (claim+send, record).
+   per-cycle breakdown (claim+send, record). The worker records a batch while it claims
+   and sends the next, so "record (to next claim)" is only what the record adds (~0).
 
 CPU per message (client, fake, database backends, from /proc) is printed beside each rate:
-on a shared machine it moves far less than the rates do. --variant runs a prototype from
-bench/engine_variants.py instead of the stock engine (same CLI, same subprocess); with
-`count` among them the worker's SQL round trips are counted too.
+on a shared machine it moves far less than the rates do.
 
 Target: >= 500 msg/s and >= 0.5x the bare loop.
 """
@@ -50,7 +51,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ from _db import admin, migrate, plain_url, with_database  # bench/_db.py
 from app.config import Settings
 from app.kit import embedded
 from app.kit.crypto import new_secret_key
+from app.kit.http import outbound_client
 from app.main import bind, create_app, unbind
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,8 +90,8 @@ SEED_CONTACTS = """
 """
 
 
-def worker_http_client() -> httpx.AsyncClient:
-    """The client `campanile worker` builds (app/cli.py): default limits."""
+def plain_http_client() -> httpx.AsyncClient:
+    """The bare loop's client: httpx's defaults (one pool), the worker's timeouts."""
     return httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
 
 
@@ -314,7 +316,6 @@ class WorkerRun:
     cycles: list[tuple[float, float, int]]  # (claim+send s, record+rest s, size) per claim
     attempts: int
     accepted: int
-    statements: list[tuple[int, float, str]] = field(default_factory=list)  # variant count
 
 
 async def run_worker(
@@ -333,13 +334,8 @@ async def run_worker(
     if args.extra_path:
         env["PYTHONPATH"] = os.pathsep.join([args.extra_path, env.get("PYTHONPATH", "")])
     command_line = [sys.executable, "-m", "app.cli", "worker"]
-    if args.variant != "stock":
-        command_line = [sys.executable, str(ROOT / "bench" / "engine_variants.py")]
-        command_line += [args.variant, "worker"]
     if args.cprofile:
         command_line[1:1] = ["-m", "cProfile", "-o", args.cprofile]
-        if command_line[4] == "-m":
-            del command_line[4]
     log = tempfile.NamedTemporaryFile("w+", prefix="campanile-worker-", suffix=".log")  # noqa: SIM115
     database = settings.database_url.partition("?")[0].rpartition("/")[2]
 
@@ -397,10 +393,8 @@ async def run_worker(
                 worker.kill()
         after = await fake.stats(probe)
     log.seek(0)
-    counted = [line.split(maxsplit=3)[1:] for line in log if line.startswith("bench-statements:")]
     log.close()
     result = await measured(settings, campaign_id, wall)
-    result.statements = [(int(n), float(s), kind.strip()) for n, s, kind in counted]
     result.rate.connections = after["connections"] - before["connections"]
     result.rate.cpu, result.rate.cpu_messages, result.rate.load = cpu, cpu_messages, load()
     return result
@@ -480,7 +474,7 @@ async def run(args: argparse.Namespace, database_url: str) -> bool:
         print(f"fake Twilio: {fake.url} (own process, {args.latency_ms:g} ms per create)")
         campaign_id = await setup(settings, fake.url, args.recipients)
 
-        async with worker_http_client() as http:
+        async with plain_http_client() as http:
             await bare_loop(fake, min(2_000, args.bare_requests), args.concurrency, http)
             bare = await bare_loop(fake, args.bare_requests, args.concurrency, http)
         print(
@@ -502,10 +496,18 @@ async def run(args: argparse.Namespace, database_url: str) -> bool:
         )
         assert kept.cpu is not None
         print(f"  {kept.cpu.per_message(kept.messages)}")
+        async with outbound_client() as http:
+            own = await bare_loop(fake, sample, args.concurrency, http)
+        print(
+            f"  (same loop, the worker's client (outbound_client): {own.per_second:7,.0f} msg/s, "
+            f"{own.connections:,} TCP connections opened, {sample:,} creates)"
+        )
+        assert own.cpu is not None
+        print(f"  {own.cpu.per_message(own.messages)}")
 
         how = "cProfile" if args.cprofile else ("py-spy attached" if args.py_spy else "plain")
         print(
-            f"worker: `python -m app.cli worker` subprocess ({how}), variant {args.variant}, "
+            f"worker: `python -m app.cli worker` subprocess ({how}), "
             f"WORKER_BATCH_SIZE={args.batch} WORKER_CONCURRENCY={args.concurrency}; "
             f"{engine_version()}"
         )
@@ -534,14 +536,6 @@ async def run(args: argparse.Namespace, database_url: str) -> bool:
             f"{statistics.median(rest):.0f} ms; p95 {percentile(busy, 95):.0f} / "
             f"{percentile(rest, 95):.0f} ms"
         )
-    if result.statements:
-        total = sum(n for n, _, _ in result.statements)
-        print(
-            f"  SQL round trips (variant count): {total:,} = {total / rate.messages:.2f} per "
-            f"message, {sum(s for _, s, _ in result.statements):.1f} s waited in all:"
-        )
-        for n, seconds, kind in result.statements[:12]:
-            print(f"    {n:8,} ({n / rate.messages:5.2f}/msg) {seconds:7.1f} s  {kind}")
     ratio = rate.per_second / bare.per_second
     ok = rate.per_second >= TARGET_RATE and ratio >= TARGET_RATIO
     print(
@@ -578,12 +572,6 @@ def main() -> None:
     parser.add_argument("--py-spy", metavar="FILE", help="record the worker (raw stacks)")
     parser.add_argument("--py-spy-bin", default="py-spy")
     parser.add_argument("--cprofile", metavar="FILE", help="run the worker under cProfile")
-    parser.add_argument(
-        "--variant",
-        default="stock",
-        help="stock (`campanile worker`), or engine prototypes from bench/engine_variants.py "
-        "run the same way: batched-record, pipelined, or both comma-separated",
-    )
     parser.add_argument(
         "--extra-path",
         metavar="DIR",

@@ -513,9 +513,10 @@ async def test_a_killed_worker_s_batch_is_recovered_without_resending(
     doomed = workers.start("worker-doomed", **lease)
 
     async def second_batch_under_way() -> bool:
-        # Batch 1 recorded; of batch 2, the first 50 creates at the fake (answered after
-        # 0.8 s), the other 50 claimed and waiting for a send slot.
-        return len(twilio.seen().creates) > BATCH + 20
+        # Batch 1 recorded (the worker records it while batch 2 is sent); of batch 2, the
+        # first 50 creates at the fake (answered after 0.8 s), the other 50 claimed and
+        # waiting for a send slot.
+        return len(twilio.seen().creates) > BATCH + 20 and await handed_over(db) == BATCH
 
     await workers.wait_until(second_batch_under_way, 60, "in its second batch")
     doomed.signal(signal.SIGKILL)

@@ -6,13 +6,23 @@ One cycle (`run_once`) is three steps, never holding a row lock across a provide
    sending window and provider rate, then leased (`next_attempt_at` = now + lease) with an
    attempt row in status `sending`;
 2. send, outside any transaction, with bounded concurrency;
-3. record, in one transaction: each attempt's outcome through the status rules, 21610
-   opt-outs, and the completion rule. Receipts are not looked at here: the receipt applier
-   applies those that arrived before the message id once this transaction commits.
+3. record, in one transaction: each attempt's provider message id and status, the
+   recipient's change through the status rules, 21610 opt-outs, and the completion rule.
+   Receipts are not applied here: they are stored by the webhooks and applied by their own
+   loop (the receipt applier) once their message id is recorded.
 
 A worker killed between 1 and 3 leaves its attempts `sending` and its recipients leased;
 when the lease runs out another worker claims them, asks the provider whether the message
 went out (`find_sent`) and only sends when it did not.
+
+The worker pipelines the cycles (`run_pipelined`): the record of one batch runs while the
+next is claimed and sent, at most one record in flight, and a stop waits for it (`drain`).
+
+Claim and record handle hundreds of recipients a cycle, so they read plain rows with the
+columns they need (`_Row`, not ORM entities) and write each kind of change back in one
+statement (`_WRITE_RECIPIENTS`, `_LEASE`, `_WRITE_ATTEMPTS`): the ORM's identity map and
+unit of work cost several times the SQL itself at that size. The rare paths (opt-outs,
+completion, rate slots) keep the ORM.
 """
 
 from __future__ import annotations
@@ -23,10 +33,13 @@ import logging
 import random
 import uuid
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import BigInteger, any_, bindparam, func, select, text, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
@@ -34,7 +47,7 @@ from app import metrics
 from app.campaigns import repository as campaigns_repository
 from app.campaigns import service as campaigns
 from app.config import Settings
-from app.delivery import policy
+from app.delivery import message, policy
 from app.delivery import status as rules
 from app.kit.clock import utcnow
 from app.kit.db import unit_of_work
@@ -62,12 +75,14 @@ UNKNOWN = "unknown"  # handed over, but the answer was lost (timeout, 5xx)
 UNRESOLVED = (SENDING, UNKNOWN)
 
 
-@dataclass
+@dataclass(slots=True, eq=False)
 class Job:
     """One claimed recipient's hand-over."""
 
     recipient_id: int
-    attempt: Attempt
+    attempt_id: int
+    # The attempt's provider as stored (a recovery keeps its first hand-over's).
+    attempt_provider: str
     provider: Provider
     message: OutboundMessage
     # Earliest moment the provider's rate allows this send.
@@ -89,6 +104,60 @@ class Job:
 class Handover:
     job: Job
     result: SendResult | None  # None: released unsent (shutdown)
+
+
+@dataclass(slots=True, eq=False)
+class _Row:
+    """A locked recipient's columns that the engine reads and writes (see the module
+    docstring): changed in place, written back by `_write_recipients`."""
+
+    id: int
+    campaign_id: uuid.UUID
+    school_id: uuid.UUID
+    phone: str
+    status: str
+    failed_reason: str | None
+    failed_definition: int
+    provider_error_code: str | None
+    attempts: int
+    next_attempt_at: datetime | None
+    first_attempt_at: datetime | None
+    updated_at: datetime
+    campaign_status: CampaignStatus
+
+
+# `_Row`'s fields, in order.
+_ROW_COLUMNS = (
+    Recipient.id,
+    Recipient.campaign_id,
+    Recipient.school_id,
+    Recipient.phone,
+    Recipient.status,
+    Recipient.failed_reason,
+    Recipient.failed_definition,
+    Recipient.provider_error_code,
+    Recipient.attempts,
+    Recipient.next_attempt_at,
+    Recipient.first_attempt_at,
+    Recipient.updated_at,
+    Campaign.status,
+)
+_ROW_WIDTH = len(_ROW_COLUMNS)
+
+
+def _split(found: Sequence[Any]) -> tuple[_Row, Sequence[Any]]:
+    """A result row that starts with `_ROW_COLUMNS`: its `_Row`, and the columns after."""
+    return _Row(*found[:_ROW_WIDTH]), found[_ROW_WIDTH:]
+
+
+@dataclass(frozen=True, slots=True)
+class _Previous:
+    """A recipient's latest attempt, as the claim needs it."""
+
+    id: int
+    provider: str
+    status: str
+    created_at: datetime
 
 
 @dataclass
@@ -128,14 +197,31 @@ class _Slots:
 
 
 @dataclass
+class _Claim:
+    """What one claim decided, before it is written."""
+
+    now: datetime
+    lease_until: datetime
+    accounts: dict[uuid.UUID, ProviderAccount]
+    slots: dict[uuid.UUID, _Slots] = field(default_factory=dict)
+    jobs: list[Job] = field(default_factory=list)
+    changed: list[_Row] = field(default_factory=list)  # every row to write back
+    expired: set[uuid.UUID] = field(default_factory=set)  # campaigns with a retry expired
+    # Each campaign's body, parsed once for all its recipients in the claim.
+    templates: dict[uuid.UUID, Callable[[Mapping[str, Any]], str]] = field(default_factory=dict)
+
+
+@dataclass
 class Engine:
     sessionmaker: async_sessionmaker[AsyncSession]
     settings: Settings
     registry: Registry
     rng: random.Random = field(default_factory=random.Random)
+    # The record of the last batch `run_pipelined` sent, while it runs.
+    _recording: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     async def run_once(self, stopping: asyncio.Event | None = None) -> int:
-        """One claim-send-record cycle; the number of recipients claimed."""
+        """One claim-send-record cycle, recorded when it returns; the number claimed."""
         with metrics.claim_seconds.time():
             jobs = await self.claim()
         if not jobs:
@@ -144,112 +230,143 @@ class Engine:
         await self.record(outcomes)
         return len(jobs)
 
+    async def run_pipelined(self, stopping: asyncio.Event) -> int:
+        """One cycle whose record runs on while the next cycle claims and sends (at most
+        one record in flight; a cycle that found less than a full batch records before it
+        returns, so an idle worker has nothing in flight). `drain` waits for the record.
+
+        Records stay in batch order: batch N is recorded before batch N+1's record starts,
+        so N+1's recoveries see the message ids N recorded (`_recovered_elsewhere`). A
+        batch sent while N is recorded is leased, so no claim takes its recipients again.
+        """
+        with metrics.claim_seconds.time():
+            jobs = await self.claim()
+        outcomes = await self.send(jobs, stopping) if jobs else []
+        await self.drain()
+        if outcomes:
+            self._recording = asyncio.create_task(self.record(outcomes))
+            if len(jobs) < self.settings.worker_batch_size:
+                await self.drain()
+        return len(jobs)
+
+    async def drain(self) -> None:
+        """Wait for the record in flight, if any. Its failure is logged, not raised: the
+        cycle that waits has sent its own batch and must still record it. The failed
+        batch's attempts stay `sending` and are recovered when their lease runs out."""
+        recording, self._recording = self._recording, None
+        if recording is None:
+            return
+        try:
+            await recording
+        except Exception:
+            log.exception("recording a sent batch failed; its lease will recover it")
+
     # -- 1. claim ----------------------------------------------------------------------
 
     async def claim(self) -> list[Job]:
         async with unit_of_work(self.sessionmaker) as session:
             now = utcnow()
             await campaigns_repository.activate_due(session, now)
-            rows = (
-                await session.execute(
-                    select(Recipient, Campaign, School)
-                    .join(Campaign, Campaign.id == Recipient.campaign_id)
-                    .join(School, School.id == Recipient.school_id)
-                    .where(Recipient.next_attempt_at <= now)
-                    .order_by(Recipient.next_attempt_at)
-                    .limit(self.settings.worker_batch_size)
-                    .with_for_update(of=Recipient, skip_locked=True)
+            # Plain rows from the connection: the session's ORM result layer costs more
+            # than the query for a few hundred rows.
+            connection = await session.connection()
+            found = (
+                await connection.execute(
+                    _CLAIM, {"now": now, "limit": self.settings.worker_batch_size}
                 )
             ).all()
-            if not rows:
+            if not found:
                 return []
-            accounts = await _accounts(session, {school.id for _, _, school in rows})
-            latest = await _latest_attempts(session, [r.id for r, _, _ in rows])
-            slots: dict[uuid.UUID, _Slots] = {}
-            expired: set[uuid.UUID] = set()
-            jobs: list[Job] = []
-            for recipient, campaign, school in rows:
-                job = self._claim_one(
-                    session, now, recipient, campaign, school, accounts, latest, slots, expired
-                )
-                if job is not None:
-                    jobs.append(job)
-            for school_id, reserved in slots.items():
-                accounts[school_id].next_send_at = reserved.next_free
-            await session.flush()  # gives the new attempts their ids
-            await _mark_taken(session, jobs)
-            # After the flush: the completion rule reads the recipients' stored statuses.
-            for campaign_id in expired:
+            schools, accounts = await _accounts(session, {r[2] for r in found})
+            claim = _Claim(
+                now, now + timedelta(seconds=self.settings.worker_lease_seconds), accounts
+            )
+            # Once per school and claim: the sending window does not move within it.
+            openings = {s.id: policy.window_opening(s, now) for s in schools.values()}
+            for found_row in found:
+                self._claim_one(claim, found_row, schools, openings)
+            for school_id, reserved in claim.slots.items():
+                claim.accounts[school_id].next_send_at = reserved.next_free
+            await session.flush()  # the accounts' next free slots
+            await _write_claim(session, claim)
+            await _mark_taken(session, claim.jobs)
+            # After the write: the completion rule reads the recipients' stored statuses.
+            for campaign_id in claim.expired:
                 await campaigns.complete_if_done(session, campaign_id)
-            return jobs
+            return claim.jobs
 
     def _claim_one(
         self,
-        session: AsyncSession,
-        now: datetime,
-        recipient: Recipient,
-        campaign: Campaign,
-        school: School,
-        accounts: dict[uuid.UUID, ProviderAccount],
-        latest: dict[int, Attempt],
-        slots: dict[uuid.UUID, _Slots],
-        expired: set[uuid.UUID],
-    ) -> Job | None:
-        """Lease one due recipient for an attempt (its Job), or settle why not now."""
-        state = recipients.state_of(recipient)
-        if campaign.status is not CampaignStatus.active or state.status not in rules.WAITING:
-            recipient.next_attempt_at = None  # nothing is due here (defensive)
-            return None
-        previous = latest.get(recipient.id)
-        if state.status is rules.Status.scheduled and not policy.retry_allowed(
-            school, recipient, now
-        ):
-            last = _last_reason(previous, recipient.provider_error_code)
+        claim: _Claim,
+        found: Sequence[Any],
+        schools: dict[uuid.UUID, School],
+        openings: dict[uuid.UUID, datetime],
+    ) -> None:
+        """Lease one due recipient for an attempt (a Job), or settle why not now."""
+        row, (body, first_name, last_name, fields, *latest) = _split(found)
+        previous = _Previous(*latest) if latest[0] is not None else None
+        school = schools[row.school_id]
+        now = claim.now
+        state = recipients.state_of(row)
+        if row.campaign_status is not CampaignStatus.active or state.status not in rules.WAITING:
+            row.next_attempt_at = None  # nothing is due here (defensive)
+            claim.changed.append(row)
+            return
+        if state.status is rules.Status.scheduled and not policy.retry_allowed(school, row, now):
+            last = _last_reason(previous, row.provider_error_code)
             change = rules.on_retry_expired(state, last)
             if change is not None:
-                recipients.apply(recipient, change)
-                expired.add(campaign.id)
-            return None
-        opening = policy.window_opening(school, now)
+                recipients.apply(row, change)
+                claim.changed.append(row)
+                claim.expired.add(row.campaign_id)
+            return
+        opening = openings[school.id]
         if opening > now:
-            recipient.next_attempt_at = opening
-            return None
-        account = accounts.get(school.id)
+            row.next_attempt_at = opening
+            claim.changed.append(row)
+            return
+        account = claim.accounts.get(school.id)
         not_before = reserved = None
         if account is not None and account.max_messages_per_second:
-            reserved = slots.get(school.id)
+            reserved = claim.slots.get(school.id)
             if reserved is None:
-                reserved = slots[school.id] = _slots_for(account, now, self.settings)
+                reserved = claim.slots[school.id] = _slots_for(account, now, self.settings)
             not_before = reserved.take()
             if not_before is None:
-                return None  # over this account's rate: stays due for the next claim
-        change = rules.on_claim(state, campaign.status)
+                return  # over this account's rate: stays due for the next claim
+        change = rules.on_claim(state, row.campaign_status)
         assert change is not None
-        recipients.apply(recipient, change)
-        recipient.next_attempt_at = now + timedelta(seconds=self.settings.worker_lease_seconds)
-        recipient.first_attempt_at = recipient.first_attempt_at or now
+        recipients.apply(row, change)
+        row.next_attempt_at = claim.lease_until
+        row.first_attempt_at = row.first_attempt_at or now
+        claim.changed.append(row)
         provider = self.registry.for_account(account)
-        message = OutboundMessage(
-            to=recipient.phone,
-            body=recipients.render(campaign, recipient),
+        render = claim.templates.get(row.campaign_id)
+        if render is None:
+            render = claim.templates[row.campaign_id] = message.template(body)
+        contact = {"phone": row.phone, "first_name": first_name, "last_name": last_name}
+        outbound = OutboundMessage(
+            to=row.phone,
+            body=render({**contact, "fields": fields}),
             status_callback=self.registry.callback_url(provider.name),
         )
         if previous is not None and previous.status in UNRESOLVED:
             # Same hand-over as before: keep its attempt, and ask before sending again.
-            previous.updated_at = now
-            return Job(
-                recipient.id,
-                previous,
+            job = Job(
+                row.id,
+                previous.id,
+                previous.provider,
                 provider,
-                message,
+                outbound,
                 not_before,
                 recover_since=previous.created_at,
                 slots=reserved,
             )
-        recipient.attempts += 1
-        attempt = Attempt(recipient_id=recipient.id, provider=provider.name, status=SENDING)
-        session.add(attempt)
-        return Job(recipient.id, attempt, provider, message, not_before, slots=reserved)
+        else:
+            row.attempts += 1
+            # Its id comes from the insert (`_write_claim`).
+            job = Job(row.id, 0, provider.name, provider, outbound, not_before, slots=reserved)
+        claim.jobs.append(job)
 
     # -- 2. send -----------------------------------------------------------------------
 
@@ -277,7 +394,7 @@ class Engine:
                         if sid is not None:
                             found.add(sid)
                     if sid is not None:
-                        log.info("attempt %s went out as %s: not sent again", job.attempt.id, sid)
+                        log.info("attempt %s went out as %s: not sent again", job.attempt_id, sid)
                         return Handover(job, SendResult(Outcome.accepted, sid, "queued"))
                 return Handover(job, await job.provider.send(job.message))
 
@@ -288,92 +405,85 @@ class Engine:
     async def record(self, outcomes: list[Handover]) -> None:
         async with unit_of_work(self.sessionmaker) as session:
             now = utcnow()
-            ids = [o.job.recipient_id for o in outcomes]
-            rows = (
-                await session.execute(
-                    select(Recipient, Campaign.status, School)
-                    .join(Campaign, Campaign.id == Recipient.campaign_id)
-                    .join(School, School.id == Recipient.school_id)
-                    .where(Recipient.id.in_(ids))
-                    .order_by(Recipient.id)
-                    .with_for_update(of=Recipient)
-                )
-            ).all()
-            context = {r.id: (r, status, school) for r, status, school in rows}
-            attempt_ids = [o.job.attempt.id for o in outcomes]
-            query = select(Attempt).where(Attempt.id.in_(attempt_ids))
-            attempts = {a.id: a for a in (await session.execute(query)).scalars()}
-            latest = await _latest_attempts(session, ids)
+            ids = sorted({o.job.recipient_id for o in outcomes})
+            rows: dict[int, tuple[_Row, int | None]] = {}
+            connection = await session.connection()  # plain rows, as in the claim
+            for found in await connection.execute(_RECORD, {"ids": ids}):
+                row, (latest,) = _split(found)
+                rows[row.id] = (row, latest)
+            schools = await _schools(session, {row.school_id for row, _ in rows.values()})
             mismatched = await _recovered_elsewhere(session, outcomes)
+            attempts: list[tuple[int, str | None, str, bool, str | None]] = []
+            released: list[int] = []
+            opted_out: list[_Row] = []
             finished: set[uuid.UUID] = set()
             for outcome in outcomes:
-                recipient, campaign_status, school = context[outcome.job.recipient_id]
-                attempt = attempts[outcome.job.attempt.id]
-                if attempt.id in mismatched:
-                    outcome = Handover(outcome.job, NOT_ITS_MESSAGE)
-                if outcome.result is None:
-                    await _release(session, recipient, campaign_status, attempt, outcome.job, now)
+                job = outcome.job
+                row, latest = rows[job.recipient_id]
+                if job.attempt_id in mismatched:
+                    outcome = Handover(job, NOT_ITS_MESSAGE)
+                result = outcome.result
+                if result is None:
+                    _release(row, job, now, released)
                     continue
-                if await self._record_one(
-                    session, now, recipient, campaign_status, school, attempt, latest, outcome
-                ):
-                    finished.add(recipient.campaign_id)
-            await session.flush()
+                metrics.messages_sent.labels(job.attempt_provider, result.outcome.value).inc()
+                if result.outcome is Outcome.accepted:
+                    assert result.provider_message_id is not None
+                    status = result.provider_status or "queued"
+                    attempts.append(
+                        (job.attempt_id, result.provider_message_id, status, False, None)
+                    )
+                else:
+                    status = UNKNOWN if result.outcome_unknown else "failed"
+                    attempts.append((job.attempt_id, None, status, True, result.error_code))
+                self._record_one(row, latest in (None, job.attempt_id), schools, result, now)
+                if _is_opt_out(result.classification):
+                    opted_out.append(row)
+                if row.status in (rules.Status.delivered.value, rules.Status.failed.value):
+                    finished.add(row.campaign_id)
+            await _write_record(session, [row for row, _ in rows.values()], attempts, now)
+            if released:
+                await session.execute(_DELETE_ATTEMPTS, {"ids": released})
+            # After the writes: the opt-out cancels the number's other waiting recipients
+            # as they now stand (this batch's included, their rows locked above).
+            for row in opted_out:
+                await opt_outs.opt_out(
+                    session,
+                    row.school_id,
+                    row.phone,
+                    source=OptOutSource.provider,
+                    campaign_id=row.campaign_id,
+                )
             for campaign_id in finished:
                 await campaigns.complete_if_done(session, campaign_id)
 
-    async def _record_one(
+    def _record_one(
         self,
-        session: AsyncSession,
+        row: _Row,
+        is_latest: bool,
+        schools: dict[uuid.UUID, School],
+        result: SendResult,
         now: datetime,
-        recipient: Recipient,
-        campaign_status: CampaignStatus,
-        school: School,
-        attempt: Attempt,
-        latest: dict[int, Attempt],
-        outcome: Handover,
-    ) -> bool:
-        """Record one send; True when the recipient became final."""
-        result = outcome.result
-        assert result is not None
-        metrics.messages_sent.labels(attempt.provider, result.outcome.value).inc()
-        attempt.updated_at = now
-        if result.outcome is Outcome.accepted:
-            assert result.provider_message_id is not None
-            attempt.provider_message_id = result.provider_message_id
-            attempt.status = result.provider_status or "queued"
-        else:
-            attempt.status = UNKNOWN if result.outcome_unknown else "failed"
-            attempt.error_code = result.error_code
-        is_latest = latest.get(recipient.id) is None or latest[recipient.id].id == attempt.id
+    ) -> None:
+        """The recipient's change for one send result (its attempt's is the caller's)."""
+        school = schools[row.school_id]
         change = None
         if is_latest:
             change = rules.on_send_result(
-                recipients.state_of(recipient),
-                campaign_status,
+                recipients.state_of(row),
+                row.campaign_status,
                 result.outcome,
                 result.classification,
                 result.error_code,
-                retry_allowed=policy.retry_allowed(school, recipient, now),
+                retry_allowed=policy.retry_allowed(school, row, now),
             )
         if change is not None:
             due = None
             if change.retry:
-                due = policy.retry_due(school, recipient, now, result.retry_after_seconds, self.rng)
-            recipients.apply(recipient, change, due)
-        elif recipient.next_attempt_at is not None and recipient.status not in (
-            rules.Status.scheduled.value,
-        ):
-            recipient.next_attempt_at = None  # our lease: nothing more is due
-        if _is_opt_out(result.classification):
-            await opt_outs.opt_out(
-                session,
-                recipient.school_id,
-                recipient.phone,
-                source=OptOutSource.provider,
-                campaign_id=recipient.campaign_id,
-            )
-        return recipient.status in (rules.Status.delivered.value, rules.Status.failed.value)
+                due = policy.retry_due(school, row, now, result.retry_after_seconds, self.rng)
+            recipients.apply(row, change, due)
+        elif row.next_attempt_at is not None and row.status not in (rules.Status.scheduled.value,):
+            row.next_attempt_at = None  # our lease: nothing more is due
 
 
 # A recovery found a message that another attempt holds (recorded, or found or sent in the
@@ -422,11 +532,11 @@ async def _recovered_elsewhere(session: AsyncSession, outcomes: list[Handover]) 
         result = outcome.result
         if result is None or result.provider_message_id is None:
             continue
-        key = (outcome.job.attempt.provider, result.provider_message_id)
+        key = (outcome.job.attempt_provider, result.provider_message_id)
         if outcome.job.recover_since is None:
             taken.add(key)
         else:
-            recovered.append((outcome.job.attempt.id, key))
+            recovered.append((outcome.job.attempt_id, key))
     if not recovered:
         return set()
     query = select(Attempt.provider, Attempt.provider_message_id).where(
@@ -446,7 +556,7 @@ def _is_opt_out(classification: Classification | None) -> bool:
     return classification is not None and classification.reason == "opted_out"
 
 
-def _last_reason(previous: Attempt | None, code: str | None) -> str | None:
+def _last_reason(previous: _Previous | None, code: str | None) -> str | None:
     """The final reason of the soft bounce that made a recipient scheduled.
 
     A soft bounce is either a soft row of the code table, or a failure the adapter made soft
@@ -464,26 +574,25 @@ def _last_reason(previous: Attempt | None, code: str | None) -> str | None:
 
 async def _accounts(
     session: AsyncSession, school_ids: set[uuid.UUID]
-) -> dict[uuid.UUID, ProviderAccount]:
-    """The schools' provider accounts, locked: each holds the next free send slot under its
-    rate, so claims in other worker processes for the same account queue behind this one."""
+) -> tuple[dict[uuid.UUID, School], dict[uuid.UUID, ProviderAccount]]:
+    """The schools, and their provider accounts locked: each holds the next free send slot
+    under its rate, so claims in other worker processes for the same account queue behind
+    this one. One statement (a school without an account, on the simulator, costs one more)."""
     query = (
-        select(ProviderAccount)
+        select(ProviderAccount, School)
+        .join(School, School.id == ProviderAccount.school_id)
         .where(ProviderAccount.school_id.in_(school_ids))
         .order_by(ProviderAccount.school_id)
-        .with_for_update()
+        .with_for_update(of=ProviderAccount)
     )
-    return {a.school_id: a for a in (await session.execute(query)).scalars()}
-
-
-async def _latest_attempts(session: AsyncSession, recipient_ids: list[int]) -> dict[int, Attempt]:
-    query = (
-        select(Attempt)
-        .where(Attempt.recipient_id.in_(recipient_ids))
-        .order_by(Attempt.recipient_id, Attempt.id.desc())
-        .distinct(Attempt.recipient_id)
-    )
-    return {a.recipient_id: a for a in (await session.execute(query)).scalars()}
+    schools: dict[uuid.UUID, School] = {}
+    accounts: dict[uuid.UUID, ProviderAccount] = {}
+    for account, school in await session.execute(query):
+        accounts[account.school_id] = account
+        schools[school.id] = school
+    if len(schools) < len(school_ids):
+        schools.update(await _schools(session, school_ids - schools.keys()))
+    return schools, accounts
 
 
 def _slots_for(account: ProviderAccount, now: datetime, settings: Settings) -> _Slots:
@@ -496,22 +605,200 @@ def _slots_for(account: ProviderAccount, now: datetime, settings: Settings) -> _
     return _Slots(start, interval, capacity)
 
 
-async def _release(
+def _release(row: _Row, job: Job, now: datetime, released: list[int]) -> None:
+    """Shutdown before the send: the recipient is due again at once, as if never claimed
+    (unless its campaign was closed or archived meanwhile: then nothing is due). A new
+    attempt goes into `released`, to be deleted."""
+    if job.new_attempt:
+        released.append(job.attempt_id)
+        row.attempts = max(row.attempts - 1, 0)
+    waiting = row.status in (rules.Status.queued.value, rules.Status.scheduled.value)
+    active = row.campaign_status is CampaignStatus.active
+    row.next_attempt_at = now if waiting and active else None
+
+
+async def _schools(session: AsyncSession, school_ids: set[uuid.UUID]) -> dict[uuid.UUID, School]:
+    query = select(School).where(School.id.in_(school_ids))
+    return {s.id: s for s in (await session.execute(query)).scalars()}
+
+
+# The claim: due recipients, locked, as `_Row`s followed by what the hand-over needs (the
+# campaign's body, the merge fields) and the recipient's latest attempt (`_Previous`).
+# The latest attempts are found by recipient id among the due ones (DISTINCT ON), never
+# with ORDER BY id DESC LIMIT 1 per recipient: with the attempts table's statistics
+# behind its growth the planner may walk the primary key backwards for that, through
+# every attempt for a recipient that has none.
+_due = (
+    select(
+        *_ROW_COLUMNS,
+        Campaign.body,
+        Recipient.first_name,
+        Recipient.last_name,
+        Recipient.fields,
+    )
+    .join(Campaign, Campaign.id == Recipient.campaign_id)
+    .where(Recipient.next_attempt_at <= bindparam("now"))
+    .order_by(Recipient.next_attempt_at)
+    .limit(bindparam("limit"))
+    .with_for_update(of=Recipient, skip_locked=True)
+    .cte("due")
+)
+_latest = (
+    select(Attempt.recipient_id, Attempt.id, Attempt.provider, Attempt.status, Attempt.created_at)
+    .where(Attempt.recipient_id.in_(select(_due.c.id)))
+    .order_by(Attempt.recipient_id, Attempt.id.desc())
+    .distinct(Attempt.recipient_id)
+    .subquery("latest")
+)
+_CLAIM = (
+    select(
+        *_due.c,
+        _latest.c.id,
+        _latest.c.provider,
+        _latest.c.status,
+        _latest.c.created_at,
+    )
+    .select_from(_due)
+    .outerjoin(_latest, _latest.c.recipient_id == _due.c.id)
+    .order_by(_due.c.next_attempt_at)  # the longest due take the first rate slots
+)
+
+# The record: the batch's recipients, locked in id order (as opt-outs lock them), as
+# `_Row`s followed by the id of their latest attempt (max by GROUP BY, for the reason
+# above: a bare max(id) is planned as ORDER BY id DESC LIMIT 1).
+_ids = bindparam("ids", type_=ARRAY(BigInteger))
+_latest_ids = (
+    select(Attempt.recipient_id, func.max(Attempt.id).label("id"))
+    .where(Attempt.recipient_id == any_(_ids))
+    .group_by(Attempt.recipient_id)
+    .subquery("latest")
+)
+_RECORD = (
+    select(*_ROW_COLUMNS, _latest_ids.c.id)
+    .join(Campaign, Campaign.id == Recipient.campaign_id)
+    .outerjoin(_latest_ids, _latest_ids.c.recipient_id == Recipient.id)
+    .where(Recipient.id == any_(_ids))
+    .order_by(Recipient.id)
+    .with_for_update(of=Recipient)
+)
+
+# `_Row`s written back, all columns the engine may change, one statement for the batch.
+_WRITTEN = (
+    "id",
+    "status",
+    "failed_reason",
+    "failed_definition",
+    "provider_error_code",
+    "attempts",
+    "next_attempt_at",
+    "first_attempt_at",
+    "updated_at",
+)
+_UPDATE_RECIPIENTS = """
+    UPDATE recipients AS r
+    SET status = v.status, failed_reason = v.failed_reason,
+        failed_definition = v.failed_definition, provider_error_code = v.provider_error_code,
+        attempts = v.attempts, next_attempt_at = v.next_attempt_at,
+        first_attempt_at = v.first_attempt_at, updated_at = v.updated_at
+    FROM unnest(
+        CAST(:id AS bigint[]), CAST(:status AS text[]), CAST(:failed_reason AS text[]),
+        CAST(:failed_definition AS int[]), CAST(:provider_error_code AS text[]),
+        CAST(:attempts AS int[]), CAST(:next_attempt_at AS timestamptz[]),
+        CAST(:first_attempt_at AS timestamptz[]), CAST(:updated_at AS timestamptz[])
+    ) AS v (id, status, failed_reason, failed_definition, provider_error_code, attempts,
+            next_attempt_at, first_attempt_at, updated_at)
+    WHERE r.id = v.id
+"""
+
+# The claim's writes, one statement: the recipients (leases and the rare settlements),
+# the recoveries' attempts touched, the new attempts created (their ids returned).
+_WRITE_CLAIM = text(
+    f"""
+    WITH written AS ({_UPDATE_RECIPIENTS}),
+    touched AS (
+        UPDATE attempts SET updated_at = :now
+        WHERE id = ANY(CAST(:recovering AS bigint[]))
+    )
+    INSERT INTO attempts (recipient_id, provider, status)
+    SELECT n.recipient_id, n.provider, CAST(:sending AS text)
+    FROM unnest(CAST(:new_recipients AS bigint[]), CAST(:new_providers AS text[]))
+        AS n (recipient_id, provider)
+    RETURNING id, recipient_id
+    """
+)
+
+# The record's writes, one statement: each attempt's outcome, then the recipients. A
+# failed send sets the attempt's error code; an accepted one keeps what it had.
+_WRITE_RECORD = text(
+    f"""
+    WITH recorded AS (
+        UPDATE attempts AS a
+        SET provider_message_id = coalesce(o.provider_message_id, a.provider_message_id),
+            status = o.status,
+            error_code = CASE WHEN o.failed THEN o.error_code ELSE a.error_code END,
+            updated_at = :now
+        FROM unnest(
+            CAST(:attempt_id AS bigint[]), CAST(:provider_message_id AS text[]),
+            CAST(:attempt_status AS text[]), CAST(:failed AS boolean[]),
+            CAST(:error_code AS text[])
+        ) AS o (id, provider_message_id, status, failed, error_code)
+        WHERE a.id = o.id
+    )
+    {_UPDATE_RECIPIENTS}
+    """
+)
+
+_DELETE_ATTEMPTS = text("DELETE FROM attempts WHERE id = ANY(CAST(:ids AS bigint[]))")
+
+
+def _written(rows: Iterable[_Row]) -> dict[str, list[Any]]:
+    """`_UPDATE_RECIPIENTS`'s parameters: one array per column."""
+    rows = list(rows)
+    return {name: [getattr(row, name) for row in rows] for name in _WRITTEN}
+
+
+async def _write_claim(session: AsyncSession, claim: _Claim) -> None:
+    """Write the claim's rows, and give its new jobs their attempts' ids."""
+    new = {job.recipient_id: job for job in claim.jobs if job.new_attempt}
+    recovering = [job.attempt_id for job in claim.jobs if not job.new_attempt]
+    if not claim.changed:
+        return
+    created = await session.execute(
+        _WRITE_CLAIM,
+        {
+            **_written(claim.changed),
+            "now": claim.now,
+            "recovering": recovering,
+            "sending": SENDING,
+            "new_recipients": list(new),
+            "new_providers": [job.attempt_provider for job in new.values()],
+        },
+    )
+    for attempt_id, recipient_id in created:
+        new[recipient_id].attempt_id = attempt_id
+
+
+async def _write_record(
     session: AsyncSession,
-    recipient: Recipient,
-    campaign_status: CampaignStatus,
-    attempt: Attempt,
-    job: Job,
+    rows: Iterable[_Row],
+    attempts: list[tuple[int, str | None, str, bool, str | None]],
     now: datetime,
 ) -> None:
-    """Shutdown before the send: the recipient is due again at once, as if never claimed
-    (unless its campaign was closed or archived meanwhile: then nothing is due)."""
-    if job.new_attempt:
-        await session.execute(delete(Attempt).where(Attempt.id == attempt.id))
-        recipient.attempts = max(recipient.attempts - 1, 0)
-    waiting = recipient.status in (rules.Status.queued.value, rules.Status.scheduled.value)
-    recipient.next_attempt_at = (
-        now if waiting and campaign_status is CampaignStatus.active else None
+    """Write the record's attempts (id, message id, status, failed, error code) and rows."""
+    attempt_id, provider_message_id, attempt_status, failed, error_code = (
+        [list(column) for column in zip(*attempts, strict=True)] if attempts else [[]] * 5
+    )
+    await session.execute(
+        _WRITE_RECORD,
+        {
+            **_written(rows),
+            "now": now,
+            "attempt_id": attempt_id,
+            "provider_message_id": provider_message_id,
+            "attempt_status": attempt_status,
+            "failed": failed,
+            "error_code": error_code,
+        },
     )
 
 

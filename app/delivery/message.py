@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -62,24 +62,45 @@ def render(body: str, contact: Mapping[str, Any]) -> str:
     `{{` and `}}` are literal braces, and a lone brace is kept as is.
     Values are inserted once, never parsed again, so a value cannot inject a field.
     """
-    extra = contact.get("fields") or {}
-    # CSV headers are stored lower-cased, so `{Grade}` finds the `grade` column.
-    folded = {str(key).lower(): value for key, value in extra.items()}
+    return template(body)(contact)
 
-    def replace(match: re.Match[str]) -> str:
+
+def template(body: str) -> Callable[[Mapping[str, Any]], str]:
+    """`render` with `body` parsed once: the delivery engine renders a campaign's body for
+    each of hundreds of recipients a claim."""
+    parts: list[str] = []  # the text between fields; a field's place is an empty part
+    fields: list[tuple[int, str, str, bool]] = []  # (place, name, lower-cased, own field)
+    end = 0
+    for match in _TOKEN.finditer(body):
+        parts.append(body[end : match.start()])
         token = match.group(0)
-        if token == "{{":
-            return "{"
-        if token == "}}":
-            return "}"
-        name = match.group(1).strip()
-        if name.lower() in _OWN_FIELDS:
-            value = contact.get(name.lower())
+        if token in ("{{", "}}"):
+            parts.append(token[0])
         else:
-            value = extra[name] if name in extra else folded.get(name.lower())
-        return _text(value)
+            name = match.group(1).strip()
+            fields.append((len(parts), name, name.lower(), name.lower() in _OWN_FIELDS))
+            parts.append("")
+        end = match.end()
+    parts.append(body[end:])
 
-    return _TOKEN.sub(replace, body)
+    def fill(contact: Mapping[str, Any]) -> str:
+        extra = contact.get("fields") or {}
+        folded: dict[str, Any] | None = None
+        filled = parts.copy()
+        for place, name, lower, own in fields:
+            if own:
+                value = contact.get(lower)
+            elif name in extra:
+                value = extra[name]
+            else:
+                if folded is None:
+                    # CSV headers are stored lower-cased, so `{Grade}` finds `grade`.
+                    folded = {str(key).lower(): value for key, value in extra.items()}
+                value = folded.get(lower)
+            filled[place] = _text(value)
+        return "".join(filled)
+
+    return fill
 
 
 def _text(value: object) -> str:

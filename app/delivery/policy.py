@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from app.delivery import schedule
-from app.models import Recipient, School
+from app.models import School
 
 
-def retry_allowed(school: School, recipient: Recipient, now: datetime) -> bool:
+class Retried(Protocol):
+    """What the policy reads of a recipient: the ORM entity, or the delivery engine's row."""
+
+    @property
+    def attempts(self) -> int: ...
+
+    @property
+    def first_attempt_at(self) -> datetime | None: ...
+
+
+def retry_allowed(school: School, recipient: Retried, now: datetime) -> bool:
     """Retries go on indefinitely unless the school sets max_retry_age_seconds."""
     if school.max_retry_age_seconds is None or recipient.first_attempt_at is None:
         return True
@@ -19,7 +30,7 @@ def retry_allowed(school: School, recipient: Recipient, now: datetime) -> bool:
 
 def retry_due(
     school: School,
-    recipient: Recipient,
+    recipient: Retried,
     now: datetime,
     retry_after_seconds: float | None = None,
     rng: random.Random | None = None,

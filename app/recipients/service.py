@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,7 +21,19 @@ from app.models import Attempt, Campaign, Recipient, School
 from app.recipients import repository, schemas
 
 
-def state_of(recipient: Recipient) -> rules.State:
+class StatusColumns(Protocol):
+    """A recipient's status columns: the ORM entity, or a plain row that the delivery engine
+    reads and writes back in bulk itself (hundreds at a time, without an identity map)."""
+
+    status: str
+    failed_reason: str | None
+    failed_definition: int
+    provider_error_code: str | None
+    next_attempt_at: datetime | None
+    updated_at: datetime
+
+
+def state_of(recipient: StatusColumns) -> rules.State:
     return rules.State(
         Status(recipient.status),
         recipient.failed_reason,
@@ -29,7 +42,7 @@ def state_of(recipient: Recipient) -> rules.State:
     )
 
 
-def apply(recipient: Recipient, change: rules.Change, due_at: datetime | None = None) -> None:
+def apply(recipient: StatusColumns, change: rules.Change, due_at: datetime | None = None) -> None:
     """Write a status-rules decision onto a recipient (`due_at`: its next attempt, if any)."""
     state = change.state
     recipient.status = state.status.value

@@ -54,8 +54,14 @@ class DeliveryWorker(LoopService):
                 await engine.sweep(session)
                 await receipts.report_unmatched(session)
             self._last_sweep = time.monotonic()
-        claimed = await self.engine.run_once(self.stopping)
+        claimed = await self.engine.run_pipelined(self.stopping)
         return claimed >= self.batch_size
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            await self.engine.drain()  # the last batch sent is recorded before we stop
 
     async def aclose(self) -> None:
         await self.registry.aclose()
