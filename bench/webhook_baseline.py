@@ -6,7 +6,8 @@ A bare ASGI app (no framework) served by uvicorn with its defaults, as `campanil
 is (uvloop and httptools when installed, one process), with an asyncpg pool as large as
 the service's SQLAlchemy pool can grow (10 + 10 overflow). For each form POST it parses
 the form, then runs one raw UPDATE of the attempt and one INSERT of the receipt (ON
-CONFLICT DO NOTHING), in one transaction by default (`--autocommit`: two autocommitted
+CONFLICT DO NOTHING; marked applied, as it is, so the service's receipt applier leaves
+it alone), in one transaction by default (`--autocommit`: two autocommitted
 statements, two round trips fewer). No signature check, no account lookup, no status
 rules: what the service's own work is measured against.
 """
@@ -27,8 +28,9 @@ UPDATE = """
     WHERE provider = 'twilio' AND provider_message_id = $2
 """
 INSERT = """
-    INSERT INTO receipts (provider, event_id, provider_message_id, provider_status, error_code)
-    VALUES ('twilio', $1, $2, $3, $4)
+    INSERT INTO receipts (provider, event_id, provider_message_id, provider_status, error_code,
+                          applied_at)
+    VALUES ('twilio', $1, $2, $3, $4, now())
     ON CONFLICT DO NOTHING
 """
 POOL_MAX = 20  # the service: create_engine(pool_size=10, max_overflow=10)

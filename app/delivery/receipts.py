@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BindParameter, bindparam, func, select
+from sqlalchemy import BindParameter, bindparam, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import metrics
@@ -151,14 +151,23 @@ _INSERT = """
     ON CONFLICT DO NOTHING
     RETURNING id
 """
-# Stored receipts whose message is known: (receipt id, attempt id, recipient id).
-_DUE = (
-    select(StoredReceipt.id, Attempt.id, Attempt.recipient_id)
-    .join(
-        Attempt,
-        (Attempt.provider == StoredReceipt.provider)
-        & (Attempt.provider_message_id == StoredReceipt.provider_message_id),
+# Stored receipts whose message is known: (receipt id, attempt id, recipient id). The
+# attempt is looked up per receipt (LATERAL: a nested loop over the queue's index, oldest
+# first, each receipt one probe of the attempts' unique index) so that a batch costs the
+# same whatever the backlog; a plain join may be planned as a hash join over every attempt
+# once many receipts wait.
+_MATCH = (
+    select(Attempt.id, Attempt.recipient_id)
+    .where(
+        Attempt.provider == StoredReceipt.provider,
+        Attempt.provider_message_id == StoredReceipt.provider_message_id,
     )
+    .limit(1)  # unique anyway; and a subquery with a LIMIT is never flattened into a join
+    .lateral("match")
+)
+_DUE = (
+    select(StoredReceipt.id, _MATCH.c.id, _MATCH.c.recipient_id)
+    .join(_MATCH, true())
     .where(StoredReceipt.applied_at.is_(None))
     .order_by(StoredReceipt.id)
     .with_for_update(of=StoredReceipt, skip_locked=True)
