@@ -1,11 +1,12 @@
 """Benchmark: the cost of one delivery claim (Engine.claim) as the recipients table grows.
 
     python bench/claim.py [--sizes 10000,100000,1000000] [--due 1000] [--scheduled 0]
-                          [--batch 200] [--runs 30] [--profile]
+                          [--batch 200] [--runs 30] [--profile] [--keep]
 
 The database is found the way the tests find it: TEST_DATABASE_URL, or else an embedded
 PostgreSQL started here (deleted on exit). A fresh database is created on it, migrated
-with alembic, and dropped at the end.
+with alembic, and dropped at the end (kept with --keep, on TEST_DATABASE_URL's server only,
+to study the statements on the seeded table afterwards).
 
 Setup: a school (no sending window, so the figures do not depend on the hour) with a
 Twilio account (never called: a claim sends nothing) and 10 active campaigns, over the
@@ -471,6 +472,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=Settings().worker_batch_size)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--profile", action="store_true", help="cProfile the timed claims")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the database (TEST_DATABASE_URL only)"
+    )
     args = parser.parse_args()
 
     server_url = os.environ.get("TEST_DATABASE_URL")
@@ -487,7 +491,10 @@ def main() -> None:
         migrate(database_url)
         ok = asyncio.run(run(database_url, args))
     finally:
-        asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if args.keep and os.environ.get("TEST_DATABASE_URL"):
+            print(f"kept database {name}")
+        else:
+            asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     raise SystemExit(0 if ok else 1)
 
 

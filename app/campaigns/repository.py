@@ -6,8 +6,20 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from itertools import product
+from typing import cast
 
-from sqlalchemy import Select, and_, exists, func, or_, select, text, update
+from sqlalchemy import (
+    Select,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.delivery.status import IN_PROGRESS, launch_state
@@ -143,12 +155,25 @@ async def complete_if_done(session: AsyncSession, campaign_id: uuid.UUID) -> boo
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def activate_due(session: AsyncSession, now: datetime) -> list[uuid.UUID]:
-    """Scheduled campaigns whose send_at has come become active."""
-    result = await session.execute(
-        update(Campaign)
-        .where(Campaign.status == CampaignStatus.scheduled, Campaign.send_at <= now)
-        .values(status=CampaignStatus.active)
-        .returning(Campaign.id)
+# A Core statement (on the campaigns table, not the entity): each delivery claim sends it,
+# and the ORM's bulk UPDATE path costs more than the statement when nothing is due. The
+# column's onupdate (updated_at) still applies.
+_campaigns = cast(Table, Campaign.__table__)
+_ACTIVATE_DUE = (
+    update(_campaigns)
+    .where(
+        _campaigns.c.status == CampaignStatus.scheduled, _campaigns.c.send_at <= bindparam("now")
     )
+    .values(status=CampaignStatus.active)
+    .returning(_campaigns.c.id)
+)
+
+
+async def activate_due(session: AsyncSession, now: datetime) -> list[uuid.UUID]:
+    """Scheduled campaigns whose send_at has come become active.
+
+    Sent on the session's connection: Campaign entities the session holds are not
+    refreshed (the delivery claim, its one caller, holds none when it calls this)."""
+    connection = await session.connection()
+    result = await connection.execute(_ACTIVATE_DUE, {"now": now})
     return list(result.scalars())

@@ -763,7 +763,8 @@ async def _write_claim(session: AsyncSession, claim: _Claim) -> None:
     recovering = [job.attempt_id for job in claim.jobs if not job.new_attempt]
     if not claim.changed:
         return
-    created = await session.execute(
+    connection = await session.connection()  # plain rows, as in the claim's read
+    created = await connection.execute(
         _WRITE_CLAIM,
         {
             **_written(claim.changed),
