@@ -3,6 +3,12 @@ server TEST_DATABASE_URL names, or on an embedded server; migrated with the real
 
 from __future__ import annotations
 
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -36,3 +42,31 @@ def migrate(url: str) -> None:
     config.attributes["database_url"] = url
     config.attributes["configure_logger"] = False
     command.upgrade(config, "head")
+
+
+@contextmanager
+def fresh_database(*, keep: bool = False) -> Iterator[str]:
+    """A new database, migrated, on TEST_DATABASE_URL's server or on an embedded one started
+    here (stopped and deleted when the process exits); its URL. Dropped on exit, unless
+    `keep` and the server is TEST_DATABASE_URL's (an embedded server goes with the process).
+    """
+    from app.kit import embedded
+
+    server_url = os.environ.get("TEST_DATABASE_URL")
+    if server_url:
+        server_url = plain_url(server_url)
+    else:
+        pgdata = Path(tempfile.mkdtemp(prefix="campanile-bench-"))
+        server_url = embedded.start_server(pgdata, delete_on_exit=True)
+        keep = False
+    name = f"campanile_bench_{uuid.uuid4().hex[:12]}"
+    asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
+    database_url = with_database(server_url, name)
+    try:
+        migrate(database_url)
+        yield database_url
+    finally:
+        if keep:
+            print(f"kept: {database_url}")
+        else:
+            asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

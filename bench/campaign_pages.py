@@ -36,7 +36,6 @@ import asyncio
 import itertools
 import os
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -47,12 +46,11 @@ from typing import Any
 
 import asyncpg
 import httpx
-from _db import admin, migrate, plain_url, with_database  # bench/_db.py
+from _db import admin, fresh_database, plain_url  # bench/_db.py
 from sqlalchemy import event
 
 from app.config import Settings
 from app.delivery.status import GROUPS, Group, Status
-from app.kit import embedded
 from app.kit.crypto import new_secret_key
 from app.main import bind, create_app, unbind
 
@@ -562,29 +560,13 @@ def main() -> None:
     if not 0 < args.contacts < 8_000_000 or args.requests < 2:
         parser.error("--contacts must be in 1..7,999,999 and --requests at least 2")
 
-    server_url = os.environ.get("TEST_DATABASE_URL")
-    if server_url:
-        server_url = plain_url(server_url)
-    else:
-        # The server stops and deletes this directory when the process exits.
-        pgdata = Path(tempfile.mkdtemp(prefix="campanile-bench-"))
-        server_url = embedded.start_server(pgdata, delete_on_exit=True)
-    name = f"campanile_bench_{uuid.uuid4().hex[:12]}"
-    asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
-    try:
-        database_url = with_database(server_url, name)
-        migrate(database_url)
+    with fresh_database(keep=args.keep) as database_url:
         for sql in args.try_sql:
             print(f"--try-sql: {sql}")
             asyncio.run(admin(database_url, sql))
         ok = asyncio.run(
             run(database_url, args.contacts, args.earlier, args.requests, args.explain_all)
         )
-    finally:
-        if args.keep and os.environ.get("TEST_DATABASE_URL"):
-            print(f"kept: {with_database(server_url, name)}")
-        else:
-            asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     raise SystemExit(0 if ok else 1)
 
 

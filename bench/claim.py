@@ -43,7 +43,6 @@ import io
 import os
 import pstats
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -54,13 +53,12 @@ from typing import Any
 
 import asyncpg
 import httpx
-from _db import admin, migrate, plain_url, with_database  # bench/_db.py
+from _db import fresh_database, plain_url  # bench/_db.py
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.delivery.engine import Engine
-from app.kit import embedded
 from app.kit.crypto import SecretBox, new_secret_key
 from app.kit.db import create_engine, create_sessionmaker
 from app.main import bind, create_app, unbind
@@ -477,24 +475,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    server_url = os.environ.get("TEST_DATABASE_URL")
-    if server_url:
-        server_url = plain_url(server_url)
-    else:
-        # The server stops and deletes this directory when the process exits.
-        pgdata = Path(tempfile.mkdtemp(prefix="campanile-bench-"))
-        server_url = embedded.start_server(pgdata, delete_on_exit=True)
-    name = f"campanile_bench_{uuid.uuid4().hex[:12]}"
-    asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
-    try:
-        database_url = with_database(server_url, name)
-        migrate(database_url)
+    with fresh_database(keep=args.keep) as database_url:
         ok = asyncio.run(run(database_url, args))
-    finally:
-        if args.keep and os.environ.get("TEST_DATABASE_URL"):
-            print(f"kept database {name}")
-        else:
-            asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     raise SystemExit(0 if ok else 1)
 
 

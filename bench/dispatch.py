@@ -57,10 +57,9 @@ from typing import Any
 
 import asyncpg
 import httpx
-from _db import admin, migrate, plain_url, with_database  # bench/_db.py
+from _db import fresh_database, plain_url  # bench/_db.py
 
 from app.config import Settings
-from app.kit import embedded
 from app.kit.crypto import new_secret_key
 from app.kit.http import outbound_client
 from app.main import bind, create_app, unbind
@@ -584,21 +583,8 @@ def main() -> None:
     if args.bare_requests is None:
         args.bare_requests = args.recipients
 
-    server_url = os.environ.get("TEST_DATABASE_URL")
-    if server_url:
-        server_url = plain_url(server_url)
-    else:
-        # The server stops and deletes this directory when the process exits.
-        pgdata = Path(tempfile.mkdtemp(prefix="campanile-bench-"))
-        server_url = embedded.start_server(pgdata, delete_on_exit=True)
-    name = f"campanile_bench_{uuid.uuid4().hex[:12]}"
-    asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
-    try:
-        database_url = with_database(server_url, name)
-        migrate(database_url)
+    with fresh_database() as database_url:
         ok = asyncio.run(run(args, database_url))
-    finally:
-        asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     raise SystemExit(0 if ok else 1)
 
 

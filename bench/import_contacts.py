@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
-from _db import admin, migrate, plain_url, with_database  # bench/_db.py
+from _db import fresh_database  # bench/_db.py
 
 from app.config import Settings
 from app.contact_lists import parsing, service
-from app.kit import embedded
 from app.kit.crypto import new_secret_key
 from app.main import bind, create_app, unbind
 
@@ -125,21 +121,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     args = parser.parse_args()
 
-    server_url = os.environ.get("TEST_DATABASE_URL")
-    if server_url:
-        server_url = plain_url(server_url)
-    else:
-        # The server stops and deletes this directory when the process exits.
-        pgdata = Path(tempfile.mkdtemp(prefix="campanile-bench-"))
-        server_url = embedded.start_server(pgdata, delete_on_exit=True)
-    name = f"campanile_bench_{uuid.uuid4().hex[:12]}"
-    asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
-    try:
-        database_url = with_database(server_url, name)
-        migrate(database_url)
+    with fresh_database() as database_url:
         ok = asyncio.run(run(database_url, args.rows))
-    finally:
-        asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     raise SystemExit(0 if ok else 1)
 
 

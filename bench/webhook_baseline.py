@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl
 
 import asyncpg
 import uvicorn
+from _db import plain_url  # bench/_db.py
 
 UPDATE = """
     UPDATE attempts SET status = $1, error_code = coalesce($3, error_code), updated_at = now()
@@ -34,10 +35,6 @@ INSERT = """
     ON CONFLICT DO NOTHING
 """
 POOL_MAX = 20  # the service: create_engine(pool_size=10, max_overflow=10)
-
-
-def plain_url(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
 class Baseline:

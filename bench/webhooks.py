@@ -75,6 +75,8 @@ from urllib.parse import urlencode, urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _db import fresh_database, plain_url  # noqa: E402  (bench/_db.py)
+
 from app.providers.twilio.signature import HEADER, compute_signature  # noqa: E402
 
 ADMIN_TOKEN = "bench-admin-token"
@@ -449,16 +451,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def plain_url(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
-def with_database(url: str, name: str) -> str:
-    base, _, query = url.partition("?")
-    head, _, _ = base.rpartition("/")
-    return f"{head}/{name}" + (f"?{query}" if query else "")
 
 
 SEED_CONTACTS = """
@@ -1045,43 +1037,15 @@ def main() -> None:
         run_load(args)
         return
 
-    import asyncpg
-    from alembic import command
-    from alembic.config import Config
-
-    from app.kit import embedded
-
-    server_url = os.environ.get("TEST_DATABASE_URL")
-    if server_url:
-        server_url = plain_url(server_url)
-    else:
-        # The server stops and deletes this directory when the process exits.
-        pgdata = Path(tempfile.mkdtemp(prefix="campanile-bench-"))
-        server_url = embedded.start_server(pgdata, delete_on_exit=True)
-
-    async def admin(sql: str) -> None:
-        connection = await asyncpg.connect(server_url)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    name = f"campanile_bench_{uuid.uuid4().hex[:12]}"
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     ok = False
     bench: Bench | None = None
-    try:
-        database_url = with_database(server_url, name)
-        config = Config(str(ROOT / "alembic.ini"))
-        config.attributes["database_url"] = database_url
-        config.attributes["configure_logger"] = False
-        command.upgrade(config, "head")
-        bench = Bench(args, database_url)
-        ok = asyncio.run(bench.run())
-    finally:
-        if bench is not None:
-            bench.stop_all()
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_database() as database_url:
+        try:
+            bench = Bench(args, database_url)
+            ok = asyncio.run(bench.run())
+        finally:
+            if bench is not None:
+                bench.stop_all()
     raise SystemExit(0 if ok else 1)
 
 
