@@ -55,7 +55,6 @@ from app.models import (
     Attempt,
     Campaign,
     CampaignStatus,
-    OptOutSource,
     ProviderAccount,
     Recipient,
     School,
@@ -446,14 +445,7 @@ class Engine:
                 await session.execute(_DELETE_ATTEMPTS, {"ids": released})
             # After the writes: the opt-out cancels the number's other waiting recipients
             # as they now stand (this batch's included, their rows locked above).
-            for row in opted_out:
-                await opt_outs.opt_out(
-                    session,
-                    row.school_id,
-                    row.phone,
-                    source=OptOutSource.provider,
-                    campaign_id=row.campaign_id,
-                )
+            await opt_outs.opted_out_at_provider(session, opted_out)
             for campaign_id in finished:
                 await campaigns.complete_if_done(session, campaign_id)
 

@@ -5,9 +5,9 @@ A webhook (or the simulator) only `keep`s its receipt: one INSERT, deduplicated 
 provider's event id, answered at once. `apply_stored`, run in a loop wherever a delivery
 worker runs (`app.workers.receipts`: `campanile worker`, and `campanile serve` unless
 --no-worker), applies stored receipts whose message id is known, a batch per transaction,
-in the order they arrived. A receipt that comes before the send's
-transaction has recorded its message id simply stays stored until that transaction commits;
-the next batch after it applies the receipt. Nothing is dropped and nothing waits on a lock:
+in the order they arrived. A receipt that comes before the send's transaction has recorded
+its message id simply stays stored until that transaction commits; the next batch after it
+applies the receipt. Nothing is dropped and nothing waits on a lock:
 the two sides never need to see each other inside one transaction.
 
 Exactly once: a receipt is marked applied in the transaction that applies it, and a batch
@@ -39,7 +39,7 @@ from app.delivery import policy
 from app.delivery import status as rules
 from app.kit.clock import utcnow
 from app.kit.db import Inbox
-from app.models import Attempt, Campaign, CampaignStatus, OptOutSource, Recipient, School
+from app.models import Attempt, Campaign, CampaignStatus, Recipient, School
 from app.models import Receipt as StoredReceipt
 from app.opt_outs import service as opt_outs
 from app.providers.base import Classification, Receipt
@@ -107,15 +107,7 @@ async def apply_stored(session: AsyncSession, limit: int = BATCH) -> list[Result
         metrics.receipts_applied.labels(receipt.provider, result.value).inc()
         results.append(result)
     await session.flush()
-    for recipient in effects.opted_out:
-        # The provider says the number opted out (e.g. Twilio 21610): as at create time.
-        await opt_outs.opt_out(
-            session,
-            recipient.school_id,
-            recipient.phone,
-            source=OptOutSource.provider,
-            campaign_id=recipient.campaign_id,
-        )
+    await opt_outs.opted_out_at_provider(session, effects.opted_out)
     for campaign_id in effects.finished:
         await campaigns.complete_if_done(session, campaign_id)
     return results

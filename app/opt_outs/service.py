@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,6 +27,30 @@ def normalize(school: School, raw: str) -> str:
         return parse_phone(raw, school.default_region).e164
     except InvalidPhone as exc:
         raise Unprocessable(f"{raw!r} is {exc}.") from exc
+
+
+class Addressee(Protocol):
+    """Whom a message went to: the ORM recipient, or the delivery engine's plain row."""
+
+    @property
+    def school_id(self) -> uuid.UUID: ...
+    @property
+    def phone(self) -> str: ...
+    @property
+    def campaign_id(self) -> uuid.UUID: ...
+
+
+async def opted_out_at_provider(session: AsyncSession, addressees: Iterable[Addressee]) -> None:
+    """The provider says these numbers opted out (Twilio 21610, at create time or in a
+    receipt): recorded as any opt-out, source `provider`, naming the campaign."""
+    for addressee in addressees:
+        await opt_out(
+            session,
+            addressee.school_id,
+            addressee.phone,
+            source=OptOutSource.provider,
+            campaign_id=addressee.campaign_id,
+        )
 
 
 async def opt_out(

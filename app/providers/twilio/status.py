@@ -42,13 +42,9 @@ class StatusCallbacks:
         if request.method == "POST":
             response = await answer(request)
         else:
-            response = errors.problem(
-                405,
-                "method-not-allowed",
-                "Method not allowed",
-                f"{request.method} is not allowed on this path; it takes POST.",
-                headers={"Allow": "POST"},
-            )
+            slug, title = errors.HTTP_PROBLEMS[405]
+            detail = f"{request.method} is not allowed on this path; it takes POST."
+            response = errors.problem(405, slug, title, detail, headers={"Allow": "POST"})
         await response(scope, receive, send)
 
 
