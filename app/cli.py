@@ -107,6 +107,7 @@ def worker(args: argparse.Namespace) -> int:
         from app.kit.db import Inbox, create_engine, create_sessionmaker
         from app.kit.http import outbound_client
         from app.providers import codes
+        from app.workers.base import freeze_start_up
         from app.workers.delivery import DeliveryWorker
         from app.workers.receipts import ReceiptApplier
 
@@ -127,6 +128,7 @@ def worker(args: argparse.Namespace) -> int:
 
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop)
+            freeze_start_up()
             try:
                 # Both return after SIGTERM, claimed work finished or released.
                 await asyncio.gather(delivery.run(), applier.run())

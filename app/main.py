@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,7 +20,7 @@ from app.kit.http import outbound_client
 from app.kit.limits import BodySizeLimit
 from app.providers import codes
 from app.providers.twilio import status as status_callbacks
-from app.workers.base import LoopService
+from app.workers.base import LoopService, freeze_start_up
 from app.workers.delivery import DeliveryWorker
 from app.workers.receipts import ReceiptApplier
 
@@ -77,11 +76,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
             app.state.registry = worker.registry
             services += [worker, ReceiptApplier(app.state.sessionmaker, resolved)]
         tasks = [asyncio.create_task(s.run(), name=s.name) for s in services]
-        # What start-up made (the app and its routes, the models and their mappers, some
-        # 120,000 objects) lives as long as the process: keep it out of the collector's
-        # full passes, each of which would otherwise stall every request for ~50 ms.
-        gc.collect()
-        gc.freeze()
+        freeze_start_up()
         try:
             yield
         finally:

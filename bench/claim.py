@@ -64,6 +64,7 @@ from app.kit.db import create_engine, create_sessionmaker
 from app.main import bind, create_app, unbind
 from app.providers import codes
 from app.providers.registry import Registry
+from app.workers.base import freeze_start_up
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "bench-admin-token"
@@ -135,14 +136,14 @@ SNAPSHOT_DUE = """
     DROP TABLE IF EXISTS bench_due;
     CREATE TABLE bench_due AS
         SELECT id, status, failed_reason, provider_error_code, attempts, next_attempt_at,
-               first_attempt_at, updated_at
+               first_attempt_at, claimed_at, updated_at
         FROM recipients WHERE next_attempt_at IS NOT NULL;
 """
 REARM = """
     UPDATE recipients r SET status = d.status, failed_reason = d.failed_reason,
            provider_error_code = d.provider_error_code, attempts = d.attempts,
            next_attempt_at = d.next_attempt_at, first_attempt_at = d.first_attempt_at,
-           updated_at = d.updated_at
+           claimed_at = d.claimed_at, updated_at = d.updated_at
     FROM bench_due d
     WHERE r.id = d.id AND r.id = ANY($1::bigint[])
 """
@@ -424,6 +425,7 @@ async def run(database_url: str, args: argparse.Namespace) -> bool:
     ok = True
     try:
         await bench.setup()
+        freeze_start_up()  # as `campanile worker` does once started
         print(
             f"Engine.claim(): batch {args.batch}, {args.due:,} due of which "
             f"{args.scheduled:.0%} scheduled retries; "

@@ -3,26 +3,30 @@
 One cycle (`run_once`) is three steps, never holding a row lock across a provider call:
 1. claim, in one transaction: due recipients are locked with FOR UPDATE SKIP LOCKED (so
    several workers never take the same one), checked against their campaign, retry age,
-   sending window and provider rate, then leased (`next_attempt_at` = now + lease) with an
-   attempt row in status `sending`;
+   sending window and provider rate, then leased (`next_attempt_at` = now + lease) and
+   marked with when their hand-over began (`claimed_at`);
 2. send, outside any transaction, with bounded concurrency;
-3. record, in one transaction: each attempt's provider message id and status, the
-   recipient's change through the status rules, 21610 opt-outs, and the completion rule.
-   Receipts are not applied here: they are stored by the webhooks and applied by their own
-   loop (the receipt applier) once their message id is recorded.
+3. record, in one transaction: each hand-over's attempt row (written now, with the
+   provider's message id and status, created at `claimed_at`), the recipient's change
+   through the status rules, 21610 opt-outs, and the completion rule. Receipts are not
+   applied here: they are stored by the webhooks and applied by their own loop (the
+   receipt applier) once their message id is recorded.
 
-A worker killed between 1 and 3 leaves its attempts `sending` and its recipients leased;
-when the lease runs out another worker claims them, asks the provider whether the message
-went out (`find_sent`) and only sends when it did not.
+A worker killed between 1 and 3 leaves its recipients leased with `claimed_at` set; when
+the lease runs out another worker claims them, asks the provider whether the message went
+out since then (`find_sent`) and only sends when it did not. The same holds for an attempt
+recorded as `unknown` (the provider's answer was lost). A record applies to the recipient
+only while `claimed_at` is still its hand-over's: a worker that outlived its lease finds
+the recipient taken over, and only adds its attempt.
 
 The worker pipelines the cycles (`run_pipelined`): the record of one batch runs while the
 next is claimed and sent, at most one record in flight, and a stop waits for it (`drain`).
 
 Claim and record handle hundreds of recipients a cycle, so they read plain rows with the
 columns they need (`_Row`, not ORM entities) and write each kind of change back in one
-statement (`_WRITE_RECIPIENTS`, `_LEASE`, `_WRITE_ATTEMPTS`): the ORM's identity map and
-unit of work cost several times the SQL itself at that size. The rare paths (opt-outs,
-completion, rate slots) keep the ORM.
+statement (`_WRITE_CLAIM`, `_WRITE_RECORD`): the ORM's identity map and unit of work cost
+several times the SQL itself at that size. The rare paths (opt-outs, completion, rate
+slots) keep the ORM.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, any_, bindparam, func, select, text, tuple_
+from sqlalchemy import BigInteger, any_, bindparam, select, text, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
@@ -68,10 +73,10 @@ from app.recipients import service as recipients
 
 log = logging.getLogger(__name__)
 
-# Our own attempt statuses, before the provider has answered.
-SENDING = "sending"  # claimed, being handed over
-UNKNOWN = "unknown"  # handed over, but the answer was lost (timeout, 5xx)
-UNRESOLVED = (SENDING, UNKNOWN)
+# Our own attempt status: handed over, but the answer was lost (timeout, 5xx).
+UNKNOWN = "unknown"
+# Scheduled campaigns are looked at (to start those whose time has come) this often.
+ACTIVATE_SECONDS = 1.0
 
 
 @dataclass(slots=True, eq=False)
@@ -79,11 +84,15 @@ class Job:
     """One claimed recipient's hand-over."""
 
     recipient_id: int
+    # The attempt row this hand-over is recorded into: 0 for a new one (written by the
+    # record), or an earlier attempt whose outcome is unknown, being recovered.
     attempt_id: int
     # The attempt's provider as stored (a recovery keeps its first hand-over's).
     attempt_provider: str
     provider: Provider
     message: OutboundMessage
+    # When the hand-over began: the recipient's `claimed_at`, the new attempt's created_at.
+    started: datetime
     # Earliest moment the provider's rate allows this send.
     not_before: datetime | None = None
     # An earlier hand-over of this attempt may have gone out: ask before sending.
@@ -95,7 +104,7 @@ class Job:
     taken: frozenset[str] = frozenset()
 
     @property
-    def new_attempt(self) -> bool:
+    def new_handover(self) -> bool:
         return self.recover_since is None
 
 
@@ -121,6 +130,7 @@ class _Row:
     attempts: int
     next_attempt_at: datetime | None
     first_attempt_at: datetime | None
+    claimed_at: datetime | None
     updated_at: datetime
     campaign_status: CampaignStatus
 
@@ -138,6 +148,7 @@ _ROW_COLUMNS = (
     Recipient.attempts,
     Recipient.next_attempt_at,
     Recipient.first_attempt_at,
+    Recipient.claimed_at,
     Recipient.updated_at,
     Campaign.status,
 )
@@ -208,6 +219,8 @@ class _Claim:
     expired: set[uuid.UUID] = field(default_factory=set)  # campaigns with a retry expired
     # Each campaign's body, parsed once for all its recipients in the claim.
     templates: dict[uuid.UUID, Callable[[Mapping[str, Any]], str]] = field(default_factory=dict)
+    # Each school's provider and status callback URL, found once.
+    senders: dict[uuid.UUID, tuple[Provider, str | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -218,9 +231,11 @@ class Engine:
     rng: random.Random = field(default_factory=random.Random)
     # The record of the last batch `run_pipelined` sent, while it runs.
     _recording: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    _activated: float = field(default=-ACTIVATE_SECONDS, init=False, repr=False)
 
     async def run_once(self, stopping: asyncio.Event | None = None) -> int:
         """One claim-send-record cycle, recorded when it returns; the number claimed."""
+        await self.activate_due()
         with metrics.claim_seconds.time():
             jobs = await self.claim()
         if not jobs:
@@ -238,6 +253,7 @@ class Engine:
         so N+1's recoveries see the message ids N recorded (`_recovered_elsewhere`). A
         batch sent while N is recorded is leased, so no claim takes its recipients again.
         """
+        await self.activate_due()
         with metrics.claim_seconds.time():
             jobs = await self.claim()
         outcomes = await self.send(jobs, stopping) if jobs else []
@@ -260,12 +276,20 @@ class Engine:
         except Exception:
             log.exception("recording a sent batch failed; its lease will recover it")
 
+    async def activate_due(self) -> None:
+        """Start the scheduled campaigns whose time has come: at most once a second (so
+        within a second of their time), not in each of the many claims a second."""
+        if time.monotonic() - self._activated < ACTIVATE_SECONDS:
+            return
+        async with unit_of_work(self.sessionmaker) as session:
+            await campaigns_repository.activate_due(session, utcnow())
+        self._activated = time.monotonic()
+
     # -- 1. claim ----------------------------------------------------------------------
 
     async def claim(self) -> list[Job]:
         async with unit_of_work(self.sessionmaker) as session:
             now = utcnow()
-            await campaigns_repository.activate_due(session, now)
             # Plain rows from the connection: the session's ORM result layer costs more
             # than the query for a few hundred rows.
             connection = await session.connection()
@@ -335,37 +359,50 @@ class Engine:
                 return  # over this account's rate: stays due for the next claim
         change = rules.on_claim(state, row.campaign_status)
         assert change is not None
-        recipients.apply(row, change)
+        recipients.apply(row, change, now=now)
         row.next_attempt_at = claim.lease_until
         row.first_attempt_at = row.first_attempt_at or now
         claim.changed.append(row)
-        provider = self.registry.for_account(account)
+        sender = claim.senders.get(school.id)
+        if sender is None:
+            provider = self.registry.for_account(account)
+            callback = self.registry.callback_url(provider.name)
+            sender = claim.senders[school.id] = (provider, callback)
+        provider, callback = sender
         render = claim.templates.get(row.campaign_id)
         if render is None:
             render = claim.templates[row.campaign_id] = message.template(body)
         contact = {"phone": row.phone, "first_name": first_name, "last_name": last_name}
         outbound = OutboundMessage(
-            to=row.phone,
-            body=render({**contact, "fields": fields}),
-            status_callback=self.registry.callback_url(provider.name),
+            to=row.phone, body=render({**contact, "fields": fields}), status_callback=callback
         )
-        if previous is not None and previous.status in UNRESOLVED:
-            # Same hand-over as before: keep its attempt, and ask before sending again.
-            job = Job(
-                row.id,
-                previous.id,
-                previous.provider,
-                provider,
-                outbound,
-                not_before,
-                recover_since=previous.created_at,
-                slots=reserved,
-            )
+        if previous is not None and previous.status == UNKNOWN:
+            # The provider's answer to that attempt was lost: the same hand-over goes on in
+            # the same attempt, asking first whether the message went out.
+            row.claimed_at = previous.created_at
+            attempt_id, attempt_provider = previous.id, previous.provider
+            recover_since: datetime | None = row.claimed_at
+        elif row.claimed_at is not None:
+            # A lease ran out during the hand-over (its worker died before the record):
+            # ask whether the message went out since it began.
+            attempt_id, attempt_provider, recover_since = 0, provider.name, row.claimed_at
         else:
             row.attempts += 1
-            # Its id comes from the insert (`_write_claim`).
-            job = Job(row.id, 0, provider.name, provider, outbound, not_before, slots=reserved)
-        claim.jobs.append(job)
+            row.claimed_at = now
+            attempt_id, attempt_provider, recover_since = 0, provider.name, None
+        claim.jobs.append(
+            Job(
+                row.id,
+                attempt_id,
+                attempt_provider,
+                provider,
+                outbound,
+                row.claimed_at,
+                not_before,
+                recover_since=recover_since,
+                slots=reserved,
+            )
+        )
 
     # -- 2. send -----------------------------------------------------------------------
 
@@ -405,44 +442,43 @@ class Engine:
         async with unit_of_work(self.sessionmaker) as session:
             now = utcnow()
             ids = sorted({o.job.recipient_id for o in outcomes})
-            rows: dict[int, tuple[_Row, int | None]] = {}
             connection = await session.connection()  # plain rows, as in the claim
-            for found in await connection.execute(_RECORD, {"ids": ids}):
-                row, (latest,) = _split(found)
-                rows[row.id] = (row, latest)
-            schools = await _schools(session, {row.school_id for row, _ in rows.values()})
+            found = await connection.execute(_RECORD, {"ids": ids})
+            rows = {row.id: row for row in (_split(f)[0] for f in found)}
+            schools = await _schools(session, {row.school_id for row in rows.values()})
             mismatched = await _recovered_elsewhere(session, outcomes)
-            attempts: list[tuple[int, str | None, str, bool, str | None]] = []
-            released: list[int] = []
+            attempts = _Attempts()
+            written: list[_Row] = []
             opted_out: list[_Row] = []
             finished: set[uuid.UUID] = set()
             for outcome in outcomes:
                 job = outcome.job
-                row, latest = rows[job.recipient_id]
-                if job.attempt_id in mismatched:
+                row = rows[job.recipient_id]
+                # Still this hand-over's recipient, unless its lease ran out and another
+                # worker took it over (and maybe recorded it already).
+                ours = row.claimed_at == job.started
+                if job.recipient_id in mismatched:
                     outcome = Handover(job, NOT_ITS_MESSAGE)
                 result = outcome.result
                 if result is None:
-                    _release(row, job, now, released)
+                    if ours:
+                        _release(row, job, now)
+                        written.append(row)
                     continue
                 metrics.messages_sent.labels(job.attempt_provider, result.outcome.value).inc()
-                if result.outcome is Outcome.accepted:
-                    assert result.provider_message_id is not None
-                    status = result.provider_status or "queued"
-                    attempts.append(
-                        (job.attempt_id, result.provider_message_id, status, False, None)
-                    )
-                else:
-                    status = UNKNOWN if result.outcome_unknown else "failed"
-                    attempts.append((job.attempt_id, None, status, True, result.error_code))
-                self._record_one(row, latest in (None, job.attempt_id), schools, result, now)
                 if _is_opt_out(result.classification):
-                    opted_out.append(row)
+                    opted_out.append(row)  # whoever records it: an opt-out is never lost
+                if not ours:
+                    if result.provider_message_id is not None:
+                        attempts.add(job, result)  # a message that exists: its receipts
+                    continue
+                attempts.add(job, result)
+                row.claimed_at = None
+                self._record_one(row, schools, result, now)
+                written.append(row)
                 if row.status in (rules.Status.delivered.value, rules.Status.failed.value):
                     finished.add(row.campaign_id)
-            await _write_record(session, [row for row, _ in rows.values()], attempts, now)
-            if released:
-                await session.execute(_DELETE_ATTEMPTS, {"ids": released})
+            await _write_record(session, written, attempts, now)
             # After the writes: the opt-out cancels the number's other waiting recipients
             # as they now stand (this batch's included, their rows locked above).
             await opt_outs.opted_out_at_provider(session, opted_out)
@@ -450,30 +486,23 @@ class Engine:
                 await campaigns.complete_if_done(session, campaign_id)
 
     def _record_one(
-        self,
-        row: _Row,
-        is_latest: bool,
-        schools: dict[uuid.UUID, School],
-        result: SendResult,
-        now: datetime,
+        self, row: _Row, schools: dict[uuid.UUID, School], result: SendResult, now: datetime
     ) -> None:
         """The recipient's change for one send result (its attempt's is the caller's)."""
         school = schools[row.school_id]
-        change = None
-        if is_latest:
-            change = rules.on_send_result(
-                recipients.state_of(row),
-                row.campaign_status,
-                result.outcome,
-                result.classification,
-                result.error_code,
-                retry_allowed=policy.retry_allowed(school, row, now),
-            )
+        change = rules.on_send_result(
+            recipients.state_of(row),
+            row.campaign_status,
+            result.outcome,
+            result.classification,
+            result.error_code,
+            retry_allowed=policy.retry_allowed(school, row, now),
+        )
         if change is not None:
             due = None
             if change.retry:
                 due = policy.retry_due(school, row, now, result.retry_after_seconds, self.rng)
-            recipients.apply(row, change, due)
+            recipients.apply(row, change, due, now)
         elif row.next_attempt_at is not None and row.status not in (rules.Status.scheduled.value,):
             row.next_attempt_at = None  # our lease: nothing more is due
 
@@ -515,9 +544,9 @@ async def _mark_taken(session: AsyncSession, jobs: list[Job]) -> None:
 
 
 async def _recovered_elsewhere(session: AsyncSession, outcomes: list[Handover]) -> set[int]:
-    """Attempts whose recovery found a message id another attempt holds: recorded before,
-    sent in this batch, or found first by another recovery of this batch (same text to the
-    same number). Recording it would break the one-attempt-per-message rule."""
+    """The recipients whose recovery found a message id another attempt holds: recorded
+    before, sent in this batch, or found first by another recovery of this batch (same text
+    to the same number). Recording it would break the one-attempt-per-message rule."""
     recovered: list[tuple[int, tuple[str, str]]] = []
     taken: set[tuple[str, str]] = set()
     for outcome in outcomes:
@@ -528,7 +557,7 @@ async def _recovered_elsewhere(session: AsyncSession, outcomes: list[Handover]) 
         if outcome.job.recover_since is None:
             taken.add(key)
         else:
-            recovered.append((outcome.job.attempt_id, key))
+            recovered.append((outcome.job.recipient_id, key))
     if not recovered:
         return set()
     query = select(Attempt.provider, Attempt.provider_message_id).where(
@@ -536,10 +565,10 @@ async def _recovered_elsewhere(session: AsyncSession, outcomes: list[Handover]) 
     )
     taken.update((provider, sid) for provider, sid in await session.execute(query) if sid)
     mismatched: set[int] = set()
-    for attempt_id, key in recovered:
+    for recipient_id, key in recovered:
         if key in taken:
-            log.warning("attempt %s: %s is another attempt's message", attempt_id, key[1])
-            mismatched.add(attempt_id)
+            log.warning("recipient %s: %s is another attempt's message", recipient_id, key[1])
+            mismatched.add(recipient_id)
         taken.add(key)
     return mismatched
 
@@ -567,23 +596,30 @@ def _last_reason(previous: _Previous | None, code: str | None) -> str | None:
 async def _accounts(
     session: AsyncSession, school_ids: set[uuid.UUID]
 ) -> tuple[dict[uuid.UUID, School], dict[uuid.UUID, ProviderAccount]]:
-    """The schools, and their provider accounts locked: each holds the next free send slot
-    under its rate, so claims in other worker processes for the same account queue behind
-    this one. One statement (a school without an account, on the simulator, costs one more)."""
+    """The schools and their provider accounts, in one statement. An account under a rate
+    holds its next free send slot: it is locked (and read again under the lock), so claims
+    in other worker processes for that account queue behind this one."""
     query = (
-        select(ProviderAccount, School)
-        .join(School, School.id == ProviderAccount.school_id)
-        .where(ProviderAccount.school_id.in_(school_ids))
-        .order_by(ProviderAccount.school_id)
-        .with_for_update(of=ProviderAccount)
+        select(School, ProviderAccount)
+        .outerjoin(ProviderAccount, ProviderAccount.school_id == School.id)
+        .where(School.id.in_(school_ids))
     )
     schools: dict[uuid.UUID, School] = {}
     accounts: dict[uuid.UUID, ProviderAccount] = {}
-    for account, school in await session.execute(query):
-        accounts[account.school_id] = account
+    for school, account in await session.execute(query):
         schools[school.id] = school
-    if len(schools) < len(school_ids):
-        schools.update(await _schools(session, school_ids - schools.keys()))
+        if account is not None:
+            accounts[school.id] = account
+    rated = sorted(i for i, account in accounts.items() if account.max_messages_per_second)
+    if rated:
+        locked = (
+            select(ProviderAccount)
+            .where(ProviderAccount.school_id.in_(rated))
+            .order_by(ProviderAccount.school_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        await session.execute(locked)
     return schools, accounts
 
 
@@ -597,13 +633,13 @@ def _slots_for(account: ProviderAccount, now: datetime, settings: Settings) -> _
     return _Slots(start, interval, capacity)
 
 
-def _release(row: _Row, job: Job, now: datetime, released: list[int]) -> None:
+def _release(row: _Row, job: Job, now: datetime) -> None:
     """Shutdown before the send: the recipient is due again at once, as if never claimed
-    (unless its campaign was closed or archived meanwhile: then nothing is due). A new
-    attempt goes into `released`, to be deleted."""
-    if job.new_attempt:
-        released.append(job.attempt_id)
+    (unless its campaign was closed or archived meanwhile: then nothing is due). A recovery
+    stays one: the hand-over it took over may still have gone out."""
+    if job.new_handover:
         row.attempts = max(row.attempts - 1, 0)
+        row.claimed_at = None
     waiting = row.status in (rules.Status.queued.value, rules.Status.scheduled.value)
     active = row.campaign_status is CampaignStatus.active
     row.next_attempt_at = now if waiting and active else None
@@ -655,26 +691,17 @@ _CLAIM = (
     .order_by(_due.c.next_attempt_at)  # the longest due take the first rate slots
 )
 
-# The record: the batch's recipients, locked in id order (as opt-outs lock them), as
-# `_Row`s followed by the id of their latest attempt (max by GROUP BY, for the reason
-# above: a bare max(id) is planned as ORDER BY id DESC LIMIT 1).
-_ids = bindparam("ids", type_=ARRAY(BigInteger))
-_latest_ids = (
-    select(Attempt.recipient_id, func.max(Attempt.id).label("id"))
-    .where(Attempt.recipient_id == any_(_ids))
-    .group_by(Attempt.recipient_id)
-    .subquery("latest")
-)
+# The record: the batch's recipients, locked in id order (as opt-outs lock them).
 _RECORD = (
-    select(*_ROW_COLUMNS, _latest_ids.c.id)
+    select(*_ROW_COLUMNS)
     .join(Campaign, Campaign.id == Recipient.campaign_id)
-    .outerjoin(_latest_ids, _latest_ids.c.recipient_id == Recipient.id)
-    .where(Recipient.id == any_(_ids))
+    .where(Recipient.id == any_(bindparam("ids", type_=ARRAY(BigInteger))))
     .order_by(Recipient.id)
     .with_for_update(of=Recipient)
 )
 
-# `_Row`s written back, all columns the engine may change, one statement for the batch.
+# `_Row`s written back, all columns the engine may change, one statement for the batch
+# (`updated_at` is the statement's `now`: the rows are updated then).
 _WRITTEN = (
     "id",
     "status",
@@ -684,63 +711,61 @@ _WRITTEN = (
     "attempts",
     "next_attempt_at",
     "first_attempt_at",
-    "updated_at",
+    "claimed_at",
 )
 _UPDATE_RECIPIENTS = """
     UPDATE recipients AS r
     SET status = v.status, failed_reason = v.failed_reason,
         failed_definition = v.failed_definition, provider_error_code = v.provider_error_code,
         attempts = v.attempts, next_attempt_at = v.next_attempt_at,
-        first_attempt_at = v.first_attempt_at, updated_at = v.updated_at
+        first_attempt_at = v.first_attempt_at, claimed_at = v.claimed_at,
+        updated_at = :now
     FROM unnest(
         CAST(:id AS bigint[]), CAST(:status AS text[]), CAST(:failed_reason AS text[]),
         CAST(:failed_definition AS int[]), CAST(:provider_error_code AS text[]),
         CAST(:attempts AS int[]), CAST(:next_attempt_at AS timestamptz[]),
-        CAST(:first_attempt_at AS timestamptz[]), CAST(:updated_at AS timestamptz[])
+        CAST(:first_attempt_at AS timestamptz[]), CAST(:claimed_at AS timestamptz[])
     ) AS v (id, status, failed_reason, failed_definition, provider_error_code, attempts,
-            next_attempt_at, first_attempt_at, updated_at)
+            next_attempt_at, first_attempt_at, claimed_at)
     WHERE r.id = v.id
 """
 
-# The claim's writes, one statement: the recipients (leases and the rare settlements),
-# the recoveries' attempts touched, the new attempts created (their ids returned).
-_WRITE_CLAIM = text(
-    f"""
-    WITH written AS ({_UPDATE_RECIPIENTS}),
-    touched AS (
-        UPDATE attempts SET updated_at = :now
-        WHERE id = ANY(CAST(:recovering AS bigint[]))
-    )
-    INSERT INTO attempts (recipient_id, provider, status)
-    SELECT n.recipient_id, n.provider, CAST(:sending AS text)
-    FROM unnest(CAST(:new_recipients AS bigint[]), CAST(:new_providers AS text[]))
-        AS n (recipient_id, provider)
-    RETURNING id, recipient_id
-    """
-)
+# The claim's write: the recipients (leases, and the rare settlements), one statement.
+_WRITE_CLAIM = text(_UPDATE_RECIPIENTS)
 
-# The record's writes, one statement: each attempt's outcome, then the recipients. A
-# failed send sets the attempt's error code; an accepted one keeps what it had.
+# The record's writes, one statement: the attempts recovered (an accepted one keeps the
+# error code it had), the new attempts (a message id already recorded, by a worker that
+# took the hand-over over, is not recorded twice), then the recipients.
 _WRITE_RECORD = text(
     f"""
-    WITH recorded AS (
+    WITH recovered AS (
         UPDATE attempts AS a
         SET provider_message_id = coalesce(o.provider_message_id, a.provider_message_id),
             status = o.status,
             error_code = CASE WHEN o.failed THEN o.error_code ELSE a.error_code END,
             updated_at = :now
         FROM unnest(
-            CAST(:attempt_id AS bigint[]), CAST(:provider_message_id AS text[]),
-            CAST(:attempt_status AS text[]), CAST(:failed AS boolean[]),
-            CAST(:error_code AS text[])
+            CAST(:attempt_id AS bigint[]), CAST(:recovered_message_id AS text[]),
+            CAST(:recovered_status AS text[]), CAST(:failed AS boolean[]),
+            CAST(:recovered_error_code AS text[])
         ) AS o (id, provider_message_id, status, failed, error_code)
         WHERE a.id = o.id
+    ),
+    created AS (
+        INSERT INTO attempts (recipient_id, provider, provider_message_id, status, error_code,
+                              created_at, updated_at)
+        SELECT n.recipient_id, n.provider, n.provider_message_id, n.status, n.error_code,
+               n.created_at, :now
+        FROM unnest(
+            CAST(:recipient_id AS bigint[]), CAST(:provider AS text[]),
+            CAST(:provider_message_id AS text[]), CAST(:attempt_status AS text[]),
+            CAST(:error_code AS text[]), CAST(:created_at AS timestamptz[])
+        ) AS n (recipient_id, provider, provider_message_id, status, error_code, created_at)
+        ON CONFLICT (provider, provider_message_id) DO NOTHING
     )
     {_UPDATE_RECIPIENTS}
     """
 )
-
-_DELETE_ATTEMPTS = text("DELETE FROM attempts WHERE id = ANY(CAST(:ids AS bigint[]))")
 
 
 def _written(rows: Iterable[_Row]) -> dict[str, list[Any]]:
@@ -750,47 +775,70 @@ def _written(rows: Iterable[_Row]) -> dict[str, list[Any]]:
 
 
 async def _write_claim(session: AsyncSession, claim: _Claim) -> None:
-    """Write the claim's rows, and give its new jobs their attempts' ids."""
-    new = {job.recipient_id: job for job in claim.jobs if job.new_attempt}
-    recovering = [job.attempt_id for job in claim.jobs if not job.new_attempt]
-    if not claim.changed:
-        return
-    connection = await session.connection()  # plain rows, as in the claim's read
-    created = await connection.execute(
-        _WRITE_CLAIM,
-        {
-            **_written(claim.changed),
-            "now": claim.now,
-            "recovering": recovering,
-            "sending": SENDING,
-            "new_recipients": list(new),
-            "new_providers": [job.attempt_provider for job in new.values()],
-        },
-    )
-    for attempt_id, recipient_id in created:
-        new[recipient_id].attempt_id = attempt_id
+    if claim.changed:
+        connection = await session.connection()  # plain rows, as in the claim's read
+        await connection.execute(_WRITE_CLAIM, {**_written(claim.changed), "now": claim.now})
+
+
+def _outcome(result: SendResult) -> tuple[str | None, str, bool, str | None]:
+    """What an attempt row records of a send result: message id, status, failed, error."""
+    if result.outcome is Outcome.accepted:
+        assert result.provider_message_id is not None
+        return result.provider_message_id, result.provider_status or "queued", False, None
+    status = UNKNOWN if result.outcome_unknown else "failed"
+    return result.provider_message_id, status, True, result.error_code
+
+
+@dataclass
+class _Attempts:
+    """The attempt rows a record writes: new ones, and recovered ones (their ids known)."""
+
+    created: list[tuple[Any, ...]] = field(default_factory=list)
+    recovered: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def add(self, job: Job, result: SendResult) -> None:
+        sid, status, failed, code = _outcome(result)
+        if job.attempt_id:
+            self.recovered.append((job.attempt_id, sid, status, failed, code))
+        else:
+            self.created.append(
+                (job.recipient_id, job.attempt_provider, sid, status, code, job.started)
+            )
+
+
+_CREATED = (
+    "recipient_id",
+    "provider",
+    "provider_message_id",
+    "attempt_status",
+    "error_code",
+    "created_at",
+)
+_RECOVERED = (
+    "attempt_id",
+    "recovered_message_id",
+    "recovered_status",
+    "failed",
+    "recovered_error_code",
+)
+
+
+def _columns(names: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> dict[str, list[Any]]:
+    """Rows as unnest parameters: one array per column."""
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
+    return {name: list(column) for name, column in zip(names, columns, strict=True)}
 
 
 async def _write_record(
-    session: AsyncSession,
-    rows: Iterable[_Row],
-    attempts: list[tuple[int, str | None, str, bool, str | None]],
-    now: datetime,
+    session: AsyncSession, rows: Iterable[_Row], attempts: _Attempts, now: datetime
 ) -> None:
-    """Write the record's attempts (id, message id, status, failed, error code) and rows."""
-    attempt_id, provider_message_id, attempt_status, failed, error_code = (
-        [list(column) for column in zip(*attempts, strict=True)] if attempts else [[]] * 5
-    )
     await session.execute(
         _WRITE_RECORD,
         {
             **_written(rows),
+            **_columns(_CREATED, attempts.created),
+            **_columns(_RECOVERED, attempts.recovered),
             "now": now,
-            "attempt_id": attempt_id,
-            "provider_message_id": provider_message_id,
-            "attempt_status": attempt_status,
-            "failed": failed,
-            "error_code": error_code,
         },
     )
 

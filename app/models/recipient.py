@@ -15,7 +15,9 @@ class Recipient(Base):
     """One contact of a launched campaign: a snapshot plus its delivery status.
 
     `next_attempt_at` is set exactly while an attempt is due (status queued or
-    scheduled); the partial index on it is the delivery queue.
+    scheduled); the partial index on it is the delivery queue. While a worker hands the
+    message over, it holds the lease (see app.delivery.engine), and `claimed_at` says
+    when that hand-over began: its attempt row is written once the provider answers.
     """
 
     __tablename__ = "recipients"
@@ -45,5 +47,8 @@ class Recipient(Base):
     attempts: Mapped[int] = mapped_column(server_default="0")
     next_attempt_at: Mapped[datetime | None]
     first_attempt_at: Mapped[datetime | None]
+    # Set while a hand-over is in flight and not yet recorded as an attempt: a lease that
+    # runs out with it set was perhaps sent, so the provider is asked before sending again.
+    claimed_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())

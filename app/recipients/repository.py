@@ -112,6 +112,7 @@ async def requeue_failed(
             provider_error_code=None,
             next_attempt_at=func.now(),
             first_attempt_at=None,
+            claimed_at=None,  # a new hand-over, even if an earlier one was never recorded
             updated_at=func.now(),
         )
     )

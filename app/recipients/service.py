@@ -42,15 +42,21 @@ def state_of(recipient: StatusColumns) -> rules.State:
     )
 
 
-def apply(recipient: StatusColumns, change: rules.Change, due_at: datetime | None = None) -> None:
-    """Write a status-rules decision onto a recipient (`due_at`: its next attempt, if any)."""
+def apply(
+    recipient: StatusColumns,
+    change: rules.Change,
+    due_at: datetime | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Write a status-rules decision onto a recipient (`due_at`: its next attempt, if any;
+    `now`: the time of the change, when the caller has it for hundreds of recipients)."""
     state = change.state
     recipient.status = state.status.value
     recipient.failed_reason = state.failed_reason
     recipient.failed_definition = state.definition
     recipient.provider_error_code = state.provider_error_code
     recipient.next_attempt_at = due_at if change.retry else None
-    recipient.updated_at = utcnow()
+    recipient.updated_at = now or utcnow()
 
 
 def failed_reason_view(recipient: Recipient) -> schemas.FailedReason | None:
@@ -159,6 +165,7 @@ async def resend(session: AsyncSession, campaign: Campaign, recipient: Recipient
         raise Conflict(refusal, extra={"failed_reason": recipient.failed_reason})
     apply(recipient, rules.on_resend(state_of(recipient), campaign.status), utcnow())
     recipient.first_attempt_at = None  # the retry age starts again
+    recipient.claimed_at = None  # a new hand-over, even if an earlier one was never recorded
     await campaigns.reopen(session, campaign)
     await session.flush()
     return recipient

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 
 log = logging.getLogger(__name__)
+
+
+def freeze_start_up() -> None:
+    """Keep what start-up made (modules, models and their mappers, the app and its routes:
+    100,000 objects and more) out of the garbage collector's full passes: it lives as long
+    as the process, and each full pass over it would stall the loop for ~50 ms (a request,
+    a claim). Called once services are built, before they run."""
+    gc.collect()
+    gc.freeze()
 
 
 class LoopService:
