@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, any_, bindparam, select, text, tuple_
+from sqlalchemy import BigInteger, Uuid, any_, bindparam, select, text, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from app import metrics
@@ -206,21 +206,32 @@ class _Slots:
             self.last_send = utcnow()
 
 
+@dataclass(slots=True)
+class _Sender:
+    """A school's part in a claim, found once for all its recipients."""
+
+    school: School
+    opening: datetime  # of its sending window: now, or when it next opens
+    account: ProviderAccount | None
+    provider: Provider
+    callback: str | None
+
+
 @dataclass
 class _Claim:
     """What one claim decided, before it is written."""
 
     now: datetime
     lease_until: datetime
-    accounts: dict[uuid.UUID, ProviderAccount]
+    senders: dict[uuid.UUID, _Sender] = field(default_factory=dict)  # by school
     slots: dict[uuid.UUID, _Slots] = field(default_factory=dict)
     jobs: list[Job] = field(default_factory=list)
     changed: list[_Row] = field(default_factory=list)  # every row to write back
     expired: set[uuid.UUID] = field(default_factory=set)  # campaigns with a retry expired
     # Each campaign's body, parsed once for all its recipients in the claim.
     templates: dict[uuid.UUID, Callable[[Mapping[str, Any]], str]] = field(default_factory=dict)
-    # Each school's provider and status callback URL, found once.
-    senders: dict[uuid.UUID, tuple[Provider, str | None]] = field(default_factory=dict)
+    # Accounts under a rate (locked): their next free send slot as stored.
+    next_send: dict[uuid.UUID, datetime | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -232,6 +243,7 @@ class Engine:
     # The record of the last batch `run_pipelined` sent, while it runs.
     _recording: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
     _activated: float = field(default=-ACTIVATE_SECONDS, init=False, repr=False)
+    _schools: _Schools = field(default_factory=lambda: _Schools(), init=False, repr=False)
 
     async def run_once(self, stopping: asyncio.Event | None = None) -> int:
         """One claim-send-record cycle, recorded when it returns; the number claimed."""
@@ -300,35 +312,37 @@ class Engine:
             ).all()
             if not found:
                 return []
-            schools, accounts = await _accounts(session, {r[2] for r in found})
-            claim = _Claim(
-                now, now + timedelta(seconds=self.settings.worker_lease_seconds), accounts
-            )
-            # Once per school and claim: the sending window does not move within it.
-            openings = {s.id: policy.window_opening(s, now) for s in schools.values()}
+            # Each row ends with its school's and account's versions (`_CLAIM`).
+            versions = {r[2]: (r[-2], r[-1]) for r in found}
+            schools, accounts = await self._schools.get(session, versions)
+            claim = _Claim(now, now + timedelta(seconds=self.settings.worker_lease_seconds))
+            claim.next_send = await _lock_rated(connection, accounts)
+            for school_id, school in schools.items():
+                account = accounts.get(school_id)
+                provider = self.registry.for_account(account)
+                claim.senders[school_id] = _Sender(
+                    school,
+                    # Once per school and claim: the window does not move within it.
+                    policy.window_opening(school, now),
+                    account,
+                    provider,
+                    self.registry.callback_url(provider.name),
+                )
             for found_row in found:
-                self._claim_one(claim, found_row, schools, openings)
-            for school_id, reserved in claim.slots.items():
-                claim.accounts[school_id].next_send_at = reserved.next_free
-            await session.flush()  # the accounts' next free slots
-            await _write_claim(session, claim)
+                self._claim_one(claim, found_row)
+            await _write_claim(connection, claim)
             await _mark_taken(session, claim.jobs)
             # After the write: the completion rule reads the recipients' stored statuses.
             for campaign_id in claim.expired:
                 await campaigns.complete_if_done(session, campaign_id)
             return claim.jobs
 
-    def _claim_one(
-        self,
-        claim: _Claim,
-        found: Sequence[Any],
-        schools: dict[uuid.UUID, School],
-        openings: dict[uuid.UUID, datetime],
-    ) -> None:
+    def _claim_one(self, claim: _Claim, found: Sequence[Any]) -> None:
         """Lease one due recipient for an attempt (a Job), or settle why not now."""
         row, (body, first_name, last_name, fields, *latest) = _split(found)
-        previous = _Previous(*latest) if latest[0] is not None else None
-        school = schools[row.school_id]
+        previous = _Previous(*latest[:4]) if latest[0] is not None else None
+        sender = claim.senders[row.school_id]
+        school = sender.school
         now = claim.now
         state = recipients.state_of(row)
         if row.campaign_status is not CampaignStatus.active or state.status not in rules.WAITING:
@@ -343,17 +357,17 @@ class Engine:
                 claim.changed.append(row)
                 claim.expired.add(row.campaign_id)
             return
-        opening = openings[school.id]
-        if opening > now:
-            row.next_attempt_at = opening
+        if sender.opening > now:
+            row.next_attempt_at = sender.opening
             claim.changed.append(row)
             return
-        account = claim.accounts.get(school.id)
+        account = sender.account
         not_before = reserved = None
         if account is not None and account.max_messages_per_second:
             reserved = claim.slots.get(school.id)
             if reserved is None:
-                reserved = claim.slots[school.id] = _slots_for(account, now, self.settings)
+                reserved = _slots_for(account, claim.next_send.get(school.id), now, self.settings)
+                claim.slots[school.id] = reserved
             not_before = reserved.take()
             if not_before is None:
                 return  # over this account's rate: stays due for the next claim
@@ -363,19 +377,17 @@ class Engine:
         row.next_attempt_at = claim.lease_until
         row.first_attempt_at = row.first_attempt_at or now
         claim.changed.append(row)
-        sender = claim.senders.get(school.id)
-        if sender is None:
-            provider = self.registry.for_account(account)
-            callback = self.registry.callback_url(provider.name)
-            sender = claim.senders[school.id] = (provider, callback)
-        provider, callback = sender
+        provider = sender.provider
         render = claim.templates.get(row.campaign_id)
         if render is None:
             render = claim.templates[row.campaign_id] = message.template(body)
-        contact = {"phone": row.phone, "first_name": first_name, "last_name": last_name}
-        outbound = OutboundMessage(
-            to=row.phone, body=render({**contact, "fields": fields}), status_callback=callback
-        )
+        contact = {
+            "phone": row.phone,
+            "first_name": first_name,
+            "last_name": last_name,
+            "fields": fields,
+        }
+        outbound = OutboundMessage(row.phone, render(contact), sender.callback)
         if previous is not None and previous.status == UNKNOWN:
             # The provider's answer to that attempt was lost: the same hand-over goes on in
             # the same attempt, asking first whether the message went out.
@@ -593,41 +605,55 @@ def _last_reason(previous: _Previous | None, code: str | None) -> str | None:
     return classification.reason if classification.soft else SOFT_SENDING_ERROR.reason
 
 
-async def _accounts(
-    session: AsyncSession, school_ids: set[uuid.UUID]
-) -> tuple[dict[uuid.UUID, School], dict[uuid.UUID, ProviderAccount]]:
-    """The schools and their provider accounts, in one statement. An account under a rate
-    holds its next free send slot: it is locked (and read again under the lock), so claims
-    in other worker processes for that account queue behind this one."""
-    query = (
-        select(School, ProviderAccount)
-        .outerjoin(ProviderAccount, ProviderAccount.school_id == School.id)
-        .where(School.id.in_(school_ids))
+@dataclass
+class _Schools:
+    """Schools and their provider accounts as of their last change: the claim reads their
+    versions (`updated_at`) with its rows, and loads a school again only when it changed
+    (a claim a few times a second, a school changed now and then)."""
+
+    Versions = tuple[datetime, datetime | None]  # the school's, its account's (if any)
+    known: dict[uuid.UUID, tuple[Versions, School, ProviderAccount | None]] = field(
+        default_factory=dict
     )
-    schools: dict[uuid.UUID, School] = {}
-    accounts: dict[uuid.UUID, ProviderAccount] = {}
-    for school, account in await session.execute(query):
-        schools[school.id] = school
-        if account is not None:
-            accounts[school.id] = account
+
+    async def get(
+        self, session: AsyncSession, versions: dict[uuid.UUID, Versions]
+    ) -> tuple[dict[uuid.UUID, School], dict[uuid.UUID, ProviderAccount]]:
+        changed = [i for i, v in versions.items() if self.known.get(i, (None,))[0] != v]
+        if changed:
+            query = (
+                select(School, ProviderAccount)
+                .outerjoin(ProviderAccount, ProviderAccount.school_id == School.id)
+                .where(School.id.in_(changed))
+            )
+            for school, account in await session.execute(query):
+                version = (school.updated_at, account.updated_at if account else None)
+                self.known[school.id] = (version, school, account)
+        schools = {i: self.known[i][1] for i in versions}
+        accounts = {i: a for i in versions if (a := self.known[i][2]) is not None}
+        return schools, accounts
+
+
+async def _lock_rated(
+    connection: AsyncConnection, accounts: dict[uuid.UUID, ProviderAccount]
+) -> dict[uuid.UUID, datetime | None]:
+    """The next free send slot of each account under a rate, locked: claims in other
+    worker processes for that account queue behind this one until it commits the slots
+    it took (`_write_claim`)."""
     rated = sorted(i for i, account in accounts.items() if account.max_messages_per_second)
-    if rated:
-        locked = (
-            select(ProviderAccount)
-            .where(ProviderAccount.school_id.in_(rated))
-            .order_by(ProviderAccount.school_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        await session.execute(locked)
-    return schools, accounts
+    if not rated:
+        return {}
+    found = await connection.execute(_LOCK_RATED, {"ids": rated})
+    return {school_id: next_send_at for school_id, next_send_at in found}
 
 
-def _slots_for(account: ProviderAccount, now: datetime, settings: Settings) -> _Slots:
+def _slots_for(
+    account: ProviderAccount, next_send_at: datetime | None, now: datetime, settings: Settings
+) -> _Slots:
     """The account's next send slots that fall within the coming poll interval."""
     rate = float(account.max_messages_per_second or 0)
     interval = timedelta(seconds=1 / rate)
-    start = max(account.next_send_at or now, now)
+    start = max(next_send_at or now, now)
     horizon = now + timedelta(seconds=max(settings.worker_poll_seconds, 1.0))
     capacity = max(int((horizon - start) / interval), 0)
     return _Slots(start, interval, capacity)
@@ -651,7 +677,8 @@ async def _schools(session: AsyncSession, school_ids: set[uuid.UUID]) -> dict[uu
 
 
 # The claim: due recipients, locked, as `_Row`s followed by what the hand-over needs (the
-# campaign's body, the merge fields) and the recipient's latest attempt (`_Previous`).
+# campaign's body, the merge fields), the recipient's latest attempt (`_Previous`), and
+# last the versions of its school and provider account (`_Schools`).
 # The latest attempts are found by recipient id among the due ones (DISTINCT ON), never
 # with ORDER BY id DESC LIMIT 1 per recipient: with the attempts table's statistics
 # behind its growth the planner may walk the primary key backwards for that, through
@@ -663,8 +690,12 @@ _due = (
         Recipient.first_name,
         Recipient.last_name,
         Recipient.fields,
+        School.updated_at.label("school_version"),
+        ProviderAccount.updated_at.label("account_version"),
     )
     .join(Campaign, Campaign.id == Recipient.campaign_id)
+    .join(School, School.id == Recipient.school_id)
+    .outerjoin(ProviderAccount, ProviderAccount.school_id == Recipient.school_id)
     .where(Recipient.next_attempt_at <= bindparam("now"))
     .order_by(Recipient.next_attempt_at)
     .limit(bindparam("limit"))
@@ -680,11 +711,13 @@ _latest = (
 )
 _CLAIM = (
     select(
-        *_due.c,
+        *(c for c in _due.c if not c.name.endswith("_version")),
         _latest.c.id,
         _latest.c.provider,
         _latest.c.status,
         _latest.c.created_at,
+        _due.c.school_version,
+        _due.c.account_version,
     )
     .select_from(_due)
     .outerjoin(_latest, _latest.c.recipient_id == _due.c.id)
@@ -733,6 +766,22 @@ _UPDATE_RECIPIENTS = """
 # The claim's write: the recipients (leases, and the rare settlements), one statement.
 _WRITE_CLAIM = text(_UPDATE_RECIPIENTS)
 
+# Accounts under a rate: locked in one order, and given their next free send slot.
+_LOCK_RATED = (
+    select(ProviderAccount.school_id, ProviderAccount.next_send_at)
+    .where(ProviderAccount.school_id == any_(bindparam("ids", type_=ARRAY(Uuid))))
+    .order_by(ProviderAccount.school_id)
+    .with_for_update()
+)
+_NEXT_SEND = text(
+    """
+    UPDATE provider_accounts AS a SET next_send_at = v.next_send_at
+    FROM unnest(CAST(:school_id AS uuid[]), CAST(:next_send_at AS timestamptz[]))
+        AS v (school_id, next_send_at)
+    WHERE a.school_id = v.school_id
+    """
+)
+
 # The record's writes, one statement: the attempts recovered (an accepted one keeps the
 # error code it had), the new attempts (a message id already recorded, by a worker that
 # took the hand-over over, is not recorded twice), then the recipients.
@@ -774,10 +823,14 @@ def _written(rows: Iterable[_Row]) -> dict[str, list[Any]]:
     return {name: [getattr(row, name) for row in rows] for name in _WRITTEN}
 
 
-async def _write_claim(session: AsyncSession, claim: _Claim) -> None:
+async def _write_claim(connection: AsyncConnection, claim: _Claim) -> None:
     if claim.changed:
-        connection = await session.connection()  # plain rows, as in the claim's read
         await connection.execute(_WRITE_CLAIM, {**_written(claim.changed), "now": claim.now})
+    if claim.slots:
+        slots = {school_id: reserved.next_free for school_id, reserved in claim.slots.items()}
+        await connection.execute(
+            _NEXT_SEND, {"school_id": list(slots), "next_send_at": list(slots.values())}
+        )
 
 
 def _outcome(result: SendResult) -> tuple[str | None, str, bool, str | None]:
