@@ -1,15 +1,19 @@
-"""The engine's checkout ping: a connection the database dropped is replaced before use."""
+"""The engine's checkout ping: a connection the database dropped is replaced before use;
+one back in the pool for less than the check delay is used without a ping."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import asyncpg
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from app.kit.db import create_engine, driver_url
 
 
 async def test_a_dropped_connection_is_replaced_on_checkout(database_url: str) -> None:
-    engine = create_engine(database_url, pool_size=1)
+    engine = create_engine(database_url, pool_size=1, check_after_seconds=0.2)
     try:
         async with engine.connect() as connection:
             first = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
@@ -19,8 +23,32 @@ async def test_a_dropped_connection_is_replaced_on_checkout(database_url: str) -
             assert await admin.fetchval("SELECT pg_terminate_backend($1)", first)
         finally:
             await admin.close()
+        await asyncio.sleep(0.25)  # past the check delay
         async with engine.connect() as connection:
             again = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
         assert again != first
+    finally:
+        await engine.dispose()
+
+
+async def test_a_connection_just_used_is_not_pinged_again(database_url: str) -> None:
+    engine = create_engine(database_url, pool_size=1, check_after_seconds=0.5)
+    pings: list[str] = []
+
+    def count_pings(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(
+            lambda query: pings.append(query.query) if query.query == ";" else None
+        )
+
+    event.listen(engine.sync_engine, "connect", count_pings)
+    try:
+        for _ in range(3):  # back to back: pinged once, when new
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        assert pings == [";"]
+        await asyncio.sleep(0.6)  # rested past the delay: pinged again
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        assert pings == [";", ";"]
     finally:
         await engine.dispose()

@@ -226,10 +226,25 @@ class _Claim:
     senders: dict[uuid.UUID, _Sender] = field(default_factory=dict)  # by school
     slots: dict[uuid.UUID, _Slots] = field(default_factory=dict)
     jobs: list[Job] = field(default_factory=list)
-    changed: list[_Row] = field(default_factory=list)  # every row to write back
+    # Rows leased for a hand-over into `leasing` (one state for all: `_WRITE_CLAIM`), and
+    # any other row changed (written back whole).
+    leasing: rules.Change | None = None
+    leased: list[_Row] = field(default_factory=list)
+    changed: list[_Row] = field(default_factory=list)
     expired: set[uuid.UUID] = field(default_factory=set)  # campaigns with a retry expired
     # Each campaign's body, parsed once for all its recipients in the claim.
     templates: dict[uuid.UUID, Callable[[Mapping[str, Any]], str]] = field(default_factory=dict)
+
+    def lease(self, row: _Row, change: rules.Change) -> None:
+        """Lease the row for a hand-over, into the state the status rules gave."""
+        self.leasing = self.leasing or change
+        if change == self.leasing:
+            self.leased.append(row)  # its attempts, first attempt and claimed_at set
+        else:  # (the rules give every hand-over one state: never so far)
+            recipients.apply(row, change, now=self.now)
+            row.next_attempt_at = self.lease_until
+            self.changed.append(row)
+
     # Accounts under a rate (locked): their next free send slot as stored.
     next_send: dict[uuid.UUID, datetime | None] = field(default_factory=dict)
 
@@ -373,10 +388,8 @@ class Engine:
                 return  # over this account's rate: stays due for the next claim
         change = rules.on_claim(state, row.campaign_status)
         assert change is not None
-        recipients.apply(row, change, now=now)
-        row.next_attempt_at = claim.lease_until
         row.first_attempt_at = row.first_attempt_at or now
-        claim.changed.append(row)
+        claim.lease(row, change)
         provider = sender.provider
         render = claim.templates.get(row.campaign_id)
         if render is None:
@@ -763,8 +776,25 @@ _UPDATE_RECIPIENTS = """
     WHERE r.id = v.id
 """
 
-# The claim's write: the recipients (leases, and the rare settlements), one statement.
-_WRITE_CLAIM = text(_UPDATE_RECIPIENTS)
+# The claim's write, one statement: the recipients settled without a hand-over (rare),
+# then the leased ones, all into one state, with their own attempt counts and times.
+_WRITE_CLAIM = text(
+    f"""
+    WITH settled AS ({_UPDATE_RECIPIENTS})
+    UPDATE recipients AS r
+    SET status = :leased_status, failed_reason = :leased_failed_reason,
+        failed_definition = :leased_failed_definition,
+        provider_error_code = :leased_provider_error_code, next_attempt_at = :lease_until,
+        attempts = v.attempts, first_attempt_at = v.first_attempt_at,
+        claimed_at = v.claimed_at, updated_at = :now
+    FROM unnest(
+        CAST(:leased_id AS bigint[]), CAST(:leased_attempts AS int[]),
+        CAST(:leased_first_attempt_at AS timestamptz[]),
+        CAST(:leased_claimed_at AS timestamptz[])
+    ) AS v (id, attempts, first_attempt_at, claimed_at)
+    WHERE r.id = v.id
+    """
+)
 
 # Accounts under a rate: locked in one order, and given their next free send slot.
 _LOCK_RATED = (
@@ -824,8 +854,26 @@ def _written(rows: Iterable[_Row]) -> dict[str, list[Any]]:
 
 
 async def _write_claim(connection: AsyncConnection, claim: _Claim) -> None:
-    if claim.changed:
-        await connection.execute(_WRITE_CLAIM, {**_written(claim.changed), "now": claim.now})
+    if claim.leased or claim.changed:
+        # (No row leased: the leased part updates nothing, whatever its state.)
+        state = claim.leasing.state if claim.leasing else rules.State(rules.Status.queued)
+        leased = claim.leased
+        await connection.execute(
+            _WRITE_CLAIM,
+            {
+                **_written(claim.changed),
+                "leased_status": state.status.value,
+                "leased_failed_reason": state.failed_reason,
+                "leased_failed_definition": state.definition,
+                "leased_provider_error_code": state.provider_error_code,
+                "lease_until": claim.lease_until,
+                "leased_id": [row.id for row in leased],
+                "leased_attempts": [row.attempts for row in leased],
+                "leased_first_attempt_at": [row.first_attempt_at for row in leased],
+                "leased_claimed_at": [row.claimed_at for row in leased],
+                "now": claim.now,
+            },
+        )
     if claim.slots:
         slots = {school_id: reserved.next_free for school_id, reserved in claim.slots.items()}
         await connection.execute(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
@@ -74,13 +76,31 @@ def driver_url(url: str) -> str:
     return "postgresql://" + async_url(url).removeprefix("postgresql+asyncpg://")
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+# A connection back in the pool for less than this is not pinged again when checked out:
+# it answered a moment ago (PgBouncer's server_check_delay, 30 s by default, is the same
+# idea). A busy worker or API checks connections out many times a second.
+CHECK_AFTER_SECONDS = 1.0
+
+
+def create_engine(
+    url: str, *, pool_size: int = 10, check_after_seconds: float = CHECK_AFTER_SECONDS
+) -> AsyncEngine:
     engine = create_async_engine(async_url(url), pool_size=pool_size, max_overflow=pool_size)
-    event.listen(engine.sync_engine, "checkout", _ping)
+
+    def checkin(dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in"] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        rested = time.monotonic() - record.info.get("checked_in", -math.inf)
+        if rested >= check_after_seconds:
+            _ping(dbapi_connection)
+
+    event.listen(engine.sync_engine, "checkin", checkin)
+    event.listen(engine.sync_engine, "checkout", checkout)
     return engine
 
 
-def _ping(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+def _ping(dbapi_connection: Any) -> None:
     """Pessimistic disconnect handling, as `pool_pre_ping=True` does, in one round trip.
 
     SQLAlchemy's asyncpg ping wraps its `;` in BEGIN / ROLLBACK (for pgbouncer in
