@@ -22,11 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.delivery import reasons, receipts
-from app.delivery.engine import Engine
+from app.delivery.engine import ACTIVATE_SECONDS, Engine
 from app.kit.crypto import SecretBox
 from app.kit.db import unit_of_work
+from app.models import Campaign, Recipient
 from app.models import Receipt as StoredReceipt
-from app.models import Recipient
 from app.providers.base import Receipt
 from app.providers.registry import Registry
 from app.providers.twilio.receipts import parse_status_callback
@@ -1028,3 +1028,65 @@ async def test_released_recipients_of_a_campaign_closed_meanwhile_stay_stopped(
     assert recipient["next_attempt_at"] is None  # closed: nothing is due again
     assert await delivery.run_once() == 0
     assert twilio.requests == []
+
+
+async def test_a_worker_that_outlived_its_lease_leaves_the_recipient_to_its_heir(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    auth = twilio_school.auth
+    number = phone(0)
+    cid = await launch(client, twilio_school, number)
+    # A worker hands the message over, then stalls past its lease before recording.
+    stalled = await delivery.send(await delivery.claim(), asyncio.Event())
+    await make_due(sessionmaker, cid)  # the lease runs out
+
+    # Another worker takes the hand-over over: it finds the message and records it.
+    assert await delivery.run_once() == 1
+    assert twilio.events == [("create", number), ("list", number)]
+    # The stalled worker's record comes last: its attempt is recorded already, and the
+    # recipient is no longer its to change.
+    await delivery.record(stalled)
+
+    recipient = await one(client, auth, cid, number)
+    assert (recipient["status"], recipient["attempts"], recipient["next_attempt_at"]) == (
+        "queued",
+        1,
+        None,
+    )
+    [attempt] = recipient["attempts_history"]
+    assert attempt["provider_message_id"] == twilio.sid_to(number)
+    await make_due(sessionmaker, cid)
+    assert await delivery.run_once() == 0  # nothing is due: it was handed over once
+    assert len(twilio.messages) == 1
+
+
+async def test_a_scheduled_campaign_starts_when_its_time_comes(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    auth = twilio_school.auth
+    number = phone(0)
+    later = (now() + timedelta(hours=1)).isoformat()
+    campaign = await launched(client, auth, people(number), body=BODY, send_at=later)
+    assert campaign["status"] == "scheduled"
+    assert await delivery.run_once() == 0
+    assert twilio.requests == []
+
+    async with unit_of_work(sessionmaker) as session:  # the hour passes
+        await session.execute(
+            update(Campaign)
+            .where(Campaign.id == uuid.UUID(campaign["id"]))
+            .values(send_at=now() - timedelta(seconds=1))
+        )
+    await make_due(sessionmaker, campaign["id"])
+    await asyncio.sleep(ACTIVATE_SECONDS)  # the worker looks at most once a second
+    assert await delivery.run_once() == 1
+    assert (await campaign_of(client, auth, campaign["id"]))["status"] == "active"
+    assert twilio.sends_to(number) == 1
