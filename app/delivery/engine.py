@@ -25,8 +25,8 @@ next is claimed and sent, at most one record in flight, and a stop waits for it 
 Claim and record handle hundreds of recipients a cycle, so they read plain rows with the
 columns they need (`_Row`, not ORM entities) and write each kind of change back in one
 statement (`_WRITE_CLAIM`, `_WRITE_RECORD`): the ORM's identity map and unit of work cost
-several times the SQL itself at that size. The rare paths (opt-outs, completion, rate
-slots) keep the ORM.
+several times the SQL itself at that size. The rare paths (opt-outs, completion, loading
+a school that changed) keep the ORM.
 """
 
 from __future__ import annotations
@@ -224,6 +224,9 @@ class _Claim:
     now: datetime
     lease_until: datetime
     senders: dict[uuid.UUID, _Sender] = field(default_factory=dict)  # by school
+    # Accounts under a rate (locked): their next free send slot as stored, and the slots
+    # this claim takes from it.
+    next_send: dict[uuid.UUID, datetime | None] = field(default_factory=dict)
     slots: dict[uuid.UUID, _Slots] = field(default_factory=dict)
     jobs: list[Job] = field(default_factory=list)
     # Rows leased for a hand-over into `leasing` (one state for all: `_WRITE_CLAIM`), and
@@ -244,9 +247,6 @@ class _Claim:
             recipients.apply(row, change, now=self.now)
             row.next_attempt_at = self.lease_until
             self.changed.append(row)
-
-    # Accounts under a rate (locked): their next free send slot as stored.
-    next_send: dict[uuid.UUID, datetime | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -318,7 +318,9 @@ class Engine:
         async with unit_of_work(self.sessionmaker) as session:
             now = utcnow()
             # Plain rows from the connection: the session's ORM result layer costs more
-            # than the query for a few hundred rows.
+            # than the query for a few hundred rows. (Not straight from the driver: the
+            # transaction's BEGIN goes out with SQLAlchemy's first statement, and a lock
+            # taken before it would be released at once.)
             connection = await session.connection()
             found = (
                 await connection.execute(
