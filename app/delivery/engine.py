@@ -44,7 +44,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, Uuid, any_, bindparam, select, text, tuple_
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, distinct_on
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
@@ -721,7 +721,7 @@ _latest = (
     select(Attempt.recipient_id, Attempt.id, Attempt.provider, Attempt.status, Attempt.created_at)
     .where(Attempt.recipient_id.in_(select(_due.c.id)))
     .order_by(Attempt.recipient_id, Attempt.id.desc())
-    .distinct(Attempt.recipient_id)
+    .ext(distinct_on(Attempt.recipient_id))
     .subquery("latest")
 )
 _CLAIM = (
