@@ -719,7 +719,8 @@ _due = (
 )
 _latest = (
     select(Attempt.recipient_id, Attempt.id, Attempt.provider, Attempt.status, Attempt.created_at)
-    .where(Attempt.recipient_id.in_(select(_due.c.id)))
+    # A first hand-over (no attempt counted yet) has no attempt to look for.
+    .where(Attempt.recipient_id.in_(select(_due.c.id).where(_due.c.attempts > 0)))
     .order_by(Attempt.recipient_id, Attempt.id.desc())
     .ext(distinct_on(Attempt.recipient_id))
     .subquery("latest")
