@@ -1,7 +1,8 @@
 """Benchmark: the cost of one delivery claim (Engine.claim) as the recipients table grows.
 
     python bench/claim.py [--sizes 10000,100000,1000000] [--due 1000] [--scheduled 0]
-                          [--batch 200] [--runs 30] [--profile] [--keep]
+                          [--layout spread|launch] [--batch 200] [--runs 30] [--profile]
+                          [--keep]
 
 The database is found the way the tests find it: TEST_DATABASE_URL, or else an embedded
 PostgreSQL started here (deleted on exit). A fresh database is created on it, migrated
@@ -13,8 +14,11 @@ Twilio account (never called: a claim sends nothing) and 10 active campaigns, ov
 real ASGI app. Then, for each size, SQL only: the table is grown with INSERT ... SELECT
 generate_series to that many recipients, all final (90% delivered, 10% failed, each with
 its attempt row, next_attempt_at NULL: outside the partial index ix_recipients_due), and
---due of them, evenly spread over the ids (so over the campaigns and the heap), are made
-due now: `queued` with no attempt yet, or for a --scheduled share of them (evenly spread
+--due of them are made due now: with --layout spread (the default, and the target's
+measure: the worst case), evenly spread over the ids, so over the campaigns and the heap,
+one row per page, as retries scattered over many campaigns are; with --layout launch, the
+last --due ids, as a campaign just launched is (its rows side by side at the table's end).
+They are made `queued` with no attempt yet, or for a --scheduled share of them (evenly spread
 among the others) `scheduled`, a soft bounce whose `undelivered` attempt is kept.
 VACUUM ANALYZE, as autovacuum would.
 
@@ -312,8 +316,11 @@ class Bench:
             await connection.execute(GROW_ATTEMPTS, last)
             self.size = size
             await connection.execute(UNDUE)
-            stride = size // self.args.due
-            ids = [stride * k for k in range(1, self.args.due + 1)]
+            if self.args.layout == "launch":
+                ids = list(range(size - self.args.due + 1, size + 1))
+            else:
+                stride = size // self.args.due
+                ids = [stride * k for k in range(1, self.args.due + 1)]
             await connection.execute(MAKE_DUE, ids, self.args.scheduled)
             await connection.execute(DUE_ATTEMPTS)
             await connection.execute(SNAPSHOT_DUE)
@@ -427,7 +434,7 @@ async def run(database_url: str, args: argparse.Namespace) -> bool:
         freeze_start_up()  # as `campanile worker` does once started
         print(
             f"Engine.claim(): batch {args.batch}, {args.due:,} due of which "
-            f"{args.scheduled:.0%} scheduled retries; "
+            f"{args.scheduled:.0%} scheduled retries, laid out as {args.layout}; "
             f"{args.runs} timed runs after {WARMUP} "
             f"warm-up, in this process, "
             f"load average {'{:.1f} {:.1f} {:.1f}'.format(*os.getloadavg())}"
@@ -467,6 +474,12 @@ def main() -> None:
         type=float,
         default=0.0,
         help="share of the due that are soft-bounce retries (default 0: all fresh, queued)",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=("spread", "launch"),
+        default="spread",
+        help="where the due rows lie: spread over the heap, or a campaign just launched",
     )
     parser.add_argument("--batch", type=int, default=Settings().worker_batch_size)
     parser.add_argument("--runs", type=int, default=30)

@@ -143,7 +143,7 @@ def on_claim(current: State, campaign: CampaignStatus) -> Change | None:
     return _STILL_IN_QUEUE
 
 
-_STILL_IN_QUEUE = Change(State(Status.queued))  # one object: hundreds of claims a second
+_STILL_IN_QUEUE = Change(State(Status.queued))  # one object, not one per recipient claimed
 
 
 def on_send_result(

@@ -197,9 +197,14 @@ async def post_all(live: httpx.AsyncClient, requests: list[tuple[bytes, str]]) -
 
     async def worker() -> None:
         for body, signature in pending:
-            response = await live.post(
-                TWILIO_STATUS, content=body, headers={"Content-Type": FORM, HEADER: signature}
-            )
+            headers = {"Content-Type": FORM, HEADER: signature}
+            try:
+                response = await live.post(TWILIO_STATUS, content=body, headers=headers)
+            except (httpx.ReadError, httpx.RemoteProtocolError):
+                # A keep-alive connection the server closed as the client reused it (on a
+                # starved machine, after 5 s without a request): Twilio posts again, and
+                # so does this test; a callback is deduplicated by its event either way.
+                response = await live.post(TWILIO_STATUS, content=body, headers=headers)
             answers[response.status_code] += 1
 
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
