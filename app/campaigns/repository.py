@@ -173,7 +173,7 @@ async def activate_due(session: AsyncSession, now: datetime) -> list[uuid.UUID]:
     """Scheduled campaigns whose send_at has come become active.
 
     Sent on the session's connection: Campaign entities the session holds are not
-    refreshed (the delivery claim, its one caller, holds none when it calls this)."""
+    refreshed (the delivery engine, its one caller, calls it in a session of its own)."""
     connection = await session.connection()
     result = await connection.execute(_ACTIVATE_DUE, {"now": now})
     return list(result.scalars())

@@ -15,9 +15,10 @@ One cycle (`run_once`) is three steps, never holding a row lock across a provide
 A worker killed between 1 and 3 leaves its recipients leased with `claimed_at` set; when
 the lease runs out another worker claims them, asks the provider whether the message went
 out since then (`find_sent`) and only sends when it did not. The same holds for an attempt
-recorded as `unknown` (the provider's answer was lost). A record applies to the recipient
-only while `claimed_at` is still its hand-over's: a worker that outlived its lease finds
-the recipient taken over, and only adds its attempt.
+recorded as `unknown` (the provider's answer was lost). Each claim marks its recipients
+with its own id (`claimed_by`): a record or release applies to a recipient only while it
+is still its claim's, so a worker that outlived its lease finds the recipient taken over
+and only adds the message it sent, if any.
 
 The worker pipelines the cycles (`run_pipelined`): the record of one batch runs while the
 next is claimed and sent, at most one record in flight, and a stop waits for it (`drain`).
@@ -75,6 +76,9 @@ log = logging.getLogger(__name__)
 
 # Our own attempt status: handed over, but the answer was lost (timeout, 5xx).
 UNKNOWN = "unknown"
+# Attempts whose outcome is not known: recovered before anything is sent again. (`sending`:
+# a hand-over in flight as workers before migration b41f0c9d2e57 recorded it.)
+UNRESOLVED = (UNKNOWN, "sending")
 # Scheduled campaigns are looked at (to start those whose time has come) this often.
 ACTIVATE_SECONDS = 1.0
 
@@ -93,6 +97,8 @@ class Job:
     message: OutboundMessage
     # When the hand-over began: the recipient's `claimed_at`, the new attempt's created_at.
     started: datetime
+    # The claim that holds it (the recipient's `claimed_by` while it is still its claim's).
+    claim: uuid.UUID
     # Earliest moment the provider's rate allows this send.
     not_before: datetime | None = None
     # An earlier hand-over of this attempt may have gone out: ask before sending.
@@ -131,6 +137,7 @@ class _Row:
     next_attempt_at: datetime | None
     first_attempt_at: datetime | None
     claimed_at: datetime | None
+    claimed_by: uuid.UUID | None
     updated_at: datetime
     campaign_status: CampaignStatus
 
@@ -149,6 +156,7 @@ _ROW_COLUMNS = (
     Recipient.next_attempt_at,
     Recipient.first_attempt_at,
     Recipient.claimed_at,
+    Recipient.claimed_by,
     Recipient.updated_at,
     Campaign.status,
 )
@@ -223,6 +231,7 @@ class _Claim:
 
     now: datetime
     lease_until: datetime
+    id: uuid.UUID = field(default_factory=uuid.uuid4)  # each leased row's `claimed_by`
     senders: dict[uuid.UUID, _Sender] = field(default_factory=dict)  # by school
     # Accounts under a rate (locked): their next free send slot as stored, and the slots
     # this claim takes from it.
@@ -294,7 +303,8 @@ class Engine:
     async def drain(self) -> None:
         """Wait for the record in flight, if any. Its failure is logged, not raised: the
         cycle that waits has sent its own batch and must still record it. The failed
-        batch's attempts stay `sending` and are recovered when their lease runs out."""
+        batch's recipients stay leased with `claimed_at` set, and are recovered when their
+        lease runs out."""
         recording, self._recording = self._recording, None
         if recording is None:
             return
@@ -362,6 +372,8 @@ class Engine:
         school = sender.school
         now = claim.now
         state = recipients.state_of(row)
+        if row.campaign_status is CampaignStatus.scheduled:
+            return  # its send_at came: it starts within a second (`activate_due`), still due
         if row.campaign_status is not CampaignStatus.active or state.status not in rules.WAITING:
             row.next_attempt_at = None  # nothing is due here (defensive)
             claim.changed.append(row)
@@ -403,7 +415,7 @@ class Engine:
             "fields": fields,
         }
         outbound = OutboundMessage(row.phone, render(contact), sender.callback)
-        if previous is not None and previous.status == UNKNOWN:
+        if previous is not None and previous.status in UNRESOLVED:
             # The provider's answer to that attempt was lost: the same hand-over goes on in
             # the same attempt, asking first whether the message went out.
             row.claimed_at = previous.created_at
@@ -425,6 +437,7 @@ class Engine:
                 provider,
                 outbound,
                 row.claimed_at,
+                claim.id,
                 not_before,
                 recover_since=recover_since,
                 slots=reserved,
@@ -472,7 +485,7 @@ class Engine:
             connection = await session.connection()  # plain rows, as in the claim
             found = await connection.execute(_RECORD, {"ids": ids})
             rows = {row.id: row for row in (_split(f)[0] for f in found)}
-            schools = await _schools(session, {row.school_id for row in rows.values()})
+            schools = await _load_schools(session, {row.school_id for row in rows.values()})
             mismatched = await _recovered_elsewhere(session, outcomes)
             attempts = _Attempts()
             written: list[_Row] = []
@@ -481,9 +494,9 @@ class Engine:
             for outcome in outcomes:
                 job = outcome.job
                 row = rows[job.recipient_id]
-                # Still this hand-over's recipient, unless its lease ran out and another
-                # worker took it over (and maybe recorded it already).
-                ours = row.claimed_at == job.started
+                # Still this claim's recipient, unless its lease ran out and another claim
+                # took it over (and maybe recorded it already).
+                ours = row.claimed_by == job.claim
                 if job.recipient_id in mismatched:
                     outcome = Handover(job, NOT_ITS_MESSAGE)
                 result = outcome.result
@@ -497,10 +510,12 @@ class Engine:
                     opted_out.append(row)  # whoever records it: an opt-out is never lost
                 if not ours:
                     if result.provider_message_id is not None:
-                        attempts.add(job, result)  # a message that exists: its receipts
+                        # A message that exists (its receipts need it), as an attempt of its
+                        # own: the attempt it recovered is the other claim's to record.
+                        attempts.add(job, result, new=True)
                     continue
                 attempts.add(job, result)
-                row.claimed_at = None
+                row.claimed_at = row.claimed_by = None
                 self._record_one(row, schools, result, now)
                 written.append(row)
                 if row.status in (rules.Status.delivered.value, rules.Status.failed.value):
@@ -643,6 +658,10 @@ class _Schools:
             )
             for school, account in await session.execute(query):
                 version = (school.updated_at, account.updated_at if account else None)
+                # Out of the session: kept as loaded, whatever becomes of its transaction.
+                session.expunge(school)
+                if account is not None:
+                    session.expunge(account)
                 self.known[school.id] = (version, school, account)
         schools = {i: self.known[i][1] for i in versions}
         accounts = {i: a for i in versions if (a := self.known[i][2]) is not None}
@@ -681,12 +700,15 @@ def _release(row: _Row, job: Job, now: datetime) -> None:
     if job.new_handover:
         row.attempts = max(row.attempts - 1, 0)
         row.claimed_at = None
+    row.claimed_by = None
     waiting = row.status in (rules.Status.queued.value, rules.Status.scheduled.value)
     active = row.campaign_status is CampaignStatus.active
     row.next_attempt_at = now if waiting and active else None
 
 
-async def _schools(session: AsyncSession, school_ids: set[uuid.UUID]) -> dict[uuid.UUID, School]:
+async def _load_schools(
+    session: AsyncSession, school_ids: set[uuid.UUID]
+) -> dict[uuid.UUID, School]:
     query = select(School).where(School.id.in_(school_ids))
     return {s.id: s for s in (await session.execute(query)).scalars()}
 
@@ -761,6 +783,7 @@ _WRITTEN = (
     "next_attempt_at",
     "first_attempt_at",
     "claimed_at",
+    "claimed_by",
 )
 _UPDATE_RECIPIENTS = """
     UPDATE recipients AS r
@@ -768,14 +791,15 @@ _UPDATE_RECIPIENTS = """
         failed_definition = v.failed_definition, provider_error_code = v.provider_error_code,
         attempts = v.attempts, next_attempt_at = v.next_attempt_at,
         first_attempt_at = v.first_attempt_at, claimed_at = v.claimed_at,
-        updated_at = :now
+        claimed_by = v.claimed_by, updated_at = :now
     FROM unnest(
         CAST(:id AS bigint[]), CAST(:status AS text[]), CAST(:failed_reason AS text[]),
         CAST(:failed_definition AS int[]), CAST(:provider_error_code AS text[]),
         CAST(:attempts AS int[]), CAST(:next_attempt_at AS timestamptz[]),
-        CAST(:first_attempt_at AS timestamptz[]), CAST(:claimed_at AS timestamptz[])
+        CAST(:first_attempt_at AS timestamptz[]), CAST(:claimed_at AS timestamptz[]),
+        CAST(:claimed_by AS uuid[])
     ) AS v (id, status, failed_reason, failed_definition, provider_error_code, attempts,
-            next_attempt_at, first_attempt_at, claimed_at)
+            next_attempt_at, first_attempt_at, claimed_at, claimed_by)
     WHERE r.id = v.id
 """
 
@@ -789,7 +813,7 @@ _WRITE_CLAIM = text(
         failed_definition = :leased_failed_definition,
         provider_error_code = :leased_provider_error_code, next_attempt_at = :lease_until,
         attempts = v.attempts, first_attempt_at = v.first_attempt_at,
-        claimed_at = v.claimed_at, updated_at = :now
+        claimed_at = v.claimed_at, claimed_by = :claim, updated_at = :now
     FROM unnest(
         CAST(:leased_id AS bigint[]), CAST(:leased_attempts AS int[]),
         CAST(:leased_first_attempt_at AS timestamptz[]),
@@ -870,6 +894,7 @@ async def _write_claim(connection: AsyncConnection, claim: _Claim) -> None:
                 "leased_failed_definition": state.definition,
                 "leased_provider_error_code": state.provider_error_code,
                 "lease_until": claim.lease_until,
+                "claim": claim.id,
                 "leased_id": [row.id for row in leased],
                 "leased_attempts": [row.attempts for row in leased],
                 "leased_first_attempt_at": [row.first_attempt_at for row in leased],
@@ -900,9 +925,9 @@ class _Attempts:
     created: list[tuple[Any, ...]] = field(default_factory=list)
     recovered: list[tuple[Any, ...]] = field(default_factory=list)
 
-    def add(self, job: Job, result: SendResult) -> None:
+    def add(self, job: Job, result: SendResult, new: bool = False) -> None:
         sid, status, failed, code = _outcome(result)
-        if job.attempt_id:
+        if job.attempt_id and not new:
             self.recovered.append((job.attempt_id, sid, status, failed, code))
         else:
             self.created.append(

@@ -50,5 +50,8 @@ class Recipient(Base):
     # Set while a hand-over is in flight and not yet recorded as an attempt: a lease that
     # runs out with it set was perhaps sent, so the provider is asked before sending again.
     claimed_at: Mapped[datetime | None]
+    # The claim holding that hand-over now (one value per claim): a record applies to the
+    # recipient only while it is still its claim's, not after another took it over.
+    claimed_by: Mapped[uuid.UUID | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -113,6 +113,7 @@ async def requeue_failed(
             next_attempt_at=func.now(),
             first_attempt_at=None,
             claimed_at=None,  # a new hand-over, even if an earlier one was never recorded
+            claimed_by=None,
             updated_at=func.now(),
         )
     )

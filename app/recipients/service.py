@@ -166,6 +166,7 @@ async def resend(session: AsyncSession, campaign: Campaign, recipient: Recipient
     apply(recipient, rules.on_resend(state_of(recipient), campaign.status), utcnow())
     recipient.first_attempt_at = None  # the retry age starts again
     recipient.claimed_at = None  # a new hand-over, even if an earlier one was never recorded
+    recipient.claimed_by = None
     await campaigns.reopen(session, campaign)
     await session.flush()
     return recipient

@@ -1,10 +1,11 @@
 """hand-overs recorded when answered
 
 The delivery claim no longer writes an attempt row per recipient (status `sending`) before
-the provider is called: it marks the recipient with `claimed_at`, and the attempt row is
-written when the provider answers. Hand-overs in flight at upgrade time move over: their
-`sending` attempts become `claimed_at` marks, so a lease that runs out still asks the
-provider before sending again.
+the provider is called: it marks the recipient with when the hand-over began (`claimed_at`)
+and which claim holds it (`claimed_by`), and the attempt row is written when the provider
+answers. `sending` attempts left by earlier workers stay: a claim treats them as hand-overs
+whose outcome is unknown (it asks the provider before sending again), and a worker of the
+earlier code still in flight records into them as before.
 
 Revision ID: b41f0c9d2e57
 Revises: 7c2d4e1f9a30
@@ -25,25 +26,22 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column('recipients', sa.Column('claimed_at', sa.DateTime(timezone=True), nullable=True))
-    op.execute(
-        """
-        WITH moved AS (
-            DELETE FROM attempts WHERE status = 'sending'
-            RETURNING recipient_id, created_at
-        )
-        UPDATE recipients r SET claimed_at = moved.created_at
-        FROM moved WHERE r.id = moved.recipient_id
-        """
-    )
+    op.add_column('recipients', sa.Column('claimed_by', sa.Uuid(), nullable=True))
 
 
 def downgrade() -> None:
+    # Hand-overs in flight without an attempt row get the `sending` row the earlier code
+    # expects, so that its claim asks the provider before sending again.
     op.execute(
         """
         INSERT INTO attempts (recipient_id, provider, status, created_at, updated_at)
         SELECT r.id, coalesce(a.provider, 'simulator'), 'sending', r.claimed_at, r.claimed_at
         FROM recipients r LEFT JOIN provider_accounts a ON a.school_id = r.school_id
-        WHERE r.claimed_at IS NOT NULL
+        WHERE r.claimed_at IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM attempts x
+            WHERE x.recipient_id = r.id AND x.status IN ('sending', 'unknown')
+        )
         """
     )
+    op.drop_column('recipients', 'claimed_by')
     op.drop_column('recipients', 'claimed_at')

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.delivery import reasons, receipts
-from app.delivery.engine import ACTIVATE_SECONDS, Engine
+from app.delivery.engine import ACTIVATE_SECONDS, Engine, Handover
 from app.kit.crypto import SecretBox
 from app.kit.db import unit_of_work
 from app.models import Campaign, Recipient
@@ -1090,3 +1090,89 @@ async def test_a_scheduled_campaign_starts_when_its_time_comes(
     assert await delivery.run_once() == 1
     assert (await campaign_of(client, auth, campaign["id"]))["status"] == "active"
     assert twilio.sends_to(number) == 1
+
+
+async def test_recipients_due_before_their_campaign_starts_wait_for_it(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    auth = twilio_school.auth
+    number = phone(0)
+    later = (now() + timedelta(hours=1)).isoformat()
+    campaign = await launched(client, auth, people(number), body=BODY, send_at=later)
+    assert await delivery.run_once() == 0  # scheduled campaigns were looked at just now
+    async with unit_of_work(sessionmaker) as session:  # the hour passes
+        await session.execute(
+            update(Campaign)
+            .where(Campaign.id == uuid.UUID(campaign["id"]))
+            .values(send_at=now() - timedelta(seconds=1))
+        )
+    await make_due(sessionmaker, campaign["id"])
+
+    # A claim within the second, before the campaign is started: its recipient stays due.
+    assert await delivery.run_once() == 0
+    await asyncio.sleep(ACTIVATE_SECONDS)
+    assert await delivery.run_once() == 1
+    assert twilio.sends_to(number) == 1
+
+
+async def test_a_stale_worker_releasing_its_batch_leaves_the_heir_s_hand_over(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    auth = twilio_school.auth
+    number = phone(0)
+    cid = await launch(client, twilio_school, number)
+    stalled = await delivery.claim()  # worker A claims, then stalls before sending
+    await make_due(sessionmaker, cid)  # its lease runs out
+    taken_over = await delivery.claim()  # worker B takes the hand-over over
+    [job] = taken_over
+    assert job.recover_since is not None
+    sent = await delivery.send(taken_over, asyncio.Event())  # nothing went out: B sends
+
+    # A stops (SIGTERM) before sending and releases its batch, then B records.
+    await delivery.record([Handover(j, None) for j in stalled])
+    await delivery.record(sent)
+
+    recipient = await one(client, auth, cid, number)
+    assert (recipient["status"], recipient["attempts"], recipient["next_attempt_at"]) == (
+        "queued",
+        1,
+        None,
+    )
+    assert await delivery.run_once() == 0
+    assert twilio.sends_to(number) == 1
+
+
+async def test_a_stale_worker_s_lost_answer_does_not_undo_the_heir_s_send(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    auth = twilio_school.auth
+    number = phone(0)
+    cid = await launch(client, twilio_school, number)
+    twilio.script(number, Answer.server_error())  # A's create: 500, nothing created
+    stalled = await delivery.send(await delivery.claim(), asyncio.Event())
+    await make_due(sessionmaker, cid)  # A's lease runs out before it records
+    heir = await delivery.send(await delivery.claim(), asyncio.Event())  # B finds none, sends
+
+    await delivery.record(stalled)  # A's lost answer comes first
+    await delivery.record(heir)
+
+    recipient = await one(client, auth, cid, number)
+    assert (recipient["status"], recipient["next_attempt_at"]) == ("queued", None)
+    assert [a["provider_message_id"] for a in recipient["attempts_history"]] == [
+        twilio.sid_to(number)
+    ]
+    await make_due(sessionmaker, cid)
+    assert await delivery.run_once() == 0
+    assert len(twilio.messages) == 1
