@@ -255,6 +255,7 @@ class _Claim:
         else:  # (the rules give every hand-over one state: never so far)
             recipients.apply(row, change, now=self.now)
             row.next_attempt_at = self.lease_until
+            row.claimed_by = self.id
             self.changed.append(row)
 
 
