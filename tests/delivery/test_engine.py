@@ -1064,6 +1064,31 @@ async def test_a_worker_that_outlived_its_lease_leaves_the_recipient_to_its_heir
     assert len(twilio.messages) == 1
 
 
+async def scheduled_then_due(
+    client: httpx.AsyncClient,
+    school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> str:
+    """A campaign launched to start in an hour (the engine looks at it: nothing to send),
+    then the hour passes; returns the campaign."""
+    later = (now() + timedelta(hours=1)).isoformat()
+    campaign = await launched(client, school.auth, people(phone(0)), body=BODY, send_at=later)
+    assert campaign["status"] == "scheduled"
+    assert await delivery.run_once() == 0
+    assert twilio.requests == []
+    async with unit_of_work(sessionmaker) as session:
+        await session.execute(
+            update(Campaign)
+            .where(Campaign.id == uuid.UUID(campaign["id"]))
+            .values(send_at=now() - timedelta(seconds=1))
+        )
+    await make_due(sessionmaker, campaign["id"])
+    cid: str = campaign["id"]
+    return cid
+
+
 async def test_a_scheduled_campaign_starts_when_its_time_comes(
     client: httpx.AsyncClient,
     twilio_school: TwilioSchool,
@@ -1071,25 +1096,11 @@ async def test_a_scheduled_campaign_starts_when_its_time_comes(
     delivery: Engine,
     sessionmaker: Sessions,
 ) -> None:
-    auth = twilio_school.auth
-    number = phone(0)
-    later = (now() + timedelta(hours=1)).isoformat()
-    campaign = await launched(client, auth, people(number), body=BODY, send_at=later)
-    assert campaign["status"] == "scheduled"
-    assert await delivery.run_once() == 0
-    assert twilio.requests == []
-
-    async with unit_of_work(sessionmaker) as session:  # the hour passes
-        await session.execute(
-            update(Campaign)
-            .where(Campaign.id == uuid.UUID(campaign["id"]))
-            .values(send_at=now() - timedelta(seconds=1))
-        )
-    await make_due(sessionmaker, campaign["id"])
+    cid = await scheduled_then_due(client, twilio_school, twilio, delivery, sessionmaker)
     await asyncio.sleep(ACTIVATE_SECONDS)  # the worker looks at most once a second
     assert await delivery.run_once() == 1
-    assert (await campaign_of(client, auth, campaign["id"]))["status"] == "active"
-    assert twilio.sends_to(number) == 1
+    assert (await campaign_of(client, twilio_school.auth, cid))["status"] == "active"
+    assert twilio.sends_to(phone(0)) == 1
 
 
 async def test_recipients_due_before_their_campaign_starts_wait_for_it(
@@ -1099,24 +1110,12 @@ async def test_recipients_due_before_their_campaign_starts_wait_for_it(
     delivery: Engine,
     sessionmaker: Sessions,
 ) -> None:
-    auth = twilio_school.auth
-    number = phone(0)
-    later = (now() + timedelta(hours=1)).isoformat()
-    campaign = await launched(client, auth, people(number), body=BODY, send_at=later)
-    assert await delivery.run_once() == 0  # scheduled campaigns were looked at just now
-    async with unit_of_work(sessionmaker) as session:  # the hour passes
-        await session.execute(
-            update(Campaign)
-            .where(Campaign.id == uuid.UUID(campaign["id"]))
-            .values(send_at=now() - timedelta(seconds=1))
-        )
-    await make_due(sessionmaker, campaign["id"])
-
+    await scheduled_then_due(client, twilio_school, twilio, delivery, sessionmaker)
     # A claim within the second, before the campaign is started: its recipient stays due.
     assert await delivery.run_once() == 0
     await asyncio.sleep(ACTIVATE_SECONDS)
     assert await delivery.run_once() == 1
-    assert twilio.sends_to(number) == 1
+    assert twilio.sends_to(phone(0)) == 1
 
 
 async def test_a_stale_worker_releasing_its_batch_leaves_the_heir_s_hand_over(
