@@ -483,26 +483,25 @@ async def run(args: argparse.Namespace, database_url: str) -> bool:
         )
         assert bare.cpu is not None
         print(f"  {bare.cpu.per_message(bare.messages)}")
-        async with httpx.AsyncClient(
-            timeout=httpx.Timeout(10.0, connect=5.0),
-            limits=httpx.Limits(max_keepalive_connections=args.concurrency),
-        ) as http:
-            sample = min(20_000, args.bare_requests)
-            kept = await bare_loop(fake, sample, args.concurrency, http)
-        print(
-            f"  (same loop, keep-alive pool = concurrency: {kept.per_second:7,.0f} msg/s, "
-            f"{kept.connections:,} TCP connections opened, {sample:,} creates)"
-        )
-        assert kept.cpu is not None
-        print(f"  {kept.cpu.per_message(kept.messages)}")
-        async with outbound_client() as http:
-            own = await bare_loop(fake, sample, args.concurrency, http)
-        print(
-            f"  (same loop, the worker's client (outbound_client): {own.per_second:7,.0f} msg/s, "
-            f"{own.connections:,} TCP connections opened, {sample:,} creates)"
-        )
-        assert own.cpu is not None
-        print(f"  {own.cpu.per_message(own.messages)}")
+        sample = min(20_000, args.bare_requests)
+        for label, client in (
+            (
+                "keep-alive pool = concurrency",
+                httpx.AsyncClient(
+                    timeout=httpx.Timeout(10.0, connect=5.0),
+                    limits=httpx.Limits(max_keepalive_connections=args.concurrency),
+                ),
+            ),
+            ("the worker's client (outbound_client)", outbound_client()),
+        ):
+            async with client as http:
+                same = await bare_loop(fake, sample, args.concurrency, http)
+            print(
+                f"  (same loop, {label}: {same.per_second:7,.0f} msg/s, "
+                f"{same.connections:,} TCP connections opened, {sample:,} creates)"
+            )
+            assert same.cpu is not None
+            print(f"  {same.cpu.per_message(same.messages)}")
 
         how = "cProfile" if args.cprofile else ("py-spy attached" if args.py_spy else "plain")
         print(
