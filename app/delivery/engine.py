@@ -101,17 +101,13 @@ class Job:
     claim: uuid.UUID
     # Earliest moment the provider's rate allows this send.
     not_before: datetime | None = None
-    # An earlier hand-over of this attempt may have gone out: ask before sending.
-    recover_since: datetime | None = None
+    # The hand-over, begun at `started`, may have gone out already: ask before sending.
+    recovering: bool = False
     # The account's slots in this claim, which pace its sends (with not_before).
     slots: _Slots | None = None
     # Message ids the school's other attempts to this number hold: a recovery that finds
     # one of them found another campaign's message (same text), not this attempt's.
     taken: frozenset[str] = frozenset()
-
-    @property
-    def new_handover(self) -> bool:
-        return self.recover_since is None
 
 
 @dataclass
@@ -420,16 +416,15 @@ class Engine:
             # The provider's answer to that attempt was lost: the same hand-over goes on in
             # the same attempt, asking first whether the message went out.
             row.claimed_at = previous.created_at
-            attempt_id, attempt_provider = previous.id, previous.provider
-            recover_since: datetime | None = row.claimed_at
+            attempt_id, attempt_provider, recovering = previous.id, previous.provider, True
         elif row.claimed_at is not None:
             # A lease ran out during the hand-over (its worker died before the record):
             # ask whether the message went out since it began.
-            attempt_id, attempt_provider, recover_since = 0, provider.name, row.claimed_at
+            attempt_id, attempt_provider, recovering = 0, provider.name, True
         else:
             row.attempts += 1
             row.claimed_at = now
-            attempt_id, attempt_provider, recover_since = 0, provider.name, None
+            attempt_id, attempt_provider, recovering = 0, provider.name, False
         claim.jobs.append(
             Job(
                 row.id,
@@ -440,7 +435,7 @@ class Engine:
                 row.claimed_at,
                 claim.id,
                 not_before,
-                recover_since=recover_since,
+                recovering=recovering,
                 slots=reserved,
             )
         )
@@ -458,13 +453,13 @@ class Engine:
                     await job.slots.wait_turn(job.not_before, stopping)
                 if stopping.is_set():
                     return Handover(job, None)
-                if job.recover_since is not None:
+                if job.recovering:
                     # The same text may have gone to one number for two attempts: those
                     # recoveries take turns, each excluding what the others found.
                     async with recovering[job.message.to, job.message.body]:
                         sid = await job.provider.find_sent(
                             job.message.to,
-                            job.recover_since,
+                            job.started,
                             job.message.body,
                             exclude=job.taken | found,
                         )
@@ -562,10 +557,10 @@ NOT_ITS_MESSAGE = SendResult(
 
 async def _mark_taken(session: AsyncSession, jobs: list[Job]) -> None:
     """Give each recovering job the message ids of its number's other attempts."""
-    recovering = {j.recipient_id: j for j in jobs if j.recover_since is not None}
+    recovering = {j.recipient_id: j for j in jobs if j.recovering}
     if not recovering:
         return
-    since = min(j.recover_since for j in recovering.values() if j.recover_since is not None)
+    since = min(j.started for j in recovering.values())
     other = aliased(Recipient)
     query = (
         select(Recipient.id, Attempt.provider_message_id)
@@ -597,7 +592,7 @@ async def _recovered_elsewhere(session: AsyncSession, outcomes: list[Handover]) 
         if result is None or result.provider_message_id is None:
             continue
         key = (outcome.job.attempt_provider, result.provider_message_id)
-        if outcome.job.recover_since is None:
+        if not outcome.job.recovering:
             taken.add(key)
         else:
             recovered.append((outcome.job.recipient_id, key))
@@ -698,7 +693,7 @@ def _release(row: _Row, job: Job, now: datetime) -> None:
     """Shutdown before the send: the recipient is due again at once, as if never claimed
     (unless its campaign was closed or archived meanwhile: then nothing is due). A recovery
     stays one: the hand-over it took over may still have gone out."""
-    if job.new_handover:
+    if not job.recovering:
         row.attempts = max(row.attempts - 1, 0)
         row.claimed_at = None
     row.claimed_by = None

@@ -1132,7 +1132,7 @@ async def test_a_stale_worker_releasing_its_batch_leaves_the_heir_s_hand_over(
     await make_due(sessionmaker, cid)  # its lease runs out
     taken_over = await delivery.claim()  # worker B takes the hand-over over
     [job] = taken_over
-    assert job.recover_since is not None
+    assert job.recovering
     sent = await delivery.send(taken_over, asyncio.Event())  # nothing went out: B sends
 
     # A stops (SIGTERM) before sending and releases its batch, then B records.
