@@ -58,23 +58,38 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+async def admin_sql(server_url: str, sql: str) -> None:
+    connection = await asyncpg.connect(plain_url(server_url))
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
 @pytest.fixture(scope="session")
 def database_url(server_url: str) -> Iterator[str]:
     """A fresh database on the server, migrated to head, dropped at the end."""
     name = f"campanile_test_{uuid.uuid4().hex[:12]}"
-
-    async def admin(sql: str) -> None:
-        connection = await asyncpg.connect(plain_url(server_url))
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(admin_sql(server_url, f'CREATE DATABASE "{name}"'))
     url = with_database(server_url, name)
     command.upgrade(alembic_config(url), "head")
     yield url
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(admin_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def own_database_url(server_url: str) -> AsyncIterator[str]:
+    """A database of the test's own, migrated to head, dropped at the end: for tests whose
+    writes commit (worker processes, dropped connections) and must not reach the others."""
+    name = f"campanile_own_{uuid.uuid4().hex[:12]}"
+    await admin_sql(server_url, f'CREATE DATABASE "{name}"')
+    url = with_database(server_url, name)
+    try:
+        # Without a connection given, env.py runs an event loop of its own: in a thread.
+        await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
+        yield url
+    finally:
+        await admin_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field, replace
@@ -35,14 +34,13 @@ from urllib.parse import parse_qsl
 import asyncpg
 import httpx
 import pytest
-from alembic import command
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from app.config import Settings
 from app.kit.crypto import new_secret_key
 from app.main import bind, create_app, unbind
-from tests.conftest import ADMIN, ADMIN_TOKEN, alembic_config, plain_url, with_database
+from tests.conftest import ADMIN, ADMIN_TOKEN, plain_url
 from tests.fakes.twilio import Answer, FakeTwilio
 
 CAMPANILE = Path(sys.executable).with_name("campanile")
@@ -198,31 +196,10 @@ def twilio() -> Iterator[TwilioThread]:
 # -- a database of the test's own, and the campaigns in it ---------------------------------
 
 
-async def admin_sql(server_url: str, sql: str) -> None:
-    connection = await asyncpg.connect(plain_url(server_url))
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
-
-
 @pytest.fixture
-async def worker_db(server_url: str) -> AsyncIterator[str]:
-    name = f"campanile_workers_{uuid.uuid4().hex[:12]}"
-    await admin_sql(server_url, f'CREATE DATABASE "{name}"')
-    url = with_database(server_url, name)
-    try:
-        # Without a connection given, env.py runs an event loop of its own: in a thread.
-        await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
-        yield url
-    finally:
-        await admin_sql(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-async def db(worker_db: str) -> AsyncIterator[asyncpg.Connection]:
+async def db(own_database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """The test's own connection to the workers' database, for looking at the outcome."""
-    connection = await asyncpg.connect(plain_url(worker_db))
+    connection = await asyncpg.connect(plain_url(own_database_url))
     yield connection
     await connection.close()
 
@@ -451,8 +428,8 @@ class Workers:
 
 
 @pytest.fixture
-def workers(tmp_path: Path, worker_db: str, secret_key: str) -> Iterator[Workers]:
-    group = Workers(tmp_path, worker_db, secret_key)
+def workers(tmp_path: Path, own_database_url: str, secret_key: str) -> Iterator[Workers]:
+    group = Workers(tmp_path, own_database_url, secret_key)
     yield group
     group.stop_all()
 
@@ -469,7 +446,7 @@ async def stop(workers: Workers, *started: Worker) -> None:
 
 
 async def test_two_workers_share_the_queue_and_send_each_recipient_once(
-    worker_db: str,
+    own_database_url: str,
     db: asyncpg.Connection,
     secret_key: str,
     twilio: TwilioThread,
@@ -478,7 +455,7 @@ async def test_two_workers_share_the_queue_and_send_each_recipient_once(
     count = 2000
     # The barrier: neither worker's first batch gets answers before the other has sent.
     twilio.pace(delay=0.0, barrier=2)
-    await launch(worker_db, secret_key, twilio, count)
+    await launch(own_database_url, secret_key, twilio, count)
     pair = workers.start("worker-a"), workers.start("worker-b")
 
     async def all_handed_over() -> bool:
@@ -498,7 +475,7 @@ async def test_two_workers_share_the_queue_and_send_each_recipient_once(
 
 
 async def test_a_killed_worker_s_batch_is_recovered_without_resending(
-    worker_db: str,
+    own_database_url: str,
     db: asyncpg.Connection,
     secret_key: str,
     twilio: TwilioThread,
@@ -508,7 +485,7 @@ async def test_a_killed_worker_s_batch_is_recovered_without_resending(
     # The claiming worker writes the lease: short here, yet longer than a batch (2 x 0.8 s).
     lease = {"WORKER_LEASE_SECONDS": "3"}
     twilio.pace(delay=0.8)
-    await launch(worker_db, secret_key, twilio, count)
+    await launch(own_database_url, secret_key, twilio, count)
 
     doomed = workers.start("worker-doomed", **lease)
 
@@ -556,7 +533,7 @@ async def test_a_killed_worker_s_batch_is_recovered_without_resending(
 
 
 async def test_sigterm_mid_batch_exits_cleanly_and_releases_unsent_recipients(
-    worker_db: str,
+    own_database_url: str,
     db: asyncpg.Connection,
     secret_key: str,
     twilio: TwilioThread,
@@ -564,7 +541,7 @@ async def test_sigterm_mid_batch_exits_cleanly_and_releases_unsent_recipients(
 ) -> None:
     count = 200
     twilio.pace(delay=0.6)
-    await launch(worker_db, secret_key, twilio, count)
+    await launch(own_database_url, secret_key, twilio, count)
 
     # Ten sends at a time: a batch of 100 takes ten rounds of 0.6 s. The default lease
     # (300 s): a recipient left leased would not be due again during this test.
@@ -609,7 +586,7 @@ async def test_sigterm_mid_batch_exits_cleanly_and_releases_unsent_recipients(
 
 
 async def test_recovery_never_gives_one_message_to_two_recipients(
-    worker_db: str,
+    own_database_url: str,
     db: asyncpg.Connection,
     secret_key: str,
     twilio: TwilioThread,
@@ -621,7 +598,9 @@ async def test_recovery_never_gives_one_message_to_two_recipients(
     count = 2 * numbers
     lease = {"WORKER_LEASE_SECONDS": "2", "WORKER_CONCURRENCY": str(count)}
     twilio.pace(delay=1.0)
-    await launch(worker_db, secret_key, twilio, numbers, body="No school tomorrow.", campaigns=2)
+    await launch(
+        own_database_url, secret_key, twilio, numbers, body="No school tomorrow.", campaigns=2
+    )
 
     doomed = workers.start("worker-doomed", **lease)
 
