@@ -46,6 +46,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Uuid, any_, bindparam, select, text, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY, distinct_on
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
@@ -475,6 +476,24 @@ class Engine:
     # -- 3. record ---------------------------------------------------------------------
 
     async def record(self, outcomes: list[Handover]) -> None:
+        """Record a sent batch. A connection the database dropped since its last use (a
+        restart, a failover: the pool pings only connections that rested, see
+        `app.kit.db.CHECK_AFTER_SECONDS`) fails the first statement and is replaced with
+        the rest of the pool, so the batch is recorded once more on a new one rather
+        than left to its lease. Any other failure is the caller's."""
+        try:
+            await self._record(outcomes)
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            log.warning("recording a sent batch lost its connection (%s): once more", error)
+            await self._record(outcomes)
+        for outcome in outcomes:
+            if outcome.result is not None:
+                provider = outcome.job.attempt_provider
+                metrics.messages_sent.labels(provider, outcome.result.outcome.value).inc()
+
+    async def _record(self, outcomes: list[Handover]) -> None:
         async with unit_of_work(self.sessionmaker) as session:
             now = utcnow()
             ids = sorted({o.job.recipient_id for o in outcomes})
@@ -501,7 +520,6 @@ class Engine:
                         _release(row, job, now)
                         written.append(row)
                     continue
-                metrics.messages_sent.labels(job.attempt_provider, result.outcome.value).inc()
                 if _is_opt_out(result.classification):
                     opted_out.append(row)  # whoever records it: an opt-out is never lost
                 if not ours:
