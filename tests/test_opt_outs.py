@@ -59,4 +59,15 @@ async def test_bad_opt_out_input(client: httpx.AsyncClient, auth: dict[str, str]
         response = await client.post("/v1/opt-outs", json=body, headers=auth)
         assert response.status_code == 422, body
         assert response.headers["content-type"] == "application/problem+json"
+        # Each problem names the field, whether the schema or the number's parsing found it.
+        assert response.json()["errors"][0]["loc"][0] == "body", body
+    for body in ({"phone": "not a phone"}, {"phone": "+1 555"}):
+        response = await client.post("/v1/opt-outs", json=body, headers=auth)
+        [error] = response.json()["errors"]
+        assert (error["loc"], error["type"]) == (["body", "phone"], "phone_invalid")
+        assert error["msg"] == response.json()["detail"]
+    response = await client.delete("/v1/opt-outs/not-a-phone", headers=auth)
+    assert response.status_code == 422
+    [error] = response.json()["errors"]
+    assert (error["loc"], error["type"]) == (["path", "phone"], "phone_invalid")
     assert (await client.get("/v1/opt-outs", headers=auth)).json()["items"] == []

@@ -22,11 +22,14 @@ from app.schools import service as schools
 log = logging.getLogger(__name__)
 
 
-def normalize(school: School, raw: str) -> str:
+def normalize(school: School, raw: str, where: str = "body") -> str:
+    """The number in E.164, or a 422 naming the `phone` of the body (or of the path)."""
     try:
         return parse_phone(raw, school.default_region).e164
     except InvalidPhone as exc:
-        raise Unprocessable(f"{raw!r} is {exc}.") from exc
+        detail = f"{raw!r} is {exc}."
+        error = {"loc": [where, "phone"], "msg": detail, "type": "phone_invalid"}
+        raise Unprocessable(detail, extra={"errors": [error]}) from exc
 
 
 class Addressee(Protocol):
@@ -81,7 +84,7 @@ async def opt_out(
 
 async def opt_in(session: AsyncSession, school: School, raw_phone: str) -> None:
     """Remove the number from the school's opt-out list (staff action or keyword)."""
-    phone = normalize(school, raw_phone)
+    phone = normalize(school, raw_phone, where="path")
     if not await repository.remove(session, school.id, phone):
         raise NotFound(f"{phone} is not on the opt-out list.")
 
