@@ -182,6 +182,7 @@ class _Slots:
     start: datetime
     interval: timedelta
     capacity: int
+    deferred: datetime | None = None  # the last turn promised to a waiting recipient
     used: int = 0
     # When this claim last let a send go for the account. A send that starts after its
     # slot (the claim took a while, the concurrency gate) keeps one interval from the one
@@ -199,6 +200,17 @@ class _Slots:
         slot = self.start + self.interval * self.used
         self.used += 1
         return slot
+
+    def later(self) -> datetime:
+        """The turn of a recipient over this claim's slots: one interval after the last
+        turn promised (by any claim), or the first slot after this claim's. It is not
+        due until then (a promise, not a reservation: the claim then takes a slot), so an
+        account's backlog neither fills every claim, holding up other schools' recipients
+        behind it, nor comes due all at once again."""
+        first = self.start + self.interval * self.capacity
+        turn = max(first, self.deferred + self.interval) if self.deferred else first
+        self.deferred = turn
+        return turn
 
     async def wait_turn(self, slot: datetime, stopping: asyncio.Event) -> None:
         """Wait for `slot`, and one interval after the previous send (or for a stop)."""
@@ -230,9 +242,11 @@ class _Claim:
     lease_until: datetime
     id: uuid.UUID = field(default_factory=uuid.uuid4)  # each leased row's `claimed_by`
     senders: dict[uuid.UUID, _Sender] = field(default_factory=dict)  # by school
-    # Accounts under a rate (locked): their next free send slot as stored, and the slots
-    # this claim takes from it.
-    next_send: dict[uuid.UUID, datetime | None] = field(default_factory=dict)
+    # Accounts under a rate (locked): their next free send slot and last promised turn as
+    # stored, and the slots this claim takes from them.
+    next_send: dict[uuid.UUID, tuple[datetime | None, datetime | None]] = field(
+        default_factory=dict
+    )
     slots: dict[uuid.UUID, _Slots] = field(default_factory=dict)
     jobs: list[Job] = field(default_factory=list)
     # Rows leased for a hand-over into `leasing` (one state for all: `_WRITE_CLAIM`), and
@@ -266,6 +280,8 @@ class Engine:
     _recording: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
     _activated: float = field(default=-ACTIVATE_SECONDS, init=False, repr=False)
     _schools: _Schools = field(default_factory=lambda: _Schools(), init=False, repr=False)
+    # Due recipients the last claim leased or settled (deferred, moved, stopped).
+    _dealt_with: int = field(default=0, init=False, repr=False)
 
     async def run_once(self, stopping: asyncio.Event | None = None) -> int:
         """One claim-send-record cycle, recorded when it returns; the number claimed."""
@@ -282,6 +298,8 @@ class Engine:
         """One cycle whose record runs on while the next cycle claims and sends (at most
         one record in flight; a cycle that found less than a full batch records before it
         returns, so an idle worker has nothing in flight). `drain` waits for the record.
+        The number of due recipients the claim dealt with, sent or not (a full batch:
+        more may be due at once).
 
         Records stay in batch order: batch N is recorded before batch N+1's record starts,
         so N+1's recoveries see the message ids N recorded (`_recovered_elsewhere`). A
@@ -296,7 +314,7 @@ class Engine:
             self._recording = asyncio.create_task(self.record(outcomes))
             if len(jobs) < self.settings.worker_batch_size:
                 await self.drain()
-        return len(jobs)
+        return self._dealt_with
 
     async def drain(self) -> None:
         """Wait for the record in flight, if any. Its failure is logged, not raised: the
@@ -335,6 +353,7 @@ class Engine:
                     _CLAIM, {"now": now, "limit": self.settings.worker_batch_size}
                 )
             ).all()
+            self._dealt_with = 0
             if not found:
                 return []
             # Each row ends with its school's and account's versions (`_CLAIM`).
@@ -360,6 +379,7 @@ class Engine:
             # After the write: the completion rule reads the recipients' stored statuses.
             for campaign_id in claim.expired:
                 await campaigns.complete_if_done(session, campaign_id)
+            self._dealt_with = len(claim.leased) + len(claim.changed)
             return claim.jobs
 
     def _claim_one(self, claim: _Claim, found: Sequence[Any]) -> None:
@@ -393,11 +413,14 @@ class Engine:
         if account is not None and account.max_messages_per_second:
             reserved = claim.slots.get(school.id)
             if reserved is None:
-                reserved = _slots_for(account, claim.next_send.get(school.id), now, self.settings)
+                stored = claim.next_send.get(school.id, (None, None))
+                reserved = _slots_for(account, stored, now, self.settings)
                 claim.slots[school.id] = reserved
             not_before = reserved.take()
-            if not_before is None:
-                return  # over this account's rate: stays due for the next claim
+            if not_before is None:  # over this account's rate: due when its turn comes
+                row.next_attempt_at = reserved.later()
+                claim.changed.append(row)
+                return
         change = rules.on_claim(state, row.campaign_status)
         assert change is not None
         row.first_attempt_at = row.first_attempt_at or now
@@ -684,27 +707,33 @@ class _Schools:
 
 async def _lock_rated(
     connection: AsyncConnection, accounts: dict[uuid.UUID, ProviderAccount]
-) -> dict[uuid.UUID, datetime | None]:
-    """The next free send slot of each account under a rate, locked: claims in other
-    worker processes for that account queue behind this one until it commits the slots
-    it took (`_write_claim`)."""
+) -> dict[uuid.UUID, tuple[datetime | None, datetime | None]]:
+    """The next free send slot and last promised turn of each account under a rate,
+    locked: claims in other worker processes for that account queue behind this one until
+    it commits what it took (`_write_claim`)."""
     rated = sorted(i for i, account in accounts.items() if account.max_messages_per_second)
     if not rated:
         return {}
     found = await connection.execute(_LOCK_RATED, {"ids": rated})
-    return {school_id: next_send_at for school_id, next_send_at in found}
+    return {school_id: (next_send_at, deferred) for school_id, next_send_at, deferred in found}
 
 
 def _slots_for(
-    account: ProviderAccount, next_send_at: datetime | None, now: datetime, settings: Settings
+    account: ProviderAccount,
+    stored: tuple[datetime | None, datetime | None],
+    now: datetime,
+    settings: Settings,
 ) -> _Slots:
-    """The account's next send slots that fall within the coming poll interval."""
+    """The account's next send slots that begin within the coming poll interval (at
+    least a second): one every `interval`, from the next free one on. Under 1 message a
+    second, that is one slot whenever the next free one is that close."""
+    next_send_at, deferred_until = stored
     rate = float(account.max_messages_per_second or 0)
     interval = timedelta(seconds=1 / rate)
     start = max(next_send_at or now, now)
     horizon = now + timedelta(seconds=max(settings.worker_poll_seconds, 1.0))
-    capacity = max(int((horizon - start) / interval), 0)
-    return _Slots(start, interval, capacity)
+    capacity = -((start - horizon) // interval) if start < horizon else 0  # ceiling
+    return _Slots(start, interval, capacity, deferred_until)
 
 
 def _release(row: _Row, job: Job, now: datetime) -> None:
@@ -839,16 +868,20 @@ _WRITE_CLAIM = text(
 
 # Accounts under a rate: locked in one order, and given their next free send slot.
 _LOCK_RATED = (
-    select(ProviderAccount.school_id, ProviderAccount.next_send_at)
+    select(ProviderAccount.school_id, ProviderAccount.next_send_at, ProviderAccount.deferred_until)
     .where(ProviderAccount.school_id == any_(bindparam("ids", type_=ARRAY(Uuid))))
     .order_by(ProviderAccount.school_id)
     .with_for_update()
 )
 _NEXT_SEND = text(
     """
-    UPDATE provider_accounts AS a SET next_send_at = v.next_send_at
-    FROM unnest(CAST(:school_id AS uuid[]), CAST(:next_send_at AS timestamptz[]))
-        AS v (school_id, next_send_at)
+    UPDATE provider_accounts AS a
+    SET next_send_at = v.next_send_at, deferred_until = v.deferred_until
+    FROM unnest(
+        CAST(:school_id AS uuid[]),
+        CAST(:next_send_at AS timestamptz[]),
+        CAST(:deferred_until AS timestamptz[])
+    ) AS v (school_id, next_send_at, deferred_until)
     WHERE a.school_id = v.school_id
     """
 )
@@ -917,9 +950,13 @@ async def _write_claim(connection: AsyncConnection, claim: _Claim) -> None:
             },
         )
     if claim.slots:
-        slots = {school_id: reserved.next_free for school_id, reserved in claim.slots.items()}
         await connection.execute(
-            _NEXT_SEND, {"school_id": list(slots), "next_send_at": list(slots.values())}
+            _NEXT_SEND,
+            {
+                "school_id": list(claim.slots),
+                "next_send_at": [reserved.next_free for reserved in claim.slots.values()],
+                "deferred_until": [reserved.deferred for reserved in claim.slots.values()],
+            },
         )
 
 

@@ -28,6 +28,10 @@ class ProviderAccount(TimestampMixin, Base):
     max_messages_per_second: Mapped[float | None]
     # The next free send slot under max_messages_per_second, shared by every worker process.
     next_send_at: Mapped[datetime | None]
+    # The last turn promised to a recipient waiting for a slot (its `next_attempt_at`):
+    # the next one waiting is promised a later turn, so waiting recipients come due one
+    # slot apart instead of all together.
+    deferred_until: Mapped[datetime | None]
     # Telnyx webhook public key: not a secret.
     public_key: Mapped[str | None] = mapped_column(Text)
     # Fernet token of {"auth_token": ...} or {"api_key": ...}.

@@ -36,11 +36,15 @@ class TimedFakeTwilio(FakeTwilio):
     arrivals: list[float] = field(default_factory=list)
     # ("create" | "list", To) in the order the calls arrived.
     events: list[tuple[str, str | None]] = field(default_factory=list)
+    # (monotonic seconds, To) of each create call.
+    creates: list[tuple[float, str | None]] = field(default_factory=list)
 
     async def _create(self, request: Request) -> Response:
-        self.arrivals.append(time.monotonic())
+        arrived = time.monotonic()
+        self.arrivals.append(arrived)
         form = dict(parse_qsl((await request.body()).decode("utf-8")))  # the body is cached
         self.events.append(("create", form.get("To")))
+        self.creates.append((arrived, form.get("To")))
         return await super()._create(request)
 
     async def _list(self, request: Request) -> Response:
@@ -51,6 +55,7 @@ class TimedFakeTwilio(FakeTwilio):
         super().reset()
         self.arrivals.clear()
         self.events.clear()
+        self.creates.clear()
 
     def sid_to(self, to: str) -> str:
         """The sid of the one message the fake holds for `to`."""

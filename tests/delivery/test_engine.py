@@ -10,6 +10,7 @@ is patched.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -30,6 +31,7 @@ from app.models import Receipt as StoredReceipt
 from app.providers.base import Receipt
 from app.providers.registry import Registry
 from app.providers.twilio.receipts import parse_status_callback
+from tests.conftest import make_school
 from tests.delivery.conftest import TimedFakeTwilio, TwilioSchool, set_twilio_account
 from tests.fakes.twilio import Answer
 from tests.helpers import apply_receipts, inbox_on, launched, people, recipients
@@ -658,13 +660,23 @@ async def test_rate_limit_spaces_sends_and_caps_each_claim(
     numbers = [phone(i) for i in range(per_cycle + 5)]
     cid = await launch(client, twilio_school, *numbers)
 
-    assert await delivery.run_once() == per_cycle
-
-    assert len(twilio.requests) == per_cycle
+    jobs = await delivery.claim()
+    claimed = now()
+    assert len(jobs) == per_cycle
+    # Each one over the rate is promised a turn of its own, one interval apart, after the
+    # slots taken (a second on): not due until then.
     waiting = [r for r in (await by_phone(client, auth, cid)).values() if r["attempts"] == 0]
     assert len(waiting) == 5
-    assert all(at(r["next_attempt_at"]) <= now() for r in waiting)  # still due
+    assert all(r["status"] == "queued" for r in waiting)
+    turns = sorted(at(r["next_attempt_at"]) for r in waiting)
+    assert claimed + timedelta(seconds=horizon - 0.1) < turns[0] < claimed + timedelta(seconds=2)
+    gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(turns)]
+    assert gaps == pytest.approx([interval] * 4)
+    assert await delivery.claim() == []
+    await delivery.record(await delivery.send(jobs, asyncio.Event()))
+    assert len(twilio.requests) == per_cycle
 
+    await asyncio.sleep((turns[-1] - now()).total_seconds())
     assert await delivery.run_once() == 5
     assert {r.to for r in twilio.requests} == set(numbers)
     # The k-th request never arrives before k intervals after the first one (some
@@ -677,6 +689,58 @@ async def test_rate_limit_spaces_sends_and_caps_each_claim(
     for i, start in enumerate(arrivals):
         within = sum(1 for a in arrivals[i:] if a - start < 1.0)
         assert within <= rate + 1
+
+
+async def test_a_rate_under_one_a_second_still_sends(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+) -> None:
+    """Long codes and alphanumeric senders may allow one message every few seconds."""
+    auth = twilio_school.auth
+    await set_twilio_account(client, auth, twilio, max_messages_per_second=0.5)
+    cid = await launch(client, twilio_school, phone(0), phone(1), phone(2))
+
+    assert await delivery.run_once() == 1
+
+    waiting = [r for r in (await by_phone(client, auth, cid)).values() if r["attempts"] == 0]
+    turns = sorted(at(r["next_attempt_at"]) for r in waiting)
+    assert [round((t - turns[0]).total_seconds(), 3) for t in turns] == [0.0, 2.0]
+    await asyncio.sleep((turns[0] - now()).total_seconds())
+    assert await delivery.run_once() == 1
+    assert len(twilio.requests) == 2
+    [first, second] = twilio.arrivals
+    assert second - first >= 2.0 - 0.015
+
+
+async def test_a_rate_limited_backlog_does_not_hold_up_other_schools(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+) -> None:
+    """A school on a slow sender with more due than a claim takes: the claims after it
+    still reach another school's recipients, instead of taking the same backlog again."""
+    await set_twilio_account(client, twilio_school.auth, twilio, max_messages_per_second=2)
+    backlog = [phone(i) for i in range(12)]
+    await launch(client, twilio_school, *backlog)
+    other_school, other_auth = await make_school(client, name="Other", sending_window=None)
+    await set_twilio_account(client, other_auth, twilio)
+    other = phone(99)
+    await launch(client, TwilioSchool(other_school["id"], other_auth), other)
+    settings = delivery.settings.model_copy(update={"worker_batch_size": 5})
+    engine = Engine(delivery.sessionmaker, settings, delivery.registry)
+
+    for _ in range(3):
+        await engine.run_once()
+
+    # The other school's one went out in the third claim (waiting behind the whole
+    # backlog, two a claim, it would have gone in the fifth); the slow school's at its
+    # rate all along.
+    assert other in {to for _, to in twilio.creates}
+    slow = sorted(t for t, to in twilio.creates if to != other)
+    assert all(b - a >= 0.5 - 0.015 for a, b in itertools.pairwise(slow))
 
 
 # -- retry age -------------------------------------------------------------------------
