@@ -34,7 +34,8 @@ with alembic, and dropped at the end.
 CPU per message (client, fake, database backends, from /proc) is printed beside each rate:
 on a shared machine it moves far less than the rates do.
 
-Target: >= 500 msg/s and >= 0.5x the bare loop.
+Target: >= 500 msg/s and >= 0.5x the reference: the faster of the plain bare loop and the
+loop through the worker's client (a "reference:" line names it).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ FROM_NUMBER = "+12125550100"
 BODY = "Hi {first_name}, school is closed today because of snow. Reply STOP to opt out."
 TARGET_RATE = 500.0
 TARGET_RATIO = 0.5
+WORKER_CLIENT = "the worker's client (outbound_client)"
 
 FIRST_NAMES = [
     *("Olivia", "Liam", "Emma", "Noah", "Amelia", "Oliver", "Ava", "Elijah", "Sophia"),
@@ -483,6 +485,9 @@ async def run(args: argparse.Namespace, database_url: str) -> bool:
         )
         assert bare.cpu is not None
         print(f"  {bare.cpu.per_message(bare.messages)}")
+        # The worker is judged against the faster of these: the plain loop, or the same
+        # loop through the worker's own client (outbound_client).
+        references = {"plain bare httpx loop": bare}
         sample = min(20_000, args.bare_requests)
         for label, client in (
             (
@@ -492,10 +497,12 @@ async def run(args: argparse.Namespace, database_url: str) -> bool:
                     limits=httpx.Limits(max_keepalive_connections=args.concurrency),
                 ),
             ),
-            ("the worker's client (outbound_client)", outbound_client()),
+            (WORKER_CLIENT, outbound_client()),
         ):
             async with client as http:
                 same = await bare_loop(fake, sample, args.concurrency, http)
+            if label == WORKER_CLIENT:
+                references[label] = same
             print(
                 f"  (same loop, {label}: {same.per_second:7,.0f} msg/s, "
                 f"{same.connections:,} TCP connections opened, {sample:,} creates)"
@@ -503,6 +510,11 @@ async def run(args: argparse.Namespace, database_url: str) -> bool:
             assert same.cpu is not None
             print(f"  {same.cpu.per_message(same.messages)}")
 
+        reference, fastest = max(references.items(), key=lambda item: item[1].per_second)
+        print(
+            f"reference: {reference} ({fastest.per_second:,.0f} msg/s), the faster of "
+            + " and ".join(f"{name} ({r.per_second:,.0f})" for name, r in references.items())
+        )
         how = "cProfile" if args.cprofile else ("py-spy attached" if args.py_spy else "plain")
         print(
             f"worker: `python -m app.cli worker` subprocess ({how}), "
@@ -534,11 +546,12 @@ async def run(args: argparse.Namespace, database_url: str) -> bool:
             f"{statistics.median(rest):.0f} ms; p95 {percentile(busy, 95):.0f} / "
             f"{percentile(rest, 95):.0f} ms"
         )
-    ratio = rate.per_second / bare.per_second
+    ratio = rate.per_second / fastest.per_second
     ok = rate.per_second >= TARGET_RATE and ratio >= TARGET_RATIO
     print(
         f"{'PASS' if ok else 'FAIL'}: worker {rate.per_second:,.0f} msg/s "
-        f"(target >= {TARGET_RATE:.0f}), {ratio:.2f}x the bare loop (target >= {TARGET_RATIO})"
+        f"(target >= {TARGET_RATE:.0f}), {ratio:.2f}x the reference, {reference} "
+        f"{fastest.per_second:,.0f} msg/s (target >= {TARGET_RATIO})"
     )
     return ok
 
