@@ -217,6 +217,14 @@ BAD_SCHOOLS: dict[str, Json] = {
         "retry_policy": {"base_delay_seconds": 60, "max_delay_seconds": 60, "jitter": False}
     },
     "null retry policy": {"retry_policy": None},
+    "retry policy not an object": {"retry_policy": 60},
+    "null base delay": {"retry_policy": {"base_delay_seconds": None}},
+    "null max delay": {"retry_policy": {"max_delay_seconds": None}},
+    "base delay as text": {"retry_policy": {"base_delay_seconds": "60"}},
+    "max delay beyond a week alone": {"retry_policy": {"max_delay_seconds": 7 * 86_400 + 1}},
+    "retry age too short alone": {"retry_policy": {"max_retry_age_seconds": 59}},
+    "base beyond the default max": {"retry_policy": {"base_delay_seconds": 7200}},
+    "max below the default base": {"retry_policy": {"max_delay_seconds": 30}},
     "unknown field": {"colour": "red"},
 }
 BAD_NAMES: dict[str, Any] = {
@@ -388,8 +396,8 @@ async def test_patch_changes_one_setting_and_keeps_the_others(
     response = await client.patch("/v1/school", json=change, headers=headers)
     assert response.status_code == 200, response.text
     expected = {**before, **change}
-    if "max_retry_age_seconds" not in expected["retry_policy"]:
-        expected["retry_policy"] = {**expected["retry_policy"], "max_retry_age_seconds": None}
+    # The retry settings a change does not name keep their values.
+    expected["retry_policy"] = {**before["retry_policy"], **change.get("retry_policy", {})}
     assert response.json() == expected
     assert (await client.get("/v1/school", headers=headers)).json() == expected
 
@@ -406,10 +414,77 @@ async def test_successive_partial_patches_accumulate(
     assert final["default_region"] == "GB"
     assert final["allowed_country_codes"] == [1, 44, 52]
     assert final["sending_window"] == {"start": "07:45", "end": "19:30"}
+    # The last change named only the delays: the retry age set before it stays.
     assert final["retry_policy"] == {
         "base_delay_seconds": 5,
         "max_delay_seconds": 5,
-        "max_retry_age_seconds": None,
+        "max_retry_age_seconds": 172_800,
+    }
+
+
+async def test_patch_retry_policy_changes_only_the_retry_settings_it_names(
+    client: httpx.AsyncClient, school: tuple[Json, Headers]
+) -> None:
+    _, headers = school
+    steps: list[tuple[Json, Json]] = [
+        # (the retry_policy sent, the retry_policy the school then has)
+        ({"max_retry_age_seconds": 600}, {"base": 60, "max": 3600, "age": 600}),
+        ({"base_delay_seconds": 10, "max_delay_seconds": 20}, {"base": 10, "max": 20, "age": 600}),
+        ({"max_delay_seconds": 40}, {"base": 10, "max": 40, "age": 600}),
+        ({"base_delay_seconds": 40}, {"base": 40, "max": 40, "age": 600}),
+        ({}, {"base": 40, "max": 40, "age": 600}),
+        # An explicit null is a value: retry indefinitely.
+        ({"max_retry_age_seconds": None}, {"base": 40, "max": 40, "age": None}),
+        ({"base_delay_seconds": 30}, {"base": 30, "max": 40, "age": None}),
+    ]
+    for sent, policy in steps:
+        expected = {
+            "base_delay_seconds": policy["base"],
+            "max_delay_seconds": policy["max"],
+            "max_retry_age_seconds": policy["age"],
+        }
+        response = await client.patch("/v1/school", json={"retry_policy": sent}, headers=headers)
+        assert response.status_code == 200, (sent, response.text)
+        assert response.json()["retry_policy"] == expected, sent
+        shown = (await client.get("/v1/school", headers=headers)).json()
+        assert shown["retry_policy"] == expected, sent
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        pytest.param({"base_delay_seconds": 901}, "max_delay_seconds", id="base beyond max"),
+        pytest.param({"max_delay_seconds": 29}, "max_delay_seconds", id="max below base"),
+        pytest.param(
+            {"base_delay_seconds": 1000, "max_delay_seconds": 999}, "max_delay_seconds", id="both"
+        ),
+    ],
+)
+async def test_patch_retry_policy_that_leaves_an_invalid_policy_is_422_and_changes_nothing(
+    client: httpx.AsyncClient, session: AsyncSession, change: Json, field: str
+) -> None:
+    policy = {"base_delay_seconds": 30, "max_delay_seconds": 900, "max_retry_age_seconds": 3600}
+    body, headers = await make_school(client, retry_policy=policy)
+    before = (await client.get("/v1/school", headers=headers)).json()
+    stored = await rows_as_text(session, "schools", body["id"])
+    response = await client.patch(
+        "/v1/school", json={"name": "Renamed", "retry_policy": change}, headers=headers
+    )
+    problem = assert_problem(response, 422)
+    assert [e["loc"] for e in problem["errors"]] == [["body", "retry_policy", field]]
+    assert "base_delay_seconds" in problem["errors"][0]["msg"]
+    assert (await client.get("/v1/school", headers=headers)).json() == before
+    assert await rows_as_text(session, "schools", body["id"]) == stored
+
+
+async def test_create_school_with_some_retry_settings_keeps_the_defaults_of_the_others(
+    client: httpx.AsyncClient,
+) -> None:
+    body, _ = await make_school(client, retry_policy={"max_retry_age_seconds": 86_400})
+    assert body["retry_policy"] == {
+        "base_delay_seconds": 60,
+        "max_delay_seconds": 3600,
+        "max_retry_age_seconds": 86_400,
     }
 
 

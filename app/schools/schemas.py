@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     Strict,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -111,26 +112,56 @@ class SendingWindowIn(RequestSchema):
         return self
 
 
+BaseDelaySeconds = Annotated[StrictInt, Field(ge=1, le=86_400)]
+MaxDelaySeconds = Annotated[StrictInt, Field(ge=1, le=7 * 86_400)]
+MaxRetryAgeSeconds = Annotated[StrictInt, Field(ge=60, le=MAX_RETRY_AGE_SECONDS)]
+RETRY_INDEFINITELY = "null: retry indefinitely while the campaign is active"
+
+
 class RetryPolicyIn(RequestSchema):
-    base_delay_seconds: StrictInt = Field(ge=1, le=86_400)
-    max_delay_seconds: StrictInt = Field(ge=1, le=7 * 86_400)
-    max_retry_age_seconds: StrictInt | None = Field(
-        default=None,
-        ge=60,
-        le=MAX_RETRY_AGE_SECONDS,
-        description="null: retry indefinitely while the campaign is active",
+    """A whole retry policy, as a school must hold it: what a change leaves once merged
+    with the settings it does not name."""
+
+    base_delay_seconds: BaseDelaySeconds
+    max_delay_seconds: MaxDelaySeconds
+    max_retry_age_seconds: MaxRetryAgeSeconds | None = Field(
+        default=None, description=RETRY_INDEFINITELY
     )
 
-    @model_validator(mode="after")
-    def _ordered(self) -> RetryPolicyIn:
-        if self.max_delay_seconds < self.base_delay_seconds:
-            raise ValueError("max_delay_seconds must be at least base_delay_seconds")
-        return self
+    @field_validator("max_delay_seconds")
+    @classmethod
+    def _ordered(cls, value: int, info: ValidationInfo) -> int:
+        # A field check rather than a model one, so that the 422 names the field.
+        base = info.data.get("base_delay_seconds")
+        if base is not None and value < base:
+            raise ValueError(f"must be at least base_delay_seconds ({base})")
+        return value
+
+
+class RetryPolicyPatch(RequestSchema):
+    """Any of the retry settings: those omitted keep their current values, and the policy
+    that results must still be valid (max_delay_seconds at least base_delay_seconds)."""
+
+    # `SkipJsonSchema[None]`: None is only the "not sent" default, never a value to send.
+    base_delay_seconds: BaseDelaySeconds | SkipJsonSchema[None] = None
+    max_delay_seconds: MaxDelaySeconds | SkipJsonSchema[None] = None
+    max_retry_age_seconds: MaxRetryAgeSeconds | None = Field(
+        default=None, description=f"{RETRY_INDEFINITELY}; omitted: unchanged"
+    )
+
+    @field_validator("base_delay_seconds", "max_delay_seconds")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # Runs only on values sent: an explicit null would otherwise be silently ignored.
+        if value is None:
+            raise ValueError("cannot be null; omit the field to keep its value")
+        return value
 
 
 class SchoolSettings(RequestSchema):
     """What `PATCH /v1/school` may change; every field optional, omitted ones stay as they
-    are. `sending_window: null` means any time; the other settings cannot be null."""
+    are, and `retry_policy` changes only the retry settings it names. `sending_window: null`
+    means any time; the other settings cannot be null."""
 
     # `SkipJsonSchema[None]`: None is only the "not sent" default, never a value to send.
     name: SchoolName | SkipJsonSchema[None] = None
@@ -138,7 +169,7 @@ class SchoolSettings(RequestSchema):
     default_region: Region | SkipJsonSchema[None] = None
     allowed_country_codes: CountryCodes | SkipJsonSchema[None] = None
     sending_window: SendingWindowIn | None = None
-    retry_policy: RetryPolicyIn | SkipJsonSchema[None] = None
+    retry_policy: RetryPolicyPatch | SkipJsonSchema[None] = None
 
     @field_validator("name", "timezone", "default_region", "allowed_country_codes", "retry_policy")
     @classmethod

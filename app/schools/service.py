@@ -6,10 +6,11 @@ import uuid
 from collections.abc import Collection
 from datetime import time
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.errors import NotFound
+from app.errors import NotFound, Unprocessable
 from app.kit.crypto import SecretBox, new_token, token_hash
 from app.models import ApiKey, ProviderAccount, School
 from app.schools import repository, schemas
@@ -20,6 +21,10 @@ DEFAULT_TIMEZONE = "America/New_York"
 
 def _apply(school: School, changes: schemas.SchoolSettings) -> None:
     fields = changes.model_fields_set
+    # Merged and checked before anything changes: an invalid result refuses the whole change.
+    policy = None
+    if "retry_policy" in fields and changes.retry_policy is not None:
+        policy = _merged_policy(school, changes.retry_policy)
     for name in ("name", "timezone", "default_region", "allowed_country_codes"):
         value = getattr(changes, name)
         if name in fields and value is not None:
@@ -28,11 +33,34 @@ def _apply(school: School, changes: schemas.SchoolSettings) -> None:
         window = changes.sending_window
         school.sending_window_start = window.start if window else None
         school.sending_window_end = window.end if window else None
-    if "retry_policy" in fields and changes.retry_policy is not None:
-        policy = changes.retry_policy
+    if policy is not None:
         school.retry_base_delay_seconds = policy.base_delay_seconds
         school.retry_max_delay_seconds = policy.max_delay_seconds
         school.max_retry_age_seconds = policy.max_retry_age_seconds
+
+
+def _merged_policy(school: School, change: schemas.RetryPolicyPatch) -> schemas.RetryPolicyIn:
+    """The school's retry policy with the settings the change names replaced (an explicit
+    `max_retry_age_seconds: null` included), checked as a whole; 422 if it is not valid."""
+    merged = {
+        "base_delay_seconds": school.retry_base_delay_seconds,
+        "max_delay_seconds": school.retry_max_delay_seconds,
+        "max_retry_age_seconds": school.max_retry_age_seconds,
+        **change.model_dump(exclude_unset=True),
+    }
+    try:
+        return schemas.RetryPolicyIn.model_validate(merged)
+    except ValidationError as exc:
+        shown = ", ".join(f"{name} {'null' if v is None else v}" for name, v in merged.items())
+        detail = (
+            f"The retry policy this change would leave is not valid ({shown}); "
+            "settings not sent keep their current values."
+        )
+        errors = [
+            {"loc": ["body", "retry_policy", *err["loc"]], "msg": err["msg"], "type": err["type"]}
+            for err in exc.errors()
+        ]
+        raise Unprocessable(detail, extra={"errors": errors}) from exc
 
 
 async def create(
