@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -36,7 +37,12 @@ def retry_due(
     rng: random.Random | None = None,
 ) -> datetime:
     """When the next attempt of a soft-bounced recipient is due: backoff from its attempt
-    count (at least what the provider asked for), moved into the sending window."""
+    count, or what the provider asked for (Retry-After) when that is later, moved into the
+    sending window. The provider's ask is capped at the school's max_delay_seconds, the
+    longest pause the school accepts between two attempts: a huge or bogus Retry-After
+    (1e12 seconds, a date in the year 9999) neither parks the recipient for ages nor
+    overflows the date arithmetic. Asked too early, the provider throttles again: one more
+    soft bounce, nothing lost."""
     due = schedule.due_at(
         now,
         attempts=max(recipient.attempts, 1),
@@ -47,8 +53,9 @@ def retry_due(
         window_end=school.sending_window_end,
         rng=rng,
     )
-    if retry_after_seconds is not None:
-        asked = now + timedelta(seconds=retry_after_seconds)
+    if retry_after_seconds is not None and math.isfinite(retry_after_seconds):
+        wait = min(max(retry_after_seconds, 0.0), float(school.retry_max_delay_seconds))
+        asked = now + timedelta(seconds=wait)
         if asked > due:
             due = schedule.next_opening(
                 asked, school.timezone, school.sending_window_start, school.sending_window_end

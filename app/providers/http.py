@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
 from datetime import UTC
 from typing import Any
 
@@ -59,18 +60,22 @@ def transport_failure(provider: str, exc: Exception) -> SendResult:
 
 
 def retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), if any."""
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), if any. A value
+    that is no number of seconds (`inf`, `nan`) is ignored; how long is too long is the
+    school's to say (its max_delay_seconds caps the wait, see delivery.policy.retry_due)."""
     value = headers.get("retry-after")
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # a year past 9999, say
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
