@@ -1,44 +1,27 @@
 """A sent batch is recorded even when the database dropped the worker's connection while
 the messages were out (a restart, a failover): the record does not wait for the lease.
 
-These tests commit for real, in a database of their own, on a pool of one connection: the
-record gets the very connection the claim used a moment before, which the pool hands out
-without a ping (`app.kit.db.CHECK_AFTER_SECONDS`)."""
+On a pool of one connection: the record gets the very connection the claim used a moment
+before, which the pool hands out without a ping (`app.kit.db.CHECK_AFTER_SECONDS`)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.config import Settings
 from app.delivery.engine import Engine
-from app.kit.db import create_engine, driver_url
+from app.kit.db import driver_url
 from tests.delivery.conftest import TimedFakeTwilio, TwilioSchool
 from tests.helpers import launched, people, recipients
 
 
 @pytest.fixture
-def settings(settings: Settings, own_database_url: str) -> Settings:
-    return settings.model_copy(update={"database_url": own_database_url})
-
-
-@pytest.fixture
-async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    assert settings.database_url
-    engine = create_engine(settings.database_url, pool_size=1)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+def pool_size() -> int:
+    return 1
 
 
 async def drop_connections(database_url: str) -> int:
