@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.campaigns import repository, schemas
 from app.contact_lists import repository as contact_lists
+from app.delivery.admission import hold_back_sends
 from app.errors import Conflict, NotFound
 from app.kit.clock import utcnow
 from app.kit.pagination import decode_cursor, page_of, time_key, uuid_key
@@ -158,6 +159,7 @@ async def launch(session: AsyncSession, school: School, campaign: Campaign) -> C
 async def close(session: AsyncSession, campaign: Campaign) -> Campaign:
     """Stop all further attempts; recipients keep their status (receipts still apply)."""
     _require(campaign, CLOSABLE, "close")
+    await hold_back_sends(session, [campaign.id])  # no attempt starts once this returns
     campaign.status = CampaignStatus.closed
     campaign.closed_at = utcnow()
     await repository.stop_attempts(session, campaign.id)
@@ -170,6 +172,7 @@ async def archive(session: AsyncSession, campaign: Campaign) -> Campaign:
     """Hide the campaign and freeze every recipient's status as it is."""
     if campaign.status is CampaignStatus.archived:
         raise Conflict("The campaign is already archived.", extra={"campaign_status": "archived"})
+    await hold_back_sends(session, [campaign.id])  # no attempt starts once this returns
     campaign.status = CampaignStatus.archived
     campaign.archived_at = utcnow()
     await repository.stop_attempts(session, campaign.id)

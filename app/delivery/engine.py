@@ -56,6 +56,7 @@ from app.campaigns import service as campaigns
 from app.config import Settings
 from app.delivery import message, policy
 from app.delivery import status as rules
+from app.delivery.admission import Admission, Candidate
 from app.kit.clock import utcnow
 from app.kit.db import unit_of_work
 from app.models import (
@@ -89,6 +90,7 @@ class Job:
     """One claimed recipient's hand-over."""
 
     recipient_id: int
+    campaign_id: uuid.UUID
     # The attempt row this hand-over is recorded into: 0 for a new one (written by the
     # record), or an earlier attempt whose outcome is unknown, being recovered.
     attempt_id: int
@@ -114,7 +116,7 @@ class Job:
 @dataclass
 class Handover:
     job: Job
-    result: SendResult | None  # None: released unsent (shutdown)
+    result: SendResult | None  # None: released unsent (shutdown, or stopped meanwhile)
 
 
 @dataclass(slots=True, eq=False)
@@ -392,9 +394,21 @@ class Engine:
         state = recipients.state_of(row)
         if row.campaign_status is CampaignStatus.scheduled:
             return  # its send_at came: it starts within a second (`activate_due`), still due
-        if row.campaign_status is not CampaignStatus.active or state.status not in rules.WAITING:
+        stopped = (
+            row.campaign_status is not CampaignStatus.active or state.status not in rules.WAITING
+        )
+        if stopped and row.claimed_at is None:
             row.next_attempt_at = None  # nothing is due here (defensive)
             claim.changed.append(row)
+            return
+        if stopped:
+            # Closed, archived or opted out during a hand-over whose worker then died: its
+            # message may have gone out, and its receipts need its id. Recovered, never
+            # sent (its admission refuses it).
+            row.next_attempt_at = claim.lease_until
+            row.claimed_by = claim.id
+            claim.changed.append(row)
+            self._add_job(claim, row, sender, previous, body, (first_name, last_name, fields))
             return
         if state.status is rules.Status.scheduled and not policy.retry_allowed(school, row, now):
             last = _last_reason(previous, row.provider_error_code)
@@ -425,6 +439,24 @@ class Engine:
         assert change is not None
         row.first_attempt_at = row.first_attempt_at or now
         claim.lease(row, change)
+        names = (first_name, last_name, fields)
+        self._add_job(claim, row, sender, previous, body, names, not_before, reserved)
+
+    def _add_job(
+        self,
+        claim: _Claim,
+        row: _Row,
+        sender: _Sender,
+        previous: _Previous | None,
+        body: str,
+        names: tuple[str | None, str | None, Mapping[str, Any]],
+        not_before: datetime | None = None,
+        slots: _Slots | None = None,
+    ) -> None:
+        """The hand-over of a leased recipient: a new one, or the recovery of one begun
+        before (its lease ran out, or its provider's answer was lost)."""
+        now = claim.now
+        first_name, last_name, fields = names
         provider = sender.provider
         render = claim.templates.get(row.campaign_id)
         if render is None:
@@ -452,6 +484,7 @@ class Engine:
         claim.jobs.append(
             Job(
                 row.id,
+                row.campaign_id,
                 attempt_id,
                 attempt_provider,
                 provider,
@@ -460,7 +493,7 @@ class Engine:
                 claim.id,
                 not_before,
                 recovering=recovering,
-                slots=reserved,
+                slots=slots,
             )
         )
 
@@ -492,9 +525,17 @@ class Engine:
                     if sid is not None:
                         log.info("attempt %s went out as %s: not sent again", job.attempt_id, sid)
                         return Handover(job, SendResult(Outcome.accepted, sid, "queued"))
+                candidate = Candidate(job.recipient_id, job.campaign_id, job.claim)
+                if not await admission.admit(candidate):
+                    return Handover(job, None)  # stopped meanwhile (close, archive, opt-out)
                 return Handover(job, await job.provider.send(job.message))
 
-        return list(await asyncio.gather(*(one(job) for job in jobs)))
+        async with self.sessionmaker() as session:
+            admission = Admission(await session.connection())
+            try:
+                return list(await asyncio.gather(*(one(job) for job in jobs)))
+            finally:
+                await admission.finish()
 
     # -- 3. record ---------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.campaigns import service as campaigns
 from app.delivery import status as rules
+from app.delivery.admission import hold_back_sends
 from app.errors import NotFound, Unprocessable
 from app.kit.pagination import decode_cursor, page_of, text_key
 from app.kit.phones import InvalidPhone, parse_phone
@@ -71,7 +72,10 @@ async def opt_out(
         session, school_id, phone, source.value, keyword, campaign_id
     )
     touched: set[uuid.UUID] = set()
-    for recipient, campaign in await repository.waiting_recipients(session, school_id, phone):
+    waiting = await repository.waiting_recipients(session, school_id, phone)
+    # Those already claimed for a send do not start it once this commits.
+    await hold_back_sends(session, {campaign.id for _, campaign in waiting})
+    for recipient, campaign in waiting:
         change = rules.on_opt_out(recipients.state_of(recipient), campaign.status)
         if change is not None:
             recipients.apply(recipient, change)

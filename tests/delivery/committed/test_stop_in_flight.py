@@ -1,0 +1,90 @@
+"""Staff stop messages that a worker has already claimed: no attempt starts once the call
+returns (SPEC §2), even for a batch whose sends are still waiting for their turn.
+
+The school's sender allows 3 messages a second, so a batch of three is sent at about 0 s,
+0.33 s and 0.67 s; staff act as soon as the first is out, while the engine is mid-batch."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from app.delivery.engine import Engine
+from tests.delivery.conftest import TimedFakeTwilio, TwilioSchool, set_twilio_account
+from tests.helpers import launched, people, recipients
+
+NUMBERS = ["+12015550100", "+12015550101", "+12015550102"]
+
+
+async def first_create(twilio: TimedFakeTwilio) -> None:
+    for _ in range(500):
+        if twilio.creates:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no message went out")
+
+
+@pytest.mark.parametrize("action", ["close", "archive"])
+async def test_closing_or_archiving_mid_batch_stops_the_sends_not_yet_started(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    action: str,
+) -> None:
+    auth = twilio_school.auth
+    campaign_id = ""
+
+    async def stop() -> httpx.Response:
+        return await client.post(f"/v1/campaigns/{campaign_id}/{action}", headers=auth)
+
+    await set_twilio_account(client, auth, twilio, max_messages_per_second=3)
+    campaign = await launched(client, auth, people(*NUMBERS))
+    campaign_id = campaign["id"]
+    cycle = asyncio.create_task(delivery.run_once())
+    await first_create(twilio)
+    assert (await stop()).status_code == 200
+    stopped = time.monotonic()
+    assert await cycle == 3  # all three were claimed before staff acted
+
+    # Only the first went out, before the call returned.
+    [(arrived, sent)] = twilio.creates
+    assert arrived < stopped
+    # The other two keep their status (SPEC §2), with no attempt made and nothing due.
+    rows = {r["phone"]: r for r in await recipients(client, auth, campaign_id)}
+    assert rows.pop(sent)["attempts"] == 1
+    assert [(r["status"], r["attempts"], r["next_attempt_at"]) for r in rows.values()] == [
+        ("queued", 0, None)
+    ] * 2
+    assert await delivery.run_once() == 0
+    assert len(twilio.creates) == 1
+
+
+async def test_an_opt_out_mid_batch_stops_that_number_s_send(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+) -> None:
+    auth = twilio_school.auth
+    await set_twilio_account(client, auth, twilio, max_messages_per_second=3)
+    campaign = await launched(client, auth, people(*NUMBERS))
+    cycle = asyncio.create_task(delivery.run_once())
+    await first_create(twilio)
+    # One of the two not sent yet.
+    opting_out = next(n for n in NUMBERS if n not in {to for _, to in twilio.creates})
+    response = await client.post("/v1/opt-outs", json={"phone": opting_out}, headers=auth)
+    assert response.status_code == 201, response.text
+    assert await cycle == 3
+
+    # The number that opted out gets nothing; the others go out as planned.
+    assert sorted(to or "" for _, to in twilio.creates) == sorted(set(NUMBERS) - {opting_out})
+    rows = {r["phone"]: r for r in await recipients(client, auth, campaign["id"])}
+    opted_out = rows.pop(opting_out)
+    assert opted_out["status"] == "failed"
+    assert opted_out["failed_reason"]["code"] == "opted_out"
+    assert opted_out["attempts"] == 0
+    assert [r["attempts"] for r in rows.values()] == [1, 1]
