@@ -129,10 +129,16 @@ async def snapshot_recipients(
 
 
 async def stop_attempts(session: AsyncSession, campaign_id: uuid.UUID) -> None:
-    """No attempt is due any more for this campaign (close, archive)."""
+    """No attempt is due any more for this campaign (close, archive). A hand-over already
+    begun keeps its lease: its worker records it (or releases it, unsent), and if that
+    worker dies, the lease's end lets another find out whether its message went out."""
     await session.execute(
         update(Recipient)
-        .where(Recipient.campaign_id == campaign_id, Recipient.next_attempt_at.is_not(None))
+        .where(
+            Recipient.campaign_id == campaign_id,
+            Recipient.next_attempt_at.is_not(None),
+            Recipient.claimed_at.is_(None),
+        )
         .values(next_attempt_at=None)
     )
 

@@ -549,6 +549,40 @@ async def test_close_and_archive_stop_retries_at_once(
     )
 
 
+async def test_a_hand_over_cut_short_by_a_crash_is_recovered_after_close_not_sent(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    """A worker sent one of its two messages and died; staff then closed the campaign.
+    When the lease runs out, the message that went out is found and recorded (its receipts
+    still count, SPEC §2), and the one that did not is not sent."""
+    auth = twilio_school.auth
+    cid = await launch(client, twilio_school, phone(0), phone(1))
+    jobs = await delivery.claim()
+    await delivery.send([j for j in jobs if j.message.to == phone(0)], asyncio.Event())
+    response = await client.post(f"/v1/campaigns/{cid}/close", headers=auth)
+    assert response.status_code == 200, response.text
+    await make_due(sessionmaker, cid)  # the lease runs out
+
+    assert await delivery.run_once() == 2
+
+    assert len(twilio.requests) == 1  # asked (find_sent), nothing sent
+    assert sorted(to or "" for kind, to in twilio.events if kind == "list") == [phone(0), phone(1)]
+    found = await one(client, auth, cid, phone(0))
+    [attempt] = found["attempts_history"]
+    assert attempt["provider_message_id"] == twilio.sid_to(phone(0))
+    assert await receipt(sessionmaker, twilio.sid_to(phone(0)), "delivered") == "applied"
+    assert (await one(client, auth, cid, phone(0)))["status"] == "delivered"
+    never_sent = await one(client, auth, cid, phone(1))
+    assert (never_sent["status"], never_sent["attempts_history"]) == ("queued", [])
+    assert never_sent["next_attempt_at"] is None
+    assert await delivery.run_once() == 0
+    assert len(twilio.requests) == 1
+
+
 # -- sending window --------------------------------------------------------------------
 
 
