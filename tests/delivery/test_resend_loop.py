@@ -7,39 +7,14 @@ delivery receipts come over the signed status webhook. Nothing of Campanile's is
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 
 from app.delivery.engine import Engine
 from tests.delivery.conftest import TimedFakeTwilio, TwilioSchool
+from tests.delivery.helpers import launch, one, phone
 from tests.fakes.twilio import Answer
-from tests.helpers import apply_receipts, launched, people, recipients
+from tests.helpers import apply_receipts, recipients
 from tests.webhooks.support import TWILIO_STATUS, Sessions, TwilioAccount, post_twilio, status_form
-
-BODY = "Hi {first_name}, school is closed tomorrow."
-
-
-def phone(n: int) -> str:
-    return f"+1201555{300 + n:04d}"
-
-
-async def launch(client: httpx.AsyncClient, school: TwilioSchool, *phones: str) -> str:
-    campaign = await launched(client, school.auth, people(*phones), body=BODY)
-    assert campaign["status"] == "active"
-    campaign_id: str = campaign["id"]
-    return campaign_id
-
-
-async def one(
-    client: httpx.AsyncClient, auth: dict[str, str], campaign_id: str, number: str
-) -> dict[str, Any]:
-    """One recipient with its attempts_history, found by phone."""
-    [item] = await recipients(client, auth, campaign_id, q=number)
-    response = await client.get(f"/v1/campaigns/{campaign_id}/contacts/{item['id']}", headers=auth)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 async def twilio_says(

@@ -7,54 +7,22 @@ Against the fake Twilio on loopback, through the real engine and the real API.""
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.delivery.engine import Engine
-from app.kit.db import unit_of_work
-from app.models import Recipient
 from tests.delivery.conftest import TimedFakeTwilio, TwilioSchool
+from tests.delivery.helpers import make_due, now, one
 from tests.fakes.twilio import Answer
-from tests.helpers import launched, people, recipients
+from tests.helpers import launched, people
 
 BASE_DELAY = 60
 MAX_DELAY = 900
 THROTTLED = "+12015550100"
 ACCEPTED = "+12015550101"
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-async def one(
-    client: httpx.AsyncClient, auth: dict[str, str], campaign_id: str, number: str
-) -> dict[str, Any]:
-    """One recipient as the API shows it, with its attempts_history, found by phone."""
-    [item] = await recipients(client, auth, campaign_id, q=number)
-    response = await client.get(f"/v1/campaigns/{campaign_id}/contacts/{item['id']}", headers=auth)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def make_due(sessionmaker: async_sessionmaker[AsyncSession], campaign_id: str) -> None:
-    """Time passes: every recipient of the campaign with an attempt due is due now."""
-    async with unit_of_work(sessionmaker) as session:
-        await session.execute(
-            update(Recipient)
-            .where(
-                Recipient.campaign_id == uuid.UUID(campaign_id),
-                Recipient.next_attempt_at.is_not(None),
-            )
-            .values(next_attempt_at=now())
-        )
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -35,7 +34,8 @@ from app.models import Recipient
 from app.providers.base import Receipt
 from app.providers.registry import Registry
 from tests.conftest import make_school
-from tests.helpers import apply_receipts, inbox_on, launched, people, recipients
+from tests.delivery.helpers import one
+from tests.helpers import apply_receipts, inbox_on, launched, people
 
 Sessions = async_sessionmaker[AsyncSession]
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -240,16 +240,6 @@ def attempts_of(row: Row, count: int) -> list[tuple[bool, str, str | None]]:
     raise AssertionError(f"not understood: {happens!r}")
 
 
-async def detail(
-    client: httpx.AsyncClient, auth: dict[str, str], campaign_id: str, phone: str
-) -> dict[str, Any]:
-    [item] = await recipients(client, auth, campaign_id, q=phone)
-    response = await client.get(f"/v1/campaigns/{campaign_id}/contacts/{item['id']}", headers=auth)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 async def test_each_readme_row_end_to_end(client: httpx.AsyncClient, simulated: Simulated) -> None:
     _, auth = await make_school(client, sending_window=None)  # no provider account
     response = await client.get("/v1/failed-reasons")
@@ -270,7 +260,7 @@ async def test_each_readme_row_end_to_end(client: httpx.AsyncClient, simulated: 
         for phone, row in numbers.items():
             where = f"cycle {cycle}: {phone} ({row.happens})"
             shown = row.shown[min(cycle, len(row.shown)) - 1]
-            recipient = await detail(client, auth, cid, phone)
+            recipient = await one(client, auth, cid, phone)
             assert recipient["status_label"] == shown.status_label, where
             assert recipient["status"] == shown.status_label.lower(), where
             if shown.reason_label is None:

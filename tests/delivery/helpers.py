@@ -1,0 +1,120 @@
+"""What the delivery tests share: reading what staff see over the API, making time pass
+(in SQL only) and receipts arrive, launching a campaign on the fake Twilio."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.delivery import reasons, receipts
+from app.kit.db import unit_of_work
+from app.models import Recipient
+from app.providers.twilio.receipts import parse_status_callback
+from tests.delivery.conftest import TwilioSchool
+from tests.helpers import apply_receipts, inbox_on, launched, people, recipients
+
+CALLBACK = "https://campanile.test/v1/webhooks/twilio/status"
+BODY = "Hi {first_name}, school is closed tomorrow."
+Sessions = async_sessionmaker[AsyncSession]
+
+
+def phone(n: int) -> str:
+    return f"+1201555{100 + n:04d}"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def at(value: str | None) -> datetime:
+    assert value is not None
+    return datetime.fromisoformat(value)
+
+
+# -- reading what staff see ------------------------------------------------------------
+
+
+async def by_phone(
+    client: httpx.AsyncClient, auth: dict[str, str], campaign_id: str
+) -> dict[str, dict[str, Any]]:
+    return {r["phone"]: r for r in await recipients(client, auth, campaign_id)}
+
+
+async def one(
+    client: httpx.AsyncClient, auth: dict[str, str], campaign_id: str, number: str
+) -> dict[str, Any]:
+    """One recipient with its attempts_history, found by phone."""
+    [item] = await recipients(client, auth, campaign_id, q=number)
+    response = await client.get(f"/v1/campaigns/{campaign_id}/contacts/{item['id']}", headers=auth)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def campaign_of(
+    client: httpx.AsyncClient, auth: dict[str, str], campaign_id: str
+) -> dict[str, Any]:
+    response = await client.get(f"/v1/campaigns/{campaign_id}", headers=auth)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def reason(code: str, provider_error_code: str | None, definition: int = 0) -> dict[str, Any]:
+    """A failed_reason as the API shows it, from the catalog."""
+    entry = reasons.get(code)
+    return {
+        "code": code,
+        "label": entry.label,
+        "definition": entry.definitions[definition],
+        "resendable": entry.resendable,
+        "provider_error_code": provider_error_code,
+    }
+
+
+REATTEMPTING_LABEL = "Re-attempting Delivery"
+
+
+# -- making time pass and receipts arrive ----------------------------------------------
+
+
+async def make_due(sessionmaker: Sessions, campaign_id: str, **values: Any) -> None:
+    """Time passes: every recipient of the campaign with an attempt due is due now."""
+    async with unit_of_work(sessionmaker) as session:
+        await session.execute(
+            update(Recipient)
+            .where(
+                Recipient.campaign_id == uuid.UUID(campaign_id),
+                Recipient.next_attempt_at.is_not(None),
+            )
+            .values(next_attempt_at=now(), **values)
+        )
+
+
+async def receipt(
+    sessionmaker: Sessions, sid: str, status: str, error_code: str | None = None
+) -> str:
+    """A Twilio status callback for `sid`, kept as the webhook keeps it, then applied as
+    the receipt applier would: `applied` or `stale`, else `duplicate` (the same event came
+    before) or `waiting` (stored; its message id is not recorded yet)."""
+    form = {"MessageSid": sid, "MessageStatus": status, "AccountSid": "AC" + "f" * 32}
+    if error_code:
+        form["ErrorCode"] = error_code
+    if not await receipts.keep(inbox_on(sessionmaker), parse_status_callback(form)):
+        return "duplicate"
+    results = await apply_receipts(sessionmaker)
+    return results[-1].value if results else "waiting"
+
+
+async def launch(
+    client: httpx.AsyncClient, school: TwilioSchool, *phones: str, body: str = BODY
+) -> str:
+    campaign = await launched(client, school.auth, people(*phones), body=body)
+    assert campaign["status"] == "active"
+    campaign_id: str = campaign["id"]
+    return campaign_id
