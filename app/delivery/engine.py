@@ -106,6 +106,10 @@ class Job:
     not_before: datetime | None = None
     # The hand-over, begun at `started`, may have gone out already: ask before sending.
     recovering: bool = False
+    # Ask only, never send: its campaign or recipient was stopped meanwhile, or its retry
+    # age ran out (then, if the message did not go out, it fails with `expire_reason`).
+    recover_only: bool = False
+    expire_reason: str | None = None
     # The account's slots in this claim, which pace its sends (with not_before).
     slots: _Slots | None = None
     # Message ids the school's other attempts to this number hold: a recovery that finds
@@ -117,6 +121,7 @@ class Job:
 class Handover:
     job: Job
     result: SendResult | None  # None: released unsent (shutdown, or stopped meanwhile)
+    expired: bool = False  # (with None) not sent because its retry age ran out
 
 
 @dataclass(slots=True, eq=False)
@@ -408,10 +413,22 @@ class Engine:
             row.next_attempt_at = claim.lease_until
             row.claimed_by = claim.id
             claim.changed.append(row)
-            self._add_job(claim, row, sender, previous, body, (first_name, last_name, fields))
+            names = (first_name, last_name, fields)
+            self._add_job(claim, row, sender, previous, body, names, recover_only=True)
             return
         if state.status is rules.Status.scheduled and not policy.retry_allowed(school, row, now):
             last = _last_reason(previous, row.provider_error_code)
+            if previous is not None and previous.status in UNRESOLVED:
+                # Its last answer was lost: that message may have gone out after all. Ask
+                # first (still Scheduled meanwhile); it fails only if it did not.
+                row.next_attempt_at = claim.lease_until
+                row.claimed_by = claim.id
+                claim.changed.append(row)
+                names = (first_name, last_name, fields)
+                self._add_job(
+                    claim, row, sender, previous, body, names, recover_only=True, expire=last
+                )
+                return
             change = rules.on_retry_expired(state, last)
             if change is not None:
                 recipients.apply(row, change)
@@ -452,6 +469,9 @@ class Engine:
         names: tuple[str | None, str | None, Mapping[str, Any]],
         not_before: datetime | None = None,
         slots: _Slots | None = None,
+        *,
+        recover_only: bool = False,
+        expire: str | None = None,
     ) -> None:
         """The hand-over of a leased recipient: a new one, or the recovery of one begun
         before (its lease ran out, or its provider's answer was lost)."""
@@ -493,6 +513,8 @@ class Engine:
                 claim.id,
                 not_before,
                 recovering=recovering,
+                recover_only=recover_only,
+                expire_reason=expire,
                 slots=slots,
             )
         )
@@ -525,6 +547,8 @@ class Engine:
                     if sid is not None:
                         log.info("attempt %s went out as %s: not sent again", job.attempt_id, sid)
                         return Handover(job, SendResult(Outcome.accepted, sid, "queued"))
+                if job.recover_only:
+                    return Handover(job, None, expired=job.expire_reason is not None)
                 candidate = Candidate(job.recipient_id, job.campaign_id, job.claim)
                 if not await admission.admit(candidate):
                     return Handover(job, None)  # stopped meanwhile (close, archive, opt-out)
@@ -580,8 +604,12 @@ class Engine:
                     outcome = Handover(job, NOT_ITS_MESSAGE)
                 result = outcome.result
                 if result is None:
-                    if ours:
+                    if ours and outcome.expired:
+                        _expire(row, job)
+                        finished.add(row.campaign_id)
+                    elif ours:
                         _release(row, job, now)
+                    if ours:
                         written.append(row)
                     continue
                 if _is_opt_out(result.classification):
@@ -775,6 +803,15 @@ def _slots_for(
     horizon = now + timedelta(seconds=max(settings.worker_poll_seconds, 1.0))
     capacity = -((start - horizon) // interval) if start < horizon else 0  # ceiling
     return _Slots(start, interval, capacity, deferred_until)
+
+
+def _expire(row: _Row, job: Job) -> None:
+    """Its retry age ran out and its last hand-over did not go out: it fails with the
+    reason of its last soft bounce."""
+    row.claimed_at = row.claimed_by = None
+    change = rules.on_retry_expired(recipients.state_of(row), job.expire_reason)
+    if change is not None:
+        recipients.apply(row, change)
 
 
 def _release(row: _Row, job: Job, now: datetime) -> None:

@@ -12,17 +12,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.delivery import reasons, receipts
 from app.delivery.engine import ACTIVATE_SECONDS, Engine, Handover
 from app.kit.crypto import SecretBox
 from app.kit.db import unit_of_work
@@ -30,113 +27,26 @@ from app.models import Campaign, Recipient
 from app.models import Receipt as StoredReceipt
 from app.providers.base import Receipt
 from app.providers.registry import Registry
-from app.providers.twilio.receipts import parse_status_callback
 from tests.conftest import make_school
 from tests.delivery.conftest import TimedFakeTwilio, TwilioSchool, set_twilio_account
+from tests.delivery.helpers import (
+    BODY,
+    CALLBACK,
+    REATTEMPTING_LABEL,
+    Sessions,
+    at,
+    by_phone,
+    campaign_of,
+    launch,
+    make_due,
+    now,
+    one,
+    phone,
+    reason,
+    receipt,
+)
 from tests.fakes.twilio import Answer
-from tests.helpers import apply_receipts, inbox_on, launched, people, recipients
-
-CALLBACK = "https://campanile.test/v1/webhooks/twilio/status"
-BODY = "Hi {first_name}, school is closed tomorrow."
-Sessions = async_sessionmaker[AsyncSession]
-
-
-def phone(n: int) -> str:
-    return f"+1201555{100 + n:04d}"
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def at(value: str | None) -> datetime:
-    assert value is not None
-    return datetime.fromisoformat(value)
-
-
-# -- reading what staff see ------------------------------------------------------------
-
-
-async def by_phone(
-    client: httpx.AsyncClient, auth: dict[str, str], campaign_id: str
-) -> dict[str, dict[str, Any]]:
-    return {r["phone"]: r for r in await recipients(client, auth, campaign_id)}
-
-
-async def one(
-    client: httpx.AsyncClient, auth: dict[str, str], campaign_id: str, number: str
-) -> dict[str, Any]:
-    """One recipient with its attempts_history, found by phone."""
-    [item] = await recipients(client, auth, campaign_id, q=number)
-    response = await client.get(f"/v1/campaigns/{campaign_id}/contacts/{item['id']}", headers=auth)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def campaign_of(
-    client: httpx.AsyncClient, auth: dict[str, str], campaign_id: str
-) -> dict[str, Any]:
-    response = await client.get(f"/v1/campaigns/{campaign_id}", headers=auth)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def reason(code: str, provider_error_code: str | None, definition: int = 0) -> dict[str, Any]:
-    """A failed_reason as the API shows it, from the catalog."""
-    entry = reasons.get(code)
-    return {
-        "code": code,
-        "label": entry.label,
-        "definition": entry.definitions[definition],
-        "resendable": entry.resendable,
-        "provider_error_code": provider_error_code,
-    }
-
-
-REATTEMPTING_LABEL = "Re-attempting Delivery"
-
-
-# -- making time pass and receipts arrive ----------------------------------------------
-
-
-async def make_due(sessionmaker: Sessions, campaign_id: str, **values: Any) -> None:
-    """Time passes: every recipient of the campaign with an attempt due is due now."""
-    async with unit_of_work(sessionmaker) as session:
-        await session.execute(
-            update(Recipient)
-            .where(
-                Recipient.campaign_id == uuid.UUID(campaign_id),
-                Recipient.next_attempt_at.is_not(None),
-            )
-            .values(next_attempt_at=now(), **values)
-        )
-
-
-async def receipt(
-    sessionmaker: Sessions, sid: str, status: str, error_code: str | None = None
-) -> str:
-    """A Twilio status callback for `sid`, kept as the webhook keeps it, then applied as
-    the receipt applier would: `applied` or `stale`, else `duplicate` (the same event came
-    before) or `waiting` (stored; its message id is not recorded yet)."""
-    form = {"MessageSid": sid, "MessageStatus": status, "AccountSid": "AC" + "f" * 32}
-    if error_code:
-        form["ErrorCode"] = error_code
-    if not await receipts.keep(inbox_on(sessionmaker), parse_status_callback(form)):
-        return "duplicate"
-    results = await apply_receipts(sessionmaker)
-    return results[-1].value if results else "waiting"
-
-
-async def launch(
-    client: httpx.AsyncClient, school: TwilioSchool, *phones: str, body: str = BODY
-) -> str:
-    campaign = await launched(client, school.auth, people(*phones), body=body)
-    assert campaign["status"] == "active"
-    campaign_id: str = campaign["id"]
-    return campaign_id
-
+from tests.helpers import apply_receipts, launched, people
 
 # -- first sends -----------------------------------------------------------------------
 
@@ -840,6 +750,37 @@ async def test_expired_retry_fails_with_its_last_reason(
     assert recipient["next_attempt_at"] is None
     assert recipient["attempts"] == 1
     assert len(twilio.requests) == 1
+    assert (await campaign_of(client, auth, cid))["status"] == "complete"
+
+
+async def test_an_expired_retry_whose_lost_answer_went_out_is_recorded_not_failed(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    """Twilio answered 500 but made the message: when the retry age has run out by the
+    time the retry is due, the engine still asks first, and the phone's message counts."""
+    auth = twilio_school.auth
+    policy = {"base_delay_seconds": 60, "max_delay_seconds": 3600, "max_retry_age_seconds": 60}
+    response = await client.patch("/v1/school", json={"retry_policy": policy}, headers=auth)
+    assert response.status_code == 200, response.text
+    number = phone(0)
+    twilio.script(number, Answer.server_error(created=True))
+    cid = await launch(client, twilio_school, number)
+    assert await delivery.run_once() == 1
+    assert (await one(client, auth, cid, number))["status"] == "scheduled"
+
+    await make_due(sessionmaker, cid, first_attempt_at=now() - timedelta(seconds=61))
+    assert await delivery.run_once() == 1
+
+    recipient = await one(client, auth, cid, number)
+    assert (recipient["status"], recipient["failed_reason"]) == ("queued", None)
+    [attempt] = recipient["attempts_history"]
+    assert attempt["provider_message_id"] == twilio.sid_to(number)
+    assert len(twilio.requests) == 1  # found, not sent again
+    assert await receipt(sessionmaker, twilio.sid_to(number), "delivered") == "applied"
     assert (await campaign_of(client, auth, cid))["status"] == "complete"
 
 
