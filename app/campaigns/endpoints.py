@@ -81,8 +81,7 @@ async def close_campaign(
     campaign_id: str, school: CurrentSchool, session: SessionDep
 ) -> schemas.Campaign:
     """Stop all further attempts; recipients keep their status."""
-    campaign = await service.get(session, school, campaign_id, lock=True)
-    return await service.view(session, await service.close(session, campaign))
+    return await service.view(session, await service.close(session, school, campaign_id))
 
 
 @router.post("/{campaign_id}/archive", response_model=schemas.Campaign)
@@ -90,8 +89,7 @@ async def archive_campaign(
     campaign_id: str, school: CurrentSchool, session: SessionDep
 ) -> schemas.Campaign:
     """Archive: hide from the active list and freeze every recipient's status."""
-    campaign = await service.get(session, school, campaign_id, lock=True)
-    return await service.view(session, await service.archive(session, campaign))
+    return await service.view(session, await service.archive(session, school, campaign_id))
 
 
 @router.post(

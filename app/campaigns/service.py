@@ -156,10 +156,19 @@ async def launch(session: AsyncSession, school: School, campaign: Campaign) -> C
     return campaign
 
 
-async def close(session: AsyncSession, campaign: Campaign) -> Campaign:
+async def _to_stop(session: AsyncSession, school: School, campaign_id: str) -> Campaign:
+    """The campaign to close or archive, locked, its sends held back first: no attempt
+    starts once the call returns. That lock comes before any row lock, in the order an
+    opt-out takes them."""
+    key = parse_uuid(campaign_id, "campaign")
+    await hold_back_sends(session, [key])
+    return await get(session, school, campaign_id, lock=True)
+
+
+async def close(session: AsyncSession, school: School, campaign_id: str) -> Campaign:
     """Stop all further attempts; recipients keep their status (receipts still apply)."""
+    campaign = await _to_stop(session, school, campaign_id)
     _require(campaign, CLOSABLE, "close")
-    await hold_back_sends(session, [campaign.id])  # no attempt starts once this returns
     campaign.status = CampaignStatus.closed
     campaign.closed_at = utcnow()
     await repository.stop_attempts(session, campaign.id)
@@ -168,11 +177,11 @@ async def close(session: AsyncSession, campaign: Campaign) -> Campaign:
     return campaign
 
 
-async def archive(session: AsyncSession, campaign: Campaign) -> Campaign:
+async def archive(session: AsyncSession, school: School, campaign_id: str) -> Campaign:
     """Hide the campaign and freeze every recipient's status as it is."""
+    campaign = await _to_stop(session, school, campaign_id)
     if campaign.status is CampaignStatus.archived:
         raise Conflict("The campaign is already archived.", extra={"campaign_status": "archived"})
-    await hold_back_sends(session, [campaign.id])  # no attempt starts once this returns
     campaign.status = CampaignStatus.archived
     campaign.archived_at = utcnow()
     await repository.stop_attempts(session, campaign.id)

@@ -63,6 +63,18 @@ async def page(
     return list((await session.execute(query)).scalars())
 
 
+async def waiting_campaigns(
+    session: AsyncSession, school_id: uuid.UUID, phone: str
+) -> set[uuid.UUID]:
+    """The campaigns in which the number still waits for an attempt (nothing locked)."""
+    query = select(Recipient.campaign_id).where(
+        Recipient.school_id == school_id,
+        Recipient.phone == phone,
+        Recipient.status.in_([s.value for s in WAITING]),
+    )
+    return set((await session.execute(query)).scalars())
+
+
 async def waiting_recipients(
     session: AsyncSession, school_id: uuid.UUID, phone: str
 ) -> list[tuple[Recipient, Campaign]]:

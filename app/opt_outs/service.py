@@ -72,10 +72,15 @@ async def opt_out(
         session, school_id, phone, source.value, keyword, campaign_id
     )
     touched: set[uuid.UUID] = set()
-    waiting = await repository.waiting_recipients(session, school_id, phone)
-    # Those already claimed for a send do not start it once this commits.
-    await hold_back_sends(session, {campaign.id for _, campaign in waiting})
-    for recipient, campaign in waiting:
+    if source is not OptOutSource.provider:
+        # The number's sends already claimed do not start once this commits. Taken before
+        # any recipient lock, as close and archive take it (no deadlock between them). A
+        # provider's 21610 needs none: the provider refuses those sends itself, and the
+        # record and the receipt applier that bring it already hold recipients' locks.
+        await hold_back_sends(
+            session, await repository.waiting_campaigns(session, school_id, phone)
+        )
+    for recipient, campaign in await repository.waiting_recipients(session, school_id, phone):
         change = rules.on_opt_out(recipients.state_of(recipient), campaign.status)
         if change is not None:
             recipients.apply(recipient, change)
