@@ -5,12 +5,18 @@ start (the concurrency gate, a provider's rate). Meanwhile staff may close or ar
 campaign, or the number may opt out. SPEC §2: no attempt starts after the call returns.
 
 So every send is admitted first, against the database, under an advisory lock per
-campaign: an admission holds its campaigns' locks shared from before it reads the
-recipients until the sends it admitted have started; a stop (`hold_back_sends`: close,
-archive, an opt-out) takes the lock exclusively in its own transaction. A stop therefore
-waits for the admissions in progress (a few milliseconds), and every admission after it
-sees what it committed. Admissions that overlap share one round of statements, so a busy
-worker makes a few per batch rather than one per message.
+campaign, held shared from before the recipient is read until the provider has answered
+the send; a stop (`hold_back_sends`: close, archive, a staff or keyword opt-out) takes it
+exclusively in its own transaction. A stop therefore waits for the sends of its campaign
+in flight (at most the provider's timeout), and every admission after it sees what it
+committed: once it returns, nothing it stopped is being sent or will be.
+
+An admission never waits for a lock (`pg_try_advisory_lock_shared`; a stop waiting for
+one makes it fail too): it tries again shortly, so a stop is never queued behind new
+sends, and a worker told to stop is never stuck. Admissions and releases that overlap
+share one round of statements on the batch's connection, so a busy worker makes a few per
+batch rather than several per message. The locks are the connection's session's: the
+connection is closed rather than given back to the pool if any could still be held.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -29,8 +36,14 @@ from app.delivery import status as rules
 
 log = logging.getLogger(__name__)
 
-_LOCK = "SELECT pg_advisory_lock_shared(key) FROM unnest($1::bigint[]) AS key"
-_UNLOCK = "SELECT pg_advisory_unlock_shared(key) FROM unnest($1::bigint[]) AS key"
+# How long an admission whose campaign's lock a stop holds (or waits for) waits to retry.
+RETRY_SECONDS = 0.01
+
+# One round's locks: those of the sends answered let go, those of the candidates tried.
+_LOCKS = """
+    SELECT (SELECT count(pg_advisory_unlock_shared(key)) FROM unnest($1::bigint[]) AS key),
+           array(SELECT pg_try_advisory_lock_shared(key) FROM unnest($2::bigint[]) AS key)
+"""
 # Still waiting for this claim's hand-over: the campaign active, the recipient not stopped
 # (an opt-out fails it), and not taken over by another claim since (an expired lease).
 _STILL_WAITING = f"""
@@ -48,8 +61,8 @@ def lock_key(campaign_id: uuid.UUID) -> int:
 
 
 async def hold_back_sends(session: AsyncSession, campaign_ids: Iterable[uuid.UUID]) -> None:
-    """Make the caller's transaction a stop for these campaigns: it waits for admissions
-    in progress, and admissions after it wait for it to commit, then see it."""
+    """Make the caller's transaction a stop for these campaigns: it waits for their sends
+    in flight, and admissions see what it commits. Call it before locking any row."""
     for key in sorted({lock_key(c) for c in campaign_ids}):  # one order for everyone
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
@@ -60,83 +73,121 @@ class Candidate:
     campaign_id: uuid.UUID
     claim: uuid.UUID
 
+    @property
+    def key(self) -> int:
+        return lock_key(self.campaign_id)
+
+
+_Waiting = tuple[Candidate, "asyncio.Future[bool | None]"]
+
 
 @dataclass
 class Admission:
-    """Admits the sends of one batch, on a connection of its own (no transaction: the
-    locks are the session's, released as soon as the admitted sends have started)."""
+    """Admits the sends of one batch, on a connection of its own, outside any transaction.
+    `admit` before a send; `release` once the provider has answered it; `finish` when the
+    batch is done."""
 
     connection: AsyncConnection
-    _waiting: list[tuple[Candidate, asyncio.Future[bool]]] = field(default_factory=list)
+    stopping: asyncio.Event
+    _waiting: list[_Waiting] = field(default_factory=list)
+    _released: list[int] = field(default_factory=list)  # keys to let go
+    _held: Counter[int] = field(default_factory=Counter)
     _round: asyncio.Task[None] | None = None
-    _broken: bool = False
+    _closed: bool = False  # admits nothing more
+    _discarded: bool = False  # the connection is closed
 
     async def admit(self, candidate: Candidate) -> bool:
-        """Whether the send may start now; the caller starts it at once if so."""
-        if self._broken:
-            return False
-        admitted = asyncio.get_running_loop().create_future()
-        self._waiting.append((candidate, admitted))
-        if self._round is None:
-            self._round = asyncio.create_task(self._rounds())
-        allowed: bool = await admitted
-        return allowed
+        """Whether the send may start; if so, the caller starts it at once and `release`s
+        it once answered."""
+        while not self._closed and not self.stopping.is_set():
+            decision: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
+            self._waiting.append((candidate, decision))
+            self._start_round()
+            admitted = await decision
+            if admitted is not None:
+                return admitted
+            await asyncio.sleep(RETRY_SECONDS)  # a stop holds the campaign's lock: it waits
+        return False
+
+    def release(self, candidate: Candidate) -> None:
+        self._released.append(candidate.key)
+        self._start_round()
 
     async def finish(self) -> None:
-        """Admit nothing more, and wait for the round in progress (its locks are let go
-        just after its sends start): the connection is the caller's to give back after."""
-        self._broken = True
-        if self._round is not None:
-            await asyncio.shield(self._round)
+        """Admit nothing more, let every lock go, and leave the connection clean for the
+        caller to give back (closed instead, if that could not be made sure of)."""
+        self._closed = True
+        self._start_round()
+        try:
+            while self._round is not None:
+                await asyncio.shield(self._round)
+        finally:
+            if self._round is not None or +self._held:
+                if +self._held:
+                    log.error("admission locks held at the end of a batch: %s", +self._held)
+                await self._discard()
+
+    def _start_round(self) -> None:
+        if self._round is None and (self._waiting or self._released):
+            self._round = asyncio.create_task(self._rounds())
 
     async def _rounds(self) -> None:
         try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                await self._one_round(batch)
+            while self._waiting or self._released:
+                waiting, self._waiting = self._waiting, []
+                released, self._released = self._released, []
+                await self._one_round(waiting, released)
+        except BaseException:
+            await self._discard()
+            raise
         finally:
             self._round = None
+            _refuse(self._waiting)  # never left waiting, whatever happened
+            self._waiting = []
 
-    async def _one_round(self, batch: list[tuple[Candidate, asyncio.Future[bool]]]) -> None:
-        keys = sorted({lock_key(c.campaign_id) for c, _ in batch})
+    async def _one_round(self, waiting: list[_Waiting], released: list[int]) -> None:
+        if self._discarded:
+            _refuse(waiting)
+            return
+        keys = [c.key for c, _ in waiting]
         try:
             raw = await self.connection.get_raw_connection()
             driver: asyncpg.Connection = raw.driver_connection
-            await driver.fetch(_LOCK, keys)
+            _, locked = await driver.fetchrow(_LOCKS, released, keys)
+            self._held.subtract(released)
+            got = {key for key, ok in zip(keys, locked, strict=True) if ok}
+            self._held.update(key for key, ok in zip(keys, locked, strict=True) if ok)
+            tried = [c for c, _ in waiting if c.key in got]
             rows = await driver.fetch(
-                _STILL_WAITING, [c.recipient_id for c, _ in batch], [c.claim for c, _ in batch]
+                _STILL_WAITING, [c.recipient_id for c in tried], [c.claim for c in tried]
             )
         except Exception:
-            # Not sent now: released by the record, due again at once.
-            log.exception("admitting %d sends failed; they are released", len(batch))
-            await self._give_up(batch)
+            # Not sent now: released unsent by the record, due again at once.
+            log.exception("admitting %d sends failed; they are released unsent", len(waiting))
+            await self._discard()
+            _refuse(waiting)
             return
-        waiting = {row[0] for row in rows}
-        for candidate, admitted in batch:
-            admitted.set_result(candidate.recipient_id in waiting)
-        # Each admitted send is woken before this round goes on (the loop runs ready
-        # callbacks in order) and starts its request: only then are the locks let go.
-        await asyncio.sleep(0)
-        try:
-            await driver.fetch(_UNLOCK, keys)
-        except Exception:
-            log.exception("releasing the admission locks failed")
-            await self._give_up([])
-        except BaseException:
-            await self._give_up([])
-            raise
+        still = {row[0] for row in rows}
+        for candidate, decision in waiting:
+            locked_now = candidate.key in got
+            admitted = locked_now and candidate.recipient_id in still
+            if locked_now and (not admitted or decision.done()):
+                self._released.append(candidate.key)  # not sent: its lock goes next round
+            if not decision.done():  # (done: its send was cancelled)
+                decision.set_result(admitted if locked_now else None)
 
-    async def _give_up(self, batch: list[tuple[Candidate, asyncio.Future[bool]]]) -> None:
-        """Refuse these and every later send of the batch, and close the connection: a
-        lock it may still hold must not outlive it."""
-        self._broken = True
-        for _, admitted in batch:
-            if not admitted.done():
-                admitted.set_result(False)
-        for _, admitted in self._waiting:
-            admitted.set_result(False)
-        self._waiting = []
+    async def _discard(self) -> None:
+        """Close the connection (its session's locks go with it): admit nothing more."""
+        self._closed = self._discarded = True
+        self._held.clear()
+        self._released.clear()
         try:
             await self.connection.invalidate()
         except Exception:
             log.exception("closing the admission connection failed")
+
+
+def _refuse(waiting: list[_Waiting]) -> None:
+    for _, decision in waiting:
+        if not decision.done():
+            decision.set_result(False)

@@ -552,10 +552,15 @@ class Engine:
                 candidate = Candidate(job.recipient_id, job.campaign_id, job.claim)
                 if not await admission.admit(candidate):
                     return Handover(job, None)  # stopped meanwhile (close, archive, opt-out)
-                return Handover(job, await job.provider.send(job.message))
+                try:
+                    return Handover(job, await job.provider.send(job.message))
+                finally:
+                    admission.release(candidate)  # answered: a stop may go ahead
 
-        async with self.sessionmaker() as session:
-            admission = Admission(await session.connection())
+        # A connection for the admissions, outside any transaction (a unit of work that
+        # writes nothing: committing it leaves a test's enclosing transaction as it was).
+        async with unit_of_work(self.sessionmaker) as session:
+            admission = Admission(await session.connection(), stopping)
             try:
                 return list(await asyncio.gather(*(one(job) for job in jobs)))
             finally:
@@ -651,7 +656,7 @@ class Engine:
             if change.retry:
                 due = policy.retry_due(school, row, now, result.retry_after_seconds, self.rng)
             recipients.apply(row, change, due, now)
-        elif row.next_attempt_at is not None and row.status not in (rules.Status.scheduled.value,):
+        elif row.next_attempt_at is not None and row.status != rules.Status.scheduled.value:
             row.next_attempt_at = None  # our lease: nothing more is due
 
 
@@ -815,9 +820,10 @@ def _expire(row: _Row, job: Job) -> None:
 
 
 def _release(row: _Row, job: Job, now: datetime) -> None:
-    """Shutdown before the send: the recipient is due again at once, as if never claimed
-    (unless its campaign was closed or archived meanwhile: then nothing is due). A recovery
-    stays one: the hand-over it took over may still have gone out."""
+    """Not sent (a shutdown, or its admission refused it): the recipient is due again at
+    once, as if never claimed (unless its campaign was closed or archived, or it opted out,
+    meanwhile: then nothing is due). A recovery stays one: the hand-over it took over may
+    still have gone out."""
     if not job.recovering:
         row.attempts = max(row.attempts - 1, 0)
         row.claimed_at = None

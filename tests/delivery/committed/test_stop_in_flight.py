@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import time
 
+import asyncpg
 import httpx
 import pytest
 
 from app.delivery.engine import Engine
+from app.kit.db import driver_url
 from tests.delivery.conftest import TimedFakeTwilio, TwilioSchool, set_twilio_account
+from tests.fakes.twilio import Answer
 from tests.helpers import launched, people, recipients
 
 NUMBERS = ["+12015550100", "+12015550101", "+12015550102"]
@@ -88,3 +91,56 @@ async def test_an_opt_out_mid_batch_stops_that_number_s_send(
     assert opted_out["failed_reason"]["code"] == "opted_out"
     assert opted_out["attempts"] == 0
     assert [r["attempts"] for r in rows.values()] == [1, 1]
+
+
+async def test_a_close_returns_once_the_send_in_flight_is_answered(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+) -> None:
+    """The provider takes half a second to answer: a close that comes meanwhile answers
+    after it, so when staff see the campaign closed, nothing of it is still being sent."""
+    auth = twilio_school.auth
+    twilio.script(NUMBERS[0], Answer.slow(0.5))
+    campaign = await launched(client, auth, people(NUMBERS[0]))
+    cycle = asyncio.create_task(delivery.run_once())
+    await first_create(twilio)
+    [(arrived, _)] = twilio.creates
+
+    response = await client.post(f"/v1/campaigns/{campaign['id']}/close", headers=auth)
+    assert response.status_code == 200, response.text
+    assert time.monotonic() - arrived >= 0.5 - 0.05
+    assert await cycle == 1
+    [shown] = await recipients(client, auth, campaign["id"])
+    assert (shown["status"], shown["attempts"]) == ("queued", 1)
+
+
+async def test_a_send_step_cancelled_mid_batch_leaves_no_lock_behind(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    own_database_url: str,
+) -> None:
+    """Whatever stops a batch half-way, a later close is not held up by it."""
+    auth = twilio_school.auth
+    for number in NUMBERS:
+        twilio.script(number, Answer.slow(2.0))
+    campaign = await launched(client, auth, people(*NUMBERS))
+    jobs = await delivery.claim()
+    sending = asyncio.create_task(delivery.send(jobs, asyncio.Event()))
+    await first_create(twilio)
+    sending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+
+    admin = await asyncpg.connect(driver_url(own_database_url))
+    try:
+        held = await admin.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+    finally:
+        await admin.close()
+    assert held == 0
+    async with asyncio.timeout(2):
+        response = await client.post(f"/v1/campaigns/{campaign['id']}/close", headers=auth)
+    assert response.status_code == 200, response.text
