@@ -664,6 +664,7 @@ BAD_ACCOUNTS: dict[str, Json] = {
     "short auth token": twilio(auth_token="abc"),
     "api_base not http": twilio(api_base="ftp://example.com"),
     "rate zero": twilio(max_messages_per_second=0),
+    "rate under one every 100 s": twilio(max_messages_per_second=0.001),
     "rate as boolean": twilio(max_messages_per_second=True),
     "NUL in sender": twilio(from_number="+1201\x005550100"),
     "unknown field": twilio(region="us1"),

@@ -141,6 +141,23 @@ async def stop_attempts(session: AsyncSession, campaign_id: uuid.UUID) -> None:
         )
         .values(next_attempt_at=None)
     )
+    # The send turns its sender promised to recipients waiting for its rate are void now:
+    # the next campaign's need not wait behind them. Best effort: a claim of that account
+    # holding its row right now keeps them (waiting for it could deadlock with the claim).
+    await session.execute(_FORGET_TURNS, {"campaign_id": campaign_id})
+
+
+_FORGET_TURNS = text(
+    """
+    UPDATE provider_accounts SET deferred_until = NULL
+    WHERE school_id = (
+        SELECT a.school_id FROM provider_accounts AS a
+        JOIN campaigns AS c ON c.school_id = a.school_id
+        WHERE c.id = :campaign_id AND a.deferred_until IS NOT NULL
+        FOR UPDATE OF a SKIP LOCKED
+    )
+    """
+)
 
 
 async def complete_if_done(session: AsyncSession, campaign_id: uuid.UUID) -> bool:

@@ -112,6 +112,9 @@ class SendingWindowIn(RequestSchema):
         return self
 
 
+# A sender's rate: from one message every 100 seconds (the slowest senders allow one every
+# few seconds) to 10,000 a second.
+MessagesPerSecond = Annotated[StrictFloat, Field(ge=0.01, le=10_000)]
 BaseDelaySeconds = Annotated[StrictInt, Field(ge=1, le=86_400)]
 MaxDelaySeconds = Annotated[StrictInt, Field(ge=1, le=7 * 86_400)]
 MaxRetryAgeSeconds = Annotated[StrictInt, Field(ge=60, le=MAX_RETRY_AGE_SECONDS)]
@@ -246,7 +249,7 @@ class TwilioAccount(RequestSchema):
     from_number: Text | None = Field(default=None, max_length=32)
     messaging_service_sid: str | None = Field(default=None, pattern=r"^MG[0-9a-fA-F]{32}$")
     api_base: Text | None = Field(default=None, max_length=300, pattern=r"^https?://")
-    max_messages_per_second: StrictFloat | None = Field(default=None, gt=0, le=10_000)
+    max_messages_per_second: MessagesPerSecond | None = None
 
     @model_validator(mode="after")
     def _sender(self) -> TwilioAccount:
@@ -264,7 +267,7 @@ class TelnyxAccount(RequestSchema):
     from_number: Text | None = Field(default=None, max_length=32)
     messaging_profile_id: Text | None = Field(default=None, max_length=64)
     api_base: Text | None = Field(default=None, max_length=300, pattern=r"^https?://")
-    max_messages_per_second: StrictFloat | None = Field(default=None, gt=0, le=10_000)
+    max_messages_per_second: MessagesPerSecond | None = None
 
     @model_validator(mode="after")
     def _sender(self) -> TelnyxAccount:
@@ -275,7 +278,7 @@ class TelnyxAccount(RequestSchema):
 
 class SimulatorAccount(RequestSchema):
     provider: Literal["simulator"]
-    max_messages_per_second: StrictFloat | None = Field(default=None, gt=0, le=10_000)
+    max_messages_per_second: MessagesPerSecond | None = None
 
 
 ProviderAccountIn = Annotated[

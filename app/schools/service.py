@@ -123,6 +123,7 @@ async def set_provider(
         session.add(account)
     account.provider = data.provider
     account.max_messages_per_second = data.max_messages_per_second
+    account.deferred_until = None  # turns promised at the old rate or sender are void
     account.account_sid = account.from_number = account.messaging_service_sid = None
     account.messaging_profile_id = account.api_base = account.public_key = None
     account.credentials = None

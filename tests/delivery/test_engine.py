@@ -687,6 +687,28 @@ async def test_a_rate_limited_backlog_does_not_hold_up_other_schools(
     assert all(b - a >= 0.5 - 0.015 for a, b in itertools.pairwise(slow))
 
 
+async def test_a_closed_backlog_does_not_hold_up_the_next_campaign(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+) -> None:
+    """Turns promised to a backlog that staff then closed are given back."""
+    auth = twilio_school.auth
+    await set_twilio_account(client, auth, twilio, max_messages_per_second=1)
+    backlog = await launch(client, twilio_school, *(phone(i) for i in range(30)))
+    assert await delivery.run_once() == 1  # the other 29 promised turns, a second apart
+    response = await client.post(f"/v1/campaigns/{backlog}/close", headers=auth)
+    assert response.status_code == 200, response.text
+
+    following = await launch(client, twilio_school, phone(50), phone(51), phone(52))
+    assert len(await delivery.claim()) == 1
+
+    waiting = [r for r in (await by_phone(client, auth, following)).values() if not r["attempts"]]
+    assert len(waiting) == 2
+    assert all(at(r["next_attempt_at"]) < now() + timedelta(seconds=5) for r in waiting)
+
+
 # -- retry age -------------------------------------------------------------------------
 
 
