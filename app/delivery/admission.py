@@ -12,8 +12,9 @@ in flight (at most the provider's timeout), and every admission after it sees wh
 committed: once it returns, nothing it stopped is being sent or will be.
 
 An admission never waits for a lock (`pg_try_advisory_lock_shared`; a stop waiting for
-one makes it fail too): it tries again shortly, so a stop is never queued behind new
-sends, and a worker told to stop is never stuck. Admissions and releases that overlap
+one makes it fail too, also where this connection holds it already for other sends): it
+tries again shortly, so a stop is never queued behind new sends, and a worker told to
+stop is never stuck. Admissions and releases that overlap
 share one round of statements on the batch's connection, so a busy worker makes a few per
 batch rather than several per message. The locks are the connection's session's: the
 connection is closed rather than given back to the pool if any could still be held.
@@ -39,10 +40,26 @@ log = logging.getLogger(__name__)
 # How long an admission whose campaign's lock a stop holds (or waits for) waits to retry.
 RETRY_SECONDS = 0.01
 
-# One round's locks: those of the sends answered let go, those of the candidates tried.
+# One round's locks: those of the sends answered let go, then each candidate's tried.
+# A session that holds a lock already gets it again whatever waits for it, so for a key
+# this connection holds, a stop waiting for it (an ungranted advisory lock on the same key,
+# which pg_locks shows as two 32-bit halves) refuses the candidate instead: the stop goes
+# ahead once this connection's sends of that campaign are answered.
 _LOCKS = """
     SELECT (SELECT count(pg_advisory_unlock_shared(key)) FROM unnest($1::bigint[]) AS key),
-           array(SELECT pg_try_advisory_lock_shared(key) FROM unnest($2::bigint[]) AS key)
+           array(
+               SELECT CASE
+                   WHEN key = ANY($3::bigint[]) AND EXISTS (
+                       SELECT FROM pg_locks AS l
+                       WHERE l.locktype = 'advisory' AND NOT l.granted
+                         AND l.database = (SELECT oid FROM pg_database
+                                           WHERE datname = current_database())
+                         AND l.classid::bigint = (key >> 32) & 4294967295
+                         AND l.objid::bigint = key & 4294967295 AND l.objsubid = 1)
+                   THEN false
+                   ELSE pg_try_advisory_lock_shared(key)
+               END
+               FROM unnest($2::bigint[]) WITH ORDINALITY AS t (key, n) ORDER BY n)
 """
 # Still waiting for this claim's hand-over: the campaign active, the recipient not stopped
 # (an opt-out fails it), and not taken over by another claim since (an expired lease).
@@ -153,14 +170,16 @@ class Admission:
         try:
             raw = await self.connection.get_raw_connection()
             driver: asyncpg.Connection = raw.driver_connection
-            _, locked = await driver.fetchrow(_LOCKS, released, keys)
             self._held.subtract(released)
-            got = {key for key, ok in zip(keys, locked, strict=True) if ok}
+            held = [key for key, count in self._held.items() if count > 0]
+            _, locked = await driver.fetchrow(_LOCKS, released, keys, held)
             self._held.update(key for key, ok in zip(keys, locked, strict=True) if ok)
-            tried = [c for c, _ in waiting if c.key in got]
-            rows = await driver.fetch(
-                _STILL_WAITING, [c.recipient_id for c in tried], [c.claim for c in tried]
-            )
+            tried = [c for (c, _), ok in zip(waiting, locked, strict=True) if ok]
+            rows = []
+            if tried:
+                rows = await driver.fetch(
+                    _STILL_WAITING, [c.recipient_id for c in tried], [c.claim for c in tried]
+                )
         except Exception:
             # Not sent now: released unsent by the record, due again at once.
             log.exception("admitting %d sends failed; they are released unsent", len(waiting))
@@ -168,8 +187,7 @@ class Admission:
             _refuse(waiting)
             return
         still = {row[0] for row in rows}
-        for candidate, decision in waiting:
-            locked_now = candidate.key in got
+        for (candidate, decision), locked_now in zip(waiting, locked, strict=True):
             admitted = locked_now and candidate.recipient_id in still
             if locked_now and (not admitted or decision.done()):
                 self._released.append(candidate.key)  # not sent: its lock goes next round

@@ -114,6 +114,7 @@ async def test_a_close_returns_once_the_send_in_flight_is_answered(
     assert await cycle == 1
     [shown] = await recipients(client, auth, campaign["id"])
     assert (shown["status"], shown["attempts"]) == ("queued", 1)
+    await answered(twilio)
 
 
 async def test_a_send_step_cancelled_mid_batch_leaves_no_lock_behind(
@@ -144,3 +145,48 @@ async def test_a_send_step_cancelled_mid_batch_leaves_no_lock_behind(
     async with asyncio.timeout(2):
         response = await client.post(f"/v1/campaigns/{campaign['id']}/close", headers=auth)
     assert response.status_code == 200, response.text
+    await answered(twilio)  # the fake's own slow answers end within this test
+
+
+async def answered(twilio: TimedFakeTwilio) -> None:
+    """Wait until the fake has made every message it was asked for."""
+    for _ in range(500):
+        if len(twilio.messages) >= len(twilio.creates):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the fake did not answer")
+
+
+async def test_a_close_is_not_held_up_by_sends_that_keep_overlapping(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+) -> None:
+    """Two sends in flight at all times, answers staggered: a close asked meanwhile goes
+    ahead once those two are answered, and no other send of the campaign starts."""
+    auth = twilio_school.auth
+    engine = Engine(
+        delivery.sessionmaker,
+        delivery.settings.model_copy(update={"worker_concurrency": 2}),
+        delivery.registry,
+    )
+    numbers = [f"+1201555020{i}" for i in range(8)]
+    for i, number in enumerate(numbers):
+        twilio.script(number, Answer.slow(0.3 + 0.1 * i))
+    campaign = await launched(client, auth, people(*numbers))
+    cycle = asyncio.create_task(engine.run_once())
+    for _ in range(500):
+        if len(twilio.creates) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    asked = time.monotonic()
+    response = await client.post(f"/v1/campaigns/{campaign['id']}/close", headers=auth)
+    assert response.status_code == 200, response.text
+    assert await cycle == len(numbers)
+
+    assert len(twilio.creates) == 2
+    assert all(arrived < asked for arrived, _ in twilio.creates)
+    rows = await recipients(client, auth, campaign["id"])
+    assert sorted(r["attempts"] for r in rows) == [0] * 6 + [1, 1]
+    await answered(twilio)
