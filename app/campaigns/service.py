@@ -156,22 +156,26 @@ async def launch(session: AsyncSession, school: School, campaign: Campaign) -> C
     return campaign
 
 
-async def _to_stop(session: AsyncSession, school: School, campaign_id: str) -> Campaign:
-    """The campaign to close or archive, locked, its sends held back first: no attempt
-    starts once the call returns. That lock comes before any row lock, in the order an
-    opt-out takes them."""
+async def _stopped(session: AsyncSession, school: School, campaign_id: str) -> Campaign:
+    """The campaign to close or archive, locked, with no attempt due any more and its
+    sends held back: no attempt starts once the call returns (the caller checks its state,
+    and a refusal rolls all of it back). The locks come in the order every other writer
+    takes them: the send lock first (as opt-outs), then the recipients, then the campaign's
+    row (as the engine's claim and record, and the receipt applier)."""
     key = parse_uuid(campaign_id, "campaign")
     await hold_back_sends(session, [key])
-    return await get(session, school, campaign_id, lock=True)
+    campaign = await get(session, school, campaign_id)
+    await repository.stop_attempts(session, campaign.id)
+    await session.refresh(campaign, with_for_update=True)
+    return campaign
 
 
 async def close(session: AsyncSession, school: School, campaign_id: str) -> Campaign:
     """Stop all further attempts; recipients keep their status (receipts still apply)."""
-    campaign = await _to_stop(session, school, campaign_id)
+    campaign = await _stopped(session, school, campaign_id)
     _require(campaign, CLOSABLE, "close")
     campaign.status = CampaignStatus.closed
     campaign.closed_at = utcnow()
-    await repository.stop_attempts(session, campaign.id)
     await session.flush()
     await session.refresh(campaign)
     return campaign
@@ -179,12 +183,11 @@ async def close(session: AsyncSession, school: School, campaign_id: str) -> Camp
 
 async def archive(session: AsyncSession, school: School, campaign_id: str) -> Campaign:
     """Hide the campaign and freeze every recipient's status as it is."""
-    campaign = await _to_stop(session, school, campaign_id)
+    campaign = await _stopped(session, school, campaign_id)
     if campaign.status is CampaignStatus.archived:
         raise Conflict("The campaign is already archived.", extra={"campaign_status": "archived"})
     campaign.status = CampaignStatus.archived
     campaign.archived_at = utcnow()
-    await repository.stop_attempts(session, campaign.id)
     await session.flush()
     await session.refresh(campaign)
     return campaign

@@ -68,9 +68,6 @@ async def opt_out(
 ) -> tuple[OptOut, bool]:
     """Record the opt-out (kept once, first record wins) and cancel the number's waiting
     messages in every campaign of the school (→ failed, opted_out)."""
-    record, created = await repository.add(
-        session, school_id, phone, source.value, keyword, campaign_id
-    )
     touched: set[uuid.UUID] = set()
     if source is not OptOutSource.provider:
         # The number's sends already claimed do not start once this commits. Taken before
@@ -80,7 +77,13 @@ async def opt_out(
         await hold_back_sends(
             session, await repository.waiting_campaigns(session, school_id, phone)
         )
-    for recipient, campaign in await repository.waiting_recipients(session, school_id, phone):
+    waiting = await repository.waiting_recipients(session, school_id, phone)
+    # Recorded after the recipients' locks, as the engine's record (holding its batch's
+    # rows) records a provider's opt-out: the two never wait for each other in a circle.
+    record, created = await repository.add(
+        session, school_id, phone, source.value, keyword, campaign_id
+    )
+    for recipient, campaign in waiting:
         change = rules.on_opt_out(recipients.state_of(recipient), campaign.status)
         if change is not None:
             recipients.apply(recipient, change)
