@@ -14,10 +14,10 @@ committed: once it returns, nothing it stopped is being sent or will be.
 An admission never waits for a lock (`pg_try_advisory_lock_shared`; a stop waiting for
 one makes it fail too, also where this connection holds it already for other sends): it
 tries again shortly, so a stop is never queued behind new sends, and a worker told to
-stop is never stuck. Admissions and releases that overlap
-share one round of statements on the batch's connection, so a busy worker makes a few per
-batch rather than several per message. The locks are the connection's session's: the
-connection is closed rather than given back to the pool if any could still be held.
+stop is never stuck. Admissions and releases that overlap share one round of statements
+on the batch's connection, so a busy worker makes a few per batch rather than several
+per message. The locks are the connection's session's: the connection is closed rather
+than given back to the pool if any could still be held.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ One cycle (`run_once`) is three steps, never holding a row lock across a provide
    several workers never take the same one), checked against their campaign, retry age,
    sending window and provider rate, then leased (`next_attempt_at` = now + lease) and
    marked with when their hand-over began (`claimed_at`);
-2. send, outside any transaction, with bounded concurrency;
+2. send, outside any transaction, with bounded concurrency, each send admitted just before
+   it starts (`app.delivery.admission`: not if staff stopped it meanwhile);
 3. record, in one transaction: each hand-over's attempt row (written now, with the
    provider's message id and status, created at `claimed_at`), the recipient's change
    through the status rules, 21610 opt-outs, and the completion rule. Receipts are not
@@ -406,28 +407,18 @@ class Engine:
             row.next_attempt_at = None  # nothing is due here (defensive)
             claim.changed.append(row)
             return
+        names = (first_name, last_name, fields)
         if stopped:
             # Closed, archived or opted out during a hand-over whose worker then died: its
-            # message may have gone out, and its receipts need its id. Recovered, never
-            # sent (its admission refuses it).
-            row.next_attempt_at = claim.lease_until
-            row.claimed_by = claim.id
-            claim.changed.append(row)
-            names = (first_name, last_name, fields)
-            self._add_job(claim, row, sender, previous, body, names, recover_only=True)
+            # message may have gone out, and its receipts need its id.
+            self._recover_only(claim, row, sender, previous, body, names)
             return
         if state.status is rules.Status.scheduled and not policy.retry_allowed(school, row, now):
             last = _last_reason(previous, row.provider_error_code)
             if previous is not None and previous.status in UNRESOLVED:
                 # Its last answer was lost: that message may have gone out after all. Ask
                 # first (still Scheduled meanwhile); it fails only if it did not.
-                row.next_attempt_at = claim.lease_until
-                row.claimed_by = claim.id
-                claim.changed.append(row)
-                names = (first_name, last_name, fields)
-                self._add_job(
-                    claim, row, sender, previous, body, names, recover_only=True, expire=last
-                )
+                self._recover_only(claim, row, sender, previous, body, names, expire=last)
                 return
             change = rules.on_retry_expired(state, last)
             if change is not None:
@@ -456,8 +447,24 @@ class Engine:
         assert change is not None
         row.first_attempt_at = row.first_attempt_at or now
         claim.lease(row, change)
-        names = (first_name, last_name, fields)
         self._add_job(claim, row, sender, previous, body, names, not_before, reserved)
+
+    def _recover_only(
+        self,
+        claim: _Claim,
+        row: _Row,
+        sender: _Sender,
+        previous: _Previous | None,
+        body: str,
+        names: tuple[str | None, str | None, Mapping[str, Any]],
+        expire: str | None = None,
+    ) -> None:
+        """Lease the row, as it stands, for a job that only asks the provider whether its
+        last hand-over went out (recorded if it did), and never sends."""
+        row.next_attempt_at = claim.lease_until
+        row.claimed_by = claim.id
+        claim.changed.append(row)
+        self._add_job(claim, row, sender, previous, body, names, recover_only=True, expire=expire)
 
     def _add_job(
         self,
