@@ -493,6 +493,35 @@ async def test_a_hand_over_cut_short_by_a_crash_is_recovered_after_close_not_sen
     assert len(twilio.requests) == 1
 
 
+async def test_a_hand_over_cut_short_by_a_crash_is_recovered_after_an_opt_out(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    """The worker sent the message and died; then the number opted out. When the lease
+    runs out, the message that went out is still recorded (its receipts need it), and
+    the recipient stays Failed, opted out."""
+    auth = twilio_school.auth
+    number = phone(0)
+    cid = await launch(client, twilio_school, number)
+    await delivery.send(await delivery.claim(), asyncio.Event())
+    response = await client.post("/v1/opt-outs", json={"phone": number}, headers=auth)
+    assert response.status_code == 201, response.text
+    await make_due(sessionmaker, cid)  # the lease runs out
+
+    assert await delivery.run_once() == 1
+
+    assert len(twilio.requests) == 1  # asked, not sent again
+    recipient = await one(client, auth, cid, number)
+    assert (recipient["status"], recipient["failed_reason"]["code"]) == ("failed", "opted_out")
+    [attempt] = recipient["attempts_history"]
+    assert attempt["provider_message_id"] == twilio.sid_to(number)
+    assert recipient["next_attempt_at"] is None
+    assert await delivery.run_once() == 0
+
+
 # -- sending window --------------------------------------------------------------------
 
 
