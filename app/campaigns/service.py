@@ -162,9 +162,8 @@ async def _stopped(session: AsyncSession, school: School, campaign_id: str) -> C
     and a refusal rolls all of it back). The locks come in the order every other writer
     takes them: the send lock first (as opt-outs), then the recipients, then the campaign's
     row (as the engine's claim and record, and the receipt applier)."""
-    key = parse_uuid(campaign_id, "campaign")
-    await hold_back_sends(session, [key])
-    campaign = await get(session, school, campaign_id)
+    campaign = await get(session, school, campaign_id)  # 404 first; no lock yet
+    await hold_back_sends(session, [campaign.id])
     await repository.stop_attempts(session, campaign.id)
     await session.refresh(campaign, with_for_update=True)
     return campaign
