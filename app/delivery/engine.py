@@ -128,7 +128,7 @@ class Handover:
 @dataclass(slots=True, eq=False)
 class _Row:
     """A locked recipient's columns that the engine reads and writes (see the module
-    docstring): changed in place, written back by `_write_recipients`."""
+    docstring): changed in place, written back by `_write_claim` or `_write_record`."""
 
     id: int
     campaign_id: uuid.UUID
@@ -205,7 +205,7 @@ class _Slots:
     def take(self) -> datetime | None:
         if self.used >= self.capacity:
             return None
-        slot = self.start + self.interval * self.used
+        slot = self.next_free
         self.used += 1
         return slot
 
@@ -411,14 +411,16 @@ class Engine:
         if stopped:
             # Closed, archived or opted out during a hand-over whose worker then died: its
             # message may have gone out, and its receipts need its id.
-            self._recover_only(claim, row, sender, previous, body, names)
+            self._add_job(claim, row, sender, previous, body, names, recover_only=True)
             return
         if state.status is rules.Status.scheduled and not policy.retry_allowed(school, row, now):
             last = _last_reason(previous, row.provider_error_code)
             if previous is not None and previous.status in UNRESOLVED:
                 # Its last answer was lost: that message may have gone out after all. Ask
                 # first (still Scheduled meanwhile); it fails only if it did not.
-                self._recover_only(claim, row, sender, previous, body, names, expire=last)
+                self._add_job(
+                    claim, row, sender, previous, body, names, recover_only=True, expire=last
+                )
                 return
             change = rules.on_retry_expired(state, last)
             if change is not None:
@@ -449,23 +451,6 @@ class Engine:
         claim.lease(row, change)
         self._add_job(claim, row, sender, previous, body, names, not_before, reserved)
 
-    def _recover_only(
-        self,
-        claim: _Claim,
-        row: _Row,
-        sender: _Sender,
-        previous: _Previous | None,
-        body: str,
-        names: tuple[str | None, str | None, Mapping[str, Any]],
-        expire: str | None = None,
-    ) -> None:
-        """Lease the row, as it stands, for a job that only asks the provider whether its
-        last hand-over went out (recorded if it did), and never sends."""
-        row.next_attempt_at = claim.lease_until
-        row.claimed_by = claim.id
-        claim.changed.append(row)
-        self._add_job(claim, row, sender, previous, body, names, recover_only=True, expire=expire)
-
     def _add_job(
         self,
         claim: _Claim,
@@ -481,8 +466,14 @@ class Engine:
         expire: str | None = None,
     ) -> None:
         """The hand-over of a leased recipient: a new one, or the recovery of one begun
-        before (its lease ran out, or its provider's answer was lost)."""
+        before (its lease ran out, or its provider's answer was lost). `recover_only`: the
+        row is leased here as it stands, for a job that only asks the provider whether its
+        last hand-over went out (recorded if it did), and never sends."""
         now = claim.now
+        if recover_only:
+            row.next_attempt_at = claim.lease_until
+            row.claimed_by = claim.id
+            claim.changed.append(row)
         first_name, last_name, fields = names
         provider = sender.provider
         render = claim.templates.get(row.campaign_id)
@@ -616,12 +607,12 @@ class Engine:
                     outcome = Handover(job, NOT_ITS_MESSAGE)
                 result = outcome.result
                 if result is None:
-                    if ours and outcome.expired:
-                        _expire(row, job)
-                        finished.add(row.campaign_id)
-                    elif ours:
-                        _release(row, job, now)
                     if ours:
+                        if outcome.expired:
+                            _expire(row, job)
+                            finished.add(row.campaign_id)
+                        else:
+                            _release(row, job, now)
                         written.append(row)
                     continue
                 if _is_opt_out(result.classification):
@@ -835,7 +826,7 @@ def _release(row: _Row, job: Job, now: datetime) -> None:
         row.attempts = max(row.attempts - 1, 0)
         row.claimed_at = None
     row.claimed_by = None
-    waiting = row.status in (rules.Status.queued.value, rules.Status.scheduled.value)
+    waiting = recipients.state_of(row).status in rules.WAITING
     active = row.campaign_status is CampaignStatus.active
     row.next_attempt_at = now if waiting and active else None
 
