@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -53,8 +52,8 @@ def retry_due(
         window_end=school.sending_window_end,
         rng=rng,
     )
-    if retry_after_seconds is not None and math.isfinite(retry_after_seconds):
-        wait = min(max(retry_after_seconds, 0.0), float(school.retry_max_delay_seconds))
+    if retry_after_seconds is not None:  # (a number of seconds: `providers.http.retry_after`)
+        wait = min(retry_after_seconds, float(school.retry_max_delay_seconds))
         asked = now + timedelta(seconds=wait)
         if asked > due:
             due = schedule.next_opening(
