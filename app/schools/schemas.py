@@ -121,6 +121,14 @@ MaxRetryAgeSeconds = Annotated[StrictInt, Field(ge=60, le=MAX_RETRY_AGE_SECONDS)
 RETRY_INDEFINITELY = "null: retry indefinitely while the campaign is active"
 
 
+def _sent_not_null(cls: type, value: object) -> object:
+    """A partial update's field validator: it runs only on the values sent, where an
+    explicit null would otherwise be silently taken for "unchanged"."""
+    if value is None:
+        raise ValueError("cannot be null; omit the field to keep its value")
+    return value
+
+
 class RetryPolicyIn(RequestSchema):
     """A whole retry policy, as a school must hold it: what a change leaves once merged
     with the settings it does not name."""
@@ -152,13 +160,7 @@ class RetryPolicyPatch(RequestSchema):
         default=None, description=f"{RETRY_INDEFINITELY}; omitted: unchanged"
     )
 
-    @field_validator("base_delay_seconds", "max_delay_seconds")
-    @classmethod
-    def _not_null(cls, value: object) -> object:
-        # Runs only on values sent: an explicit null would otherwise be silently ignored.
-        if value is None:
-            raise ValueError("cannot be null; omit the field to keep its value")
-        return value
+    _not_null = field_validator("base_delay_seconds", "max_delay_seconds")(_sent_not_null)
 
 
 class SchoolSettings(RequestSchema):
@@ -174,13 +176,9 @@ class SchoolSettings(RequestSchema):
     sending_window: SendingWindowIn | None = None
     retry_policy: RetryPolicyPatch | SkipJsonSchema[None] = None
 
-    @field_validator("name", "timezone", "default_region", "allowed_country_codes", "retry_policy")
-    @classmethod
-    def _not_null(cls, value: object) -> object:
-        # Runs only on values sent: an explicit null would otherwise be silently ignored.
-        if value is None:
-            raise ValueError("cannot be null; omit the field to keep its value")
-        return value
+    _not_null = field_validator(
+        "name", "timezone", "default_region", "allowed_country_codes", "retry_policy"
+    )(_sent_not_null)
 
     @field_validator("name")
     @classmethod
