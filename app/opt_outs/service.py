@@ -86,13 +86,7 @@ async def opt_out(
     for recipient, campaign in waiting:
         change = rules.on_opt_out(recipients.state_of(recipient), campaign.status)
         if change is not None:
-            in_flight = recipient.claimed_at is not None
-            lease = recipient.next_attempt_at
-            recipients.apply(recipient, change)
-            if in_flight:
-                # A hand-over already begun keeps its lease, as on close: if its worker
-                # dies, the next one finds out whether the message went out and records it.
-                recipient.next_attempt_at = lease
+            recipients.apply(recipient, change)  # (a hand-over in flight keeps its lease)
             touched.add(campaign.id)
     await session.flush()
     for campaign_id_ in touched:

@@ -30,6 +30,7 @@ class StatusColumns(Protocol):
     failed_definition: int
     provider_error_code: str | None
     next_attempt_at: datetime | None
+    claimed_at: datetime | None
     updated_at: datetime
 
 
@@ -49,13 +50,19 @@ def apply(
     now: datetime | None = None,
 ) -> None:
     """Write a status-rules decision onto a recipient (`due_at`: its next attempt, if any;
-    `now`: the time of the change, when the caller has it for hundreds of recipients)."""
+    `now`: the time of the change, when the caller has it for hundreds of recipients).
+    Nothing is due after a change without a retry, except that a hand-over already begun
+    (`claimed_at`) keeps its lease: its worker records it, or if that worker dies, the
+    lease's end lets another find out whether the message went out."""
     state = change.state
     recipient.status = state.status.value
     recipient.failed_reason = state.failed_reason
     recipient.failed_definition = state.definition
     recipient.provider_error_code = state.provider_error_code
-    recipient.next_attempt_at = due_at if change.retry else None
+    if change.retry:
+        recipient.next_attempt_at = due_at
+    elif recipient.claimed_at is None:
+        recipient.next_attempt_at = None
     recipient.updated_at = now or utcnow()
 
 
