@@ -4,7 +4,7 @@ from fastapi import APIRouter
 
 from app.campaigns.endpoints import router as campaigns
 from app.contact_lists.endpoints import router as contact_lists
-from app.delivery.endpoints import router as failed_reasons
+from app.failed_reasons.endpoints import router as failed_reasons
 from app.opt_outs.endpoints import router as opt_outs
 from app.providers.telnyx.webhooks import router as telnyx_webhooks
 from app.providers.twilio.webhooks import router as twilio_webhooks

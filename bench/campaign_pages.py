@@ -50,9 +50,9 @@ from _db import admin, fresh_database, plain_url  # bench/_db.py
 from sqlalchemy import event
 
 from app.config import Settings
-from app.delivery.status import GROUPS, Group, Status
 from app.kit.crypto import new_secret_key
 from app.main import bind, create_app, unbind
+from app.sending.status import GROUPS, Group, Status
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "bench-admin-token"

@@ -3,12 +3,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Response, status
 
 from app.campaigns import schemas, service
-from app.delivery import message
-from app.delivery.schemas import Preview
+from app.campaigns.schemas import Preview
 from app.kit.deps import SessionDep
 from app.kit.pagination import Cursor, Limit, Page
 from app.models import CampaignStatus
 from app.schools.dependencies import CurrentSchool
+from app.sending import message
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"])
 

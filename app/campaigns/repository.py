@@ -22,8 +22,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.delivery.status import IN_PROGRESS, launch_state
 from app.models import Campaign, CampaignStatus, Recipient
+from app.sending.status import IN_PROGRESS, launch_state
 
 
 async def get(
@@ -132,13 +132,19 @@ async def stop_attempts(session: AsyncSession, campaign_id: uuid.UUID) -> None:
     """No attempt is due any more for this campaign (close, archive). A hand-over already
     begun keeps its lease: its worker records it (or releases it, unsent), and if that
     worker dies, the lease's end lets another find out whether its message went out."""
-    await session.execute(
-        update(Recipient)
+    due = (
+        select(Recipient.id)
         .where(
             Recipient.campaign_id == campaign_id,
             Recipient.next_attempt_at.is_not(None),
             Recipient.claimed_at.is_(None),
         )
+        .order_by(Recipient.id)  # locked in id order (`app.sending.locks`)
+        .with_for_update()
+    )
+    await session.execute(
+        update(Recipient)
+        .where(Recipient.id.in_(due.scalar_subquery()))
         .values(next_attempt_at=None)
     )
     # The send turns its sender promised to recipients waiting for its rate are void now:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field
 
@@ -70,3 +70,14 @@ class PreviewContact(RequestSchema):
 class PreviewRequest(RequestSchema):
     body: str = Body
     contact: PreviewContact = Field(default_factory=PreviewContact)
+
+
+class Preview(Schema):
+    """A rendered message as the carrier will see it (read from `message.Measure`)."""
+
+    text: str
+    encoding: Literal["GSM-7", "UCS-2"]
+    characters: int = Field(
+        description="GSM-7 septets (extension characters count 2) or UTF-16 code units"
+    )
+    segments: int = Field(description="SMS parts the message is sent in (0 for an empty text)")

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.campaigns import repository, schemas
 from app.contact_lists import repository as contact_lists
-from app.delivery.admission import hold_back_sends
 from app.errors import Conflict, NotFound
 from app.kit.clock import utcnow
 from app.kit.pagination import decode_cursor, page_of, time_key, uuid_key
 from app.kit.schemas import parse_uuid
 from app.models import Campaign, CampaignStatus, School
+from app.sending.locks import hold_back_sends
 
 EDITABLE = (CampaignStatus.draft,)
 CLOSABLE = (CampaignStatus.scheduled, CampaignStatus.active)
@@ -160,12 +161,11 @@ async def _stopped(session: AsyncSession, school: School, campaign_id: str) -> C
     """The campaign to close or archive, locked, with no attempt due any more and its
     sends held back: no attempt starts once the call returns (the caller checks its state,
     and a refusal rolls all of it back). The locks come in the order every other writer
-    takes them: the send lock first (as opt-outs), then the recipients, then the campaign's
-    row (as the engine's claim and record, and the receipt applier)."""
+    takes them (`app.sending.locks`): the send lock, the recipients, the campaign's row."""
     campaign = await get(session, school, campaign_id)  # 404 first; no lock yet
     await hold_back_sends(session, [campaign.id])
     await repository.stop_attempts(session, campaign.id)
-    await session.refresh(campaign, with_for_update=True)
+    await lock(session, campaign)
     return campaign
 
 
@@ -195,6 +195,20 @@ async def archive(session: AsyncSession, school: School, campaign_id: str) -> Ca
 async def complete_if_done(session: AsyncSession, campaign_id: uuid.UUID) -> bool:
     """The completion rule; every path that finalises recipients calls this."""
     return await repository.complete_if_done(session, campaign_id)
+
+
+async def complete_finished(session: AsyncSession, campaign_ids: Iterable[uuid.UUID]) -> int:
+    """The completion rule for several campaigns, their rows in id order (the lock order,
+    `app.sending.locks`); how many completed."""
+    completed = 0
+    for campaign_id in sorted(set(campaign_ids)):
+        completed += await repository.complete_if_done(session, campaign_id)
+    return completed
+
+
+async def lock(session: AsyncSession, campaign: Campaign) -> None:
+    """Lock the campaign's row and read it again (its status may have changed meanwhile)."""
+    await session.refresh(campaign, with_for_update=True)
 
 
 async def reopen(session: AsyncSession, campaign: Campaign) -> None:

@@ -26,14 +26,13 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import asyncpg
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.delivery import status as rules
+from app.sending import status as rules
+from app.sending.locks import lock_key
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +69,6 @@ _STILL_WAITING = f"""
     WHERE c.status = 'active'
       AND r.status IN ({", ".join(f"'{s.value}'" for s in sorted(rules.WAITING))})
 """
-
-
-def lock_key(campaign_id: uuid.UUID) -> int:
-    """The campaign's advisory lock key: 64 bits of its id."""
-    return int.from_bytes(campaign_id.bytes[:8], "big", signed=True)
-
-
-async def hold_back_sends(session: AsyncSession, campaign_ids: Iterable[uuid.UUID]) -> None:
-    """Make the caller's transaction a stop for these campaigns: it waits for their sends
-    in flight, and admissions see what it commits. Call it before locking any row."""
-    for key in sorted({lock_key(c) for c in campaign_ids}):  # one order for everyone
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,8 +55,6 @@ from app import metrics
 from app.campaigns import repository as campaigns_repository
 from app.campaigns import service as campaigns
 from app.config import Settings
-from app.delivery import message, policy
-from app.delivery import status as rules
 from app.delivery.admission import Admission, Candidate
 from app.kit.clock import utcnow
 from app.kit.db import unit_of_work
@@ -70,10 +68,13 @@ from app.models import (
 )
 from app.opt_outs import service as opt_outs
 from app.providers import codes
-from app.providers.base import Classification, OutboundMessage, Outcome, Provider, SendResult
+from app.providers.base import OutboundMessage, Provider, SendResult
 from app.providers.http import SOFT_SENDING_ERROR
 from app.providers.registry import Registry
-from app.recipients import service as recipients
+from app.sending import message, policy
+from app.sending import status as rules
+from app.sending.outcomes import Classification, Outcome
+from app.sending.state import apply_change, state_of
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +273,7 @@ class _Claim:
         if change == self.leasing:
             self.leased.append(row)  # its attempts, first attempt and claimed_at set
         else:  # (the rules give every hand-over one state: never so far)
-            recipients.apply(row, change, now=self.now)
+            apply_change(row, change, now=self.now)
             row.next_attempt_at = self.lease_until
             row.claimed_by = self.id
             self.changed.append(row)
@@ -385,8 +386,7 @@ class Engine:
             await _write_claim(connection, claim)
             await _mark_taken(session, claim.jobs)
             # After the write: the completion rule reads the recipients' stored statuses.
-            for campaign_id in claim.expired:
-                await campaigns.complete_if_done(session, campaign_id)
+            await campaigns.complete_finished(session, claim.expired)
             self._dealt_with = len(claim.leased) + len(claim.changed)
             return claim.jobs
 
@@ -397,7 +397,7 @@ class Engine:
         sender = claim.senders[row.school_id]
         school = sender.school
         now = claim.now
-        state = recipients.state_of(row)
+        state = state_of(row)
         if row.campaign_status is CampaignStatus.scheduled:
             return  # its send_at came: it starts within a second (`activate_due`), still due
         stopped = (
@@ -424,7 +424,7 @@ class Engine:
                 return
             change = rules.on_retry_expired(state, last)
             if change is not None:
-                recipients.apply(row, change)
+                apply_change(row, change)
                 claim.changed.append(row)
                 claim.expired.add(row.campaign_id)
             return
@@ -633,8 +633,7 @@ class Engine:
             # After the writes: the opt-out cancels the number's other waiting recipients
             # as they now stand (this batch's included, their rows locked above).
             await opt_outs.opted_out_at_provider(session, opted_out)
-            for campaign_id in finished:
-                await campaigns.complete_if_done(session, campaign_id)
+            await campaigns.complete_finished(session, finished)
 
     def _record_one(
         self, row: _Row, schools: dict[uuid.UUID, School], result: SendResult, now: datetime
@@ -642,7 +641,7 @@ class Engine:
         """The recipient's change for one send result (its attempt's is the caller's)."""
         school = schools[row.school_id]
         change = rules.on_send_result(
-            recipients.state_of(row),
+            state_of(row),
             row.campaign_status,
             result.outcome,
             result.classification,
@@ -653,7 +652,7 @@ class Engine:
             due = None
             if change.retry:
                 due = policy.retry_due(school, row, now, result.retry_after_seconds, self.rng)
-            recipients.apply(row, change, due, now)
+            apply_change(row, change, due, now)
         elif row.next_attempt_at is not None and row.status != rules.Status.scheduled.value:
             row.next_attempt_at = None  # our lease: nothing more is due
 
@@ -812,9 +811,9 @@ def _expire(row: _Row, job: Job) -> None:
     """Its retry age ran out and its last hand-over did not go out: it fails with the
     reason of its last soft bounce."""
     row.claimed_at = row.claimed_by = None
-    change = rules.on_retry_expired(recipients.state_of(row), job.expire_reason)
+    change = rules.on_retry_expired(state_of(row), job.expire_reason)
     if change is not None:
-        recipients.apply(row, change)
+        apply_change(row, change)
 
 
 def _release(row: _Row, job: Job, now: datetime) -> None:
@@ -826,7 +825,7 @@ def _release(row: _Row, job: Job, now: datetime) -> None:
         row.attempts = max(row.attempts - 1, 0)
         row.claimed_at = None
     row.claimed_by = None
-    waiting = recipients.state_of(row).status in rules.WAITING
+    waiting = state_of(row).status in rules.WAITING
     active = row.campaign_status is CampaignStatus.active
     row.next_attempt_at = now if waiting and active else None
 
@@ -1111,7 +1110,4 @@ async def sweep(session: AsyncSession) -> int:
     active = (
         await session.execute(select(Campaign.id).where(Campaign.status == CampaignStatus.active))
     ).scalars()
-    completed = 0
-    for campaign_id in list(active):
-        completed += await campaigns.complete_if_done(session, campaign_id)
-    return completed
+    return await campaigns.complete_finished(session, list(active))

@@ -35,15 +35,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import metrics
 from app.campaigns import service as campaigns
-from app.delivery import policy
-from app.delivery import status as rules
 from app.kit.clock import utcnow
 from app.kit.db import Inbox
 from app.models import Attempt, Campaign, CampaignStatus, Recipient, School
 from app.models import Receipt as StoredReceipt
 from app.opt_outs import service as opt_outs
-from app.providers.base import Classification, Receipt
-from app.recipients import service as recipients
+from app.providers.base import Receipt
+from app.sending import policy
+from app.sending import status as rules
+from app.sending.outcomes import Classification
+from app.sending.state import apply_change, state_of
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,7 @@ async def apply_stored(session: AsyncSession, limit: int = BATCH) -> list[Result
         results.append(result)
     await session.flush()
     await opt_outs.opted_out_at_provider(session, effects.opted_out)
-    for campaign_id in effects.finished:
-        await campaigns.complete_if_done(session, campaign_id)
+    await campaigns.complete_finished(session, effects.finished)
     return results
 
 
@@ -248,7 +248,7 @@ def _apply(
     if phase is rules.Phase.failed:
         classification = facts.classification or UNKNOWN_FAILURE
     change = rules.on_receipt(
-        recipients.state_of(recipient),
+        state_of(recipient),
         target.campaign_status,
         phase,
         classification,
@@ -258,7 +258,7 @@ def _apply(
     )
     if change is not None:
         due = policy.retry_due(target.school, recipient, now) if change.retry else None
-        recipients.apply(recipient, change, due)
+        apply_change(recipient, change, due)
         if change.state.status in rules.FINAL:
             effects.finished.add(recipient.campaign_id)
     if classification is not None and classification.reason == "opted_out":

@@ -8,8 +8,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.delivery.status import WAITING
 from app.models import Campaign, OptOut, Recipient
+from app.sending.status import WAITING
 
 
 async def add(

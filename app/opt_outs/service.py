@@ -10,15 +10,15 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.campaigns import service as campaigns
-from app.delivery import status as rules
-from app.delivery.admission import hold_back_sends
 from app.errors import NotFound, Unprocessable
 from app.kit.pagination import decode_cursor, page_of, text_key
 from app.kit.phones import InvalidPhone, parse_phone
 from app.models import OptOut, OptOutSource, School
 from app.opt_outs import keywords, repository
-from app.recipients import service as recipients
 from app.schools import service as schools
+from app.sending import status as rules
+from app.sending.locks import hold_back_sends
+from app.sending.state import apply_change, state_of
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,12 @@ async def opt_out(
         session, school_id, phone, source.value, keyword, campaign_id
     )
     for recipient, campaign in waiting:
-        change = rules.on_opt_out(recipients.state_of(recipient), campaign.status)
+        change = rules.on_opt_out(state_of(recipient), campaign.status)
         if change is not None:
-            recipients.apply(recipient, change)  # (a hand-over in flight keeps its lease)
+            apply_change(recipient, change)  # (a hand-over in flight keeps its lease)
             touched.add(campaign.id)
     await session.flush()
-    for campaign_id_ in touched:
-        await campaigns.complete_if_done(session, campaign_id_)
+    await campaigns.complete_finished(session, touched)
     return record, created
 
 

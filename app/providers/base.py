@@ -1,35 +1,17 @@
 """The provider protocol and the neutral results every adapter translates into.
 
 Adapters speak their provider's protocol and translate its answers; they never decide
-what a recipient's status becomes (that is app.delivery.status).
+what a recipient's status becomes (that is app.sending.status).
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Protocol
 
-# When a provider error code is met: answering our create call, or in a delivery receipt.
-# An unknown code means `failed_to_create` at create and `unknown` in a receipt.
-CodePhase = Literal["create", "receipt"]
-
-
-class Outcome(enum.StrEnum):
-    accepted = "accepted"  # the provider took the message; receipts will follow
-    soft = "soft"  # temporary: try again later (429, 5xx, timeouts, soft codes)
-    hard = "hard"  # final: do not resend unchanged
-
-
-@dataclass(frozen=True, slots=True)
-class Classification:
-    """What a provider error code means to us: a failed reason, soft or hard, the definition."""
-
-    reason: str
-    soft: bool
-    definition_index: int = 0
+from app.sending.outcomes import Classification, Outcome
 
 
 @dataclass(frozen=True, slots=True)

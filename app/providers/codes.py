@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from app.config import Settings, get_settings
-from app.delivery import reasons
-from app.providers.base import Classification, CodePhase
+from app.sending import reasons
+from app.sending.outcomes import Classification, CodePhase
 
 PROVIDERS: tuple[str, ...] = ("twilio", "telnyx")
 # Whose table a provider name reads: the simulator speaks Twilio's codes.

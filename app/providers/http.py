@@ -17,7 +17,8 @@ import httpx
 
 from app.kit.clock import utcnow
 from app.providers import codes
-from app.providers.base import Classification, Outcome, SendResult
+from app.providers.base import SendResult
+from app.sending.outcomes import Classification, Outcome
 
 log = logging.getLogger(__name__)
 

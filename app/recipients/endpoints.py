@@ -3,9 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Response, status
 
 from app.campaigns import service as campaigns
-from app.delivery import message
-from app.delivery.schemas import Preview
-from app.delivery.status import Group, Status
+from app.campaigns.schemas import Preview
 from app.kit.deps import SessionDep
 from app.kit.pagination import Cursor, Limit, Page
 from app.kit.schemas import NoNul
@@ -15,6 +13,8 @@ from app.opt_outs import service as opt_outs
 from app.recipients import schemas, service
 from app.recipients.schemas import FailedReasonCode
 from app.schools.dependencies import CurrentSchool
+from app.sending import message
+from app.sending.status import Group, Status
 
 router = APIRouter(prefix="/campaigns/{campaign_id}", tags=["recipients"])
 
@@ -118,9 +118,7 @@ async def resend_recipient(
     campaign_id: str, recipient_id: str, school: CurrentSchool, session: SessionDep
 ) -> schemas.Recipient:
     """Queue a new attempt for a failed contact (409 when its reason forbids it)."""
-    campaign = await campaigns.get(session, school, campaign_id, lock=True)
-    recipient = await service.get(session, campaign, recipient_id, lock=True)
-    return service.view(await service.resend(session, campaign, recipient))
+    return service.view(await service.resend(session, school, campaign_id, recipient_id))
 
 
 @router.post(
@@ -132,5 +130,4 @@ async def resend_failed(
     campaign_id: str, school: CurrentSchool, session: SessionDep
 ) -> schemas.BulkResendReport:
     """Resend every failed contact whose reason allows it; report what was skipped."""
-    campaign = await campaigns.get(session, school, campaign_id, lock=True)
-    return await service.resend_failed(session, campaign)
+    return await service.resend_failed(session, school, campaign_id)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import Select, Uuid, any_, bindparam, func, or_, select, update
+from sqlalchemy import BigInteger, Select, Uuid, any_, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.delivery.status import Status
 from app.models import Attempt, Recipient
+from app.sending.status import Status
 
 
 def _like(term: str) -> str:
@@ -85,26 +85,23 @@ async def attempts(session: AsyncSession, recipient_id: int) -> list[Attempt]:
     return list((await session.execute(query)).scalars())
 
 
-async def failed_by_reason(session: AsyncSession, campaign_id: uuid.UUID) -> dict[str, int]:
+async def lock_failed(session: AsyncSession, campaign_id: uuid.UUID) -> list[tuple[int, str]]:
+    """The campaign's failed recipients, locked in id order (`app.sending.locks`): each
+    one's id and failed reason."""
     query = (
-        select(Recipient.failed_reason, func.count())
+        select(Recipient.id, Recipient.failed_reason)
         .where(Recipient.campaign_id == campaign_id, Recipient.status == Status.failed.value)
-        .group_by(Recipient.failed_reason)
+        .order_by(Recipient.id)
+        .with_for_update()
     )
-    return {reason or "": count for reason, count in await session.execute(query)}
+    return [(id_, reason or "") for id_, reason in await session.execute(query)]
 
 
-async def requeue_failed(
-    session: AsyncSession, campaign_id: uuid.UUID, reasons: Sequence[str]
-) -> int:
-    """Queue a fresh attempt now for the campaign's failed recipients with these reasons."""
+async def requeue_failed(session: AsyncSession, ids: Sequence[int]) -> int:
+    """Queue a fresh attempt now for these failed recipients (locked by the caller)."""
     result = await session.execute(
         update(Recipient)
-        .where(
-            Recipient.campaign_id == campaign_id,
-            Recipient.status == Status.failed.value,
-            Recipient.failed_reason.in_(list(reasons)),
-        )
+        .where(Recipient.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger))))
         .values(
             status=Status.queued.value,
             failed_reason=None,

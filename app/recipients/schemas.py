@@ -6,9 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from app.delivery import reasons
-from app.delivery.status import Group, Status
 from app.kit.schemas import Id
+from app.sending import reasons
+from app.sending.status import Group, Status
 
 
 class FailedReason(BaseModel):

@@ -4,66 +4,21 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime
-from typing import Protocol
+from collections import Counter
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.campaigns import service as campaigns
-from app.delivery import message, reasons
-from app.delivery import status as rules
-from app.delivery.status import Group, Status
 from app.errors import Conflict, NotFound
 from app.kit.clock import utcnow
 from app.kit.pagination import decode_cursor, int_key, page_of
 from app.kit.schemas import parse_int_id
 from app.models import Attempt, Campaign, Recipient, School
 from app.recipients import repository, schemas
-
-
-class StatusColumns(Protocol):
-    """A recipient's status columns: the ORM entity, or a plain row that the delivery engine
-    reads and writes back in bulk itself (hundreds at a time, without an identity map)."""
-
-    status: str
-    failed_reason: str | None
-    failed_definition: int
-    provider_error_code: str | None
-    next_attempt_at: datetime | None
-    claimed_at: datetime | None
-    updated_at: datetime
-
-
-def state_of(recipient: StatusColumns) -> rules.State:
-    return rules.State(
-        Status(recipient.status),
-        recipient.failed_reason,
-        recipient.provider_error_code,
-        recipient.failed_definition,
-    )
-
-
-def apply(
-    recipient: StatusColumns,
-    change: rules.Change,
-    due_at: datetime | None = None,
-    now: datetime | None = None,
-) -> None:
-    """Write a status-rules decision onto a recipient (`due_at`: its next attempt, if any;
-    `now`: the time of the change, when the caller has it for hundreds of recipients).
-    Nothing is due after a change without a retry, except that a hand-over already begun
-    (`claimed_at`) keeps its lease: its worker records it, or if that worker dies, the
-    lease's end lets another find out whether the message went out."""
-    state = change.state
-    recipient.status = state.status.value
-    recipient.failed_reason = state.failed_reason
-    recipient.failed_definition = state.definition
-    recipient.provider_error_code = state.provider_error_code
-    if change.retry:
-        recipient.next_attempt_at = due_at
-    elif recipient.claimed_at is None:
-        recipient.next_attempt_at = None
-    recipient.updated_at = now or utcnow()
+from app.sending import message, reasons
+from app.sending import status as rules
+from app.sending.state import apply_change, state_of
+from app.sending.status import Group, Status
 
 
 def failed_reason_view(recipient: Recipient) -> schemas.FailedReason | None:
@@ -165,12 +120,18 @@ def render(campaign: Campaign, recipient: Recipient) -> str:
     )
 
 
-async def resend(session: AsyncSession, campaign: Campaign, recipient: Recipient) -> Recipient:
-    """Queue a new attempt for a failed recipient whose reason allows it (SPEC §4)."""
+async def resend(
+    session: AsyncSession, school: School, campaign_id: str, recipient_id: str
+) -> Recipient:
+    """Queue a new attempt for a failed recipient whose reason allows it (SPEC §4). Locks in
+    the lock order (`app.sending.locks`): the recipient, then the campaign's row."""
+    campaign = await campaigns.get(session, school, campaign_id)  # 404 first; no lock yet
+    recipient = await get(session, campaign, recipient_id, lock=True)
+    await campaigns.lock(session, campaign)
     refusal = rules.resend_refusal(state_of(recipient), campaign.status)
     if refusal is not None:
         raise Conflict(refusal, extra={"failed_reason": recipient.failed_reason})
-    apply(recipient, rules.on_resend(state_of(recipient), campaign.status), utcnow())
+    apply_change(recipient, rules.on_resend(state_of(recipient), campaign.status), utcnow())
     recipient.first_attempt_at = None  # the retry age starts again
     recipient.claimed_at = None  # a new hand-over, even if an earlier one was never recorded
     recipient.claimed_by = None
@@ -187,18 +148,23 @@ def resendable_reasons(campaign: Campaign) -> list[str]:
     ]
 
 
-async def resend_failed(session: AsyncSession, campaign: Campaign) -> schemas.BulkResendReport:
-    """Resend every failed recipient whose reason allows it; count the ones skipped."""
+async def resend_failed(
+    session: AsyncSession, school: School, campaign_id: str
+) -> schemas.BulkResendReport:
+    """Resend every failed recipient whose reason allows it; count the ones skipped. Locks
+    the failed recipients, then the campaign's row (`app.sending.locks`)."""
+    campaign = await campaigns.get(session, school, campaign_id)  # 404 first; no lock yet
+    failed = await repository.lock_failed(session, campaign.id)
+    await campaigns.lock(session, campaign)
     refusal = rules.resend_refusal(rules.State(Status.failed, "unknown"), campaign.status)
     if refusal is not None:
         raise Conflict(refusal)
-    failed = await repository.failed_by_reason(session, campaign.id)
-    allowed = resendable_reasons(campaign)
-    queued = await repository.requeue_failed(session, campaign.id, allowed)
+    allowed = set(resendable_reasons(campaign))
+    queued = await repository.requeue_failed(session, [i for i, r in failed if r in allowed])
     if queued:
         await campaigns.reopen(session, campaign)
-    skipped = {reason: n for reason, n in failed.items() if reason not in allowed}
-    return schemas.BulkResendReport(queued=queued, skipped=skipped)
+    skipped = Counter(reason for _, reason in failed if reason not in allowed)
+    return schemas.BulkResendReport(queued=queued, skipped=dict(skipped))
 
 
 EXPORT_COLUMNS = (

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from app.delivery.message import GSM7_BASIC, GSM7_EXTENSION, Measure, measure, render
-from app.delivery.schemas import Preview
+from app.campaigns.schemas import Preview
+from app.sending.message import GSM7_BASIC, GSM7_EXTENSION, Measure, measure, render
 
 ANN: dict[str, Any] = {
     "first_name": "Ann",

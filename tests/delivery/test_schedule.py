@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from app.delivery.schedule import backoff_seconds, due_at, in_window, next_opening
+from app.sending.schedule import backoff_seconds, due_at, in_window, next_opening
 
 NEW_YORK = "America/New_York"
 DAY = (time(8, 0), time(21, 0))

@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
-from app.delivery import reasons, status
-from app.delivery.status import (
+from app.models.campaign import CampaignStatus
+from app.sending import reasons, status
+from app.sending.outcomes import Classification, Outcome
+from app.sending.status import (
     Change,
     Phase,
     State,
@@ -33,8 +35,6 @@ from app.delivery.status import (
     phase_of,
     resend_refusal,
 )
-from app.models.campaign import CampaignStatus
-from app.providers.base import Classification, Outcome
 
 C = CampaignStatus
 S = Status

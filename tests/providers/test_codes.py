@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from app.config import Settings
-from app.delivery import reasons
 from app.providers import codes
-from app.providers.base import Classification
+from app.sending import reasons
+from app.sending.outcomes import Classification
 
 
 def raw_table(provider: str) -> dict[str, dict[str, Any]]:

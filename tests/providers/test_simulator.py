@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.providers.base import Classification, OutboundMessage, Outcome, Provider, Receipt
+from app.providers.base import OutboundMessage, Provider, Receipt
 from app.providers.simulator import RULES, SimulatorProvider, rule_for
+from app.sending.outcomes import Classification, Outcome
 
 
 class Inbox:

@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from app.providers.base import Classification, OutboundMessage, Outcome, Provider
+from app.providers.base import OutboundMessage, Provider
 from app.providers.telnyx.client import TelnyxProvider
+from app.sending.outcomes import Classification, Outcome
 
 TO = "+14155550123"
 API_KEY = "KEY0123456789"

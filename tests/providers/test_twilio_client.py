@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from app.providers.base import Classification, OutboundMessage, Outcome, Provider
+from app.providers.base import OutboundMessage, Provider
 from app.providers.twilio.client import TwilioProvider
+from app.sending.outcomes import Classification, Outcome
 from tests.fakes.twilio import Answer, FakeTwilio
 
 TO = "+14155550123"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 from starlette.datastructures import FormData, UploadFile
 
-from app.providers.base import Classification, InboundMessage, MalformedWebhook
+from app.providers.base import InboundMessage, MalformedWebhook
 from app.providers.twilio.receipts import (
     account_sid,
     event_id,
     parse_inbound,
     parse_status_callback,
 )
+from app.sending.outcomes import Classification
 
 SID = "SM" + "a" * 32
 ACCOUNT = "AC" + "b" * 32

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from app.delivery import reasons
+from app.sending import reasons
 from tests.helpers import launched, people, recipients
 from tests.webhooks.conftest import TelnyxSchool, TwilioSchool
 from tests.webhooks.support import (

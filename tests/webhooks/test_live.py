@@ -20,11 +20,11 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.delivery import status as rules
 from app.kit.db import create_engine, create_sessionmaker, unit_of_work
 from app.models import Attempt, CampaignStatus
 from app.providers import codes
 from app.providers.twilio.signature import HEADER, compute_signature
+from app.sending import status as rules
 from tests.conftest import ADMIN
 from tests.helpers import launched, people
 from tests.webhooks.conftest import LiveServer

@@ -37,9 +37,10 @@ from datetime import UTC, datetime
 
 from app.kit.clock import utcnow
 from app.providers import codes
-from app.providers.base import OutboundMessage, Outcome, Receipt, SendResult
+from app.providers.base import OutboundMessage, Receipt, SendResult
 from app.providers.http import SOFT_SENDING_ERROR
 from app.providers.twilio import receipts as twilio_receipts
+from app.sending.outcomes import Outcome
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.providers import codes
-from app.providers.base import Classification, InboundMessage, MalformedWebhook, Receipt
+from app.providers.base import InboundMessage, MalformedWebhook, Receipt
+from app.sending.outcomes import Classification
 
 PROVIDER = "telnyx"
 RECEIPT_EVENTS = frozenset({"message.sent", "message.finalized"})

@@ -24,8 +24,9 @@ from typing import Any
 
 import httpx
 
-from app.providers.base import OutboundMessage, Outcome, SendResult
+from app.providers.base import OutboundMessage, SendResult
 from app.providers.http import json_object, refused, transport_failure
+from app.sending.outcomes import Outcome
 
 log = logging.getLogger(__name__)
 

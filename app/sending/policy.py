@@ -6,8 +6,8 @@ import random
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from app.delivery import schedule
 from app.models import School
+from app.sending import schedule
 
 
 class Retried(Protocol):

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.delivery import reasons
-from app.delivery.schemas import FailedReasonOut
+from app.failed_reasons.schemas import FailedReasonOut
+from app.sending import reasons
 
 router = APIRouter(tags=["delivery"])
 

@@ -16,7 +16,7 @@ import enum
 from dataclasses import dataclass
 
 from app.models.campaign import CampaignStatus
-from app.providers.base import Classification, Outcome
+from app.sending.outcomes import Classification, Outcome
 
 
 class Status(enum.StrEnum):
