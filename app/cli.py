@@ -109,7 +109,7 @@ def worker(args: argparse.Namespace) -> int:
         from app.providers import codes
         from app.workers.base import freeze_start_up
         from app.workers.delivery import DeliveryWorker
-        from app.workers.receipts import ReceiptApplier
+        from app.workers.receipt_applier import ReceiptApplier
 
         assert settings.database_url is not None and settings.secret_key is not None
         codes.configure(settings)

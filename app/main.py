@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 
@@ -19,10 +18,10 @@ from app.kit.db import Inbox, create_engine, create_sessionmaker
 from app.kit.http import outbound_client
 from app.kit.limits import BodySizeLimit
 from app.providers import codes
-from app.providers.twilio import status as status_callbacks
+from app.webhooks.twilio_fast_path import TwilioStatusFastPath
 from app.workers.base import LoopService, freeze_start_up
 from app.workers.delivery import DeliveryWorker
-from app.workers.receipts import ReceiptApplier
+from app.workers.receipt_applier import ReceiptApplier
 
 log = logging.getLogger(__name__)
 
@@ -94,28 +93,13 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         lifespan=lifespan,
     )
     # Twilio's status callbacks are answered in front of the FastAPI stack (the hot path:
-    # app.providers.twilio.status), inside the body limit (the last added is outermost).
-    app.add_middleware(status_callbacks.StatusCallbacks)
+    # app.webhooks.twilio_fast_path), inside the body limit (the last added is outermost).
+    app.add_middleware(TwilioStatusFastPath)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     errors.install(app)
     app.include_router(health.router)
     app.include_router(api_router)
-    _document(app, status_callbacks.PATH, status_callbacks.OPENAPI)
     return app
-
-
-def _document(app: FastAPI, path: str, item: dict[str, Any]) -> None:
-    """Add a path that is served outside FastAPI's routes to the app's OpenAPI document."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = generate()  # FastAPI's own, cached on the app
-        schema["paths"][path] = item
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 app = create_app()

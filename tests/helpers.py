@@ -10,7 +10,7 @@ import asyncpg
 import httpx
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from app.delivery import receipts
+from app.delivery import applier as receipts
 from app.kit.db import Inbox, unit_of_work
 
 

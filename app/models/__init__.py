@@ -7,7 +7,7 @@ from app.models.contact import Contact
 from app.models.contact_list import ContactList
 from app.models.opt_out import OptOut, OptOutSource
 from app.models.provider_account import ProviderAccount
-from app.models.receipt import Receipt
+from app.models.receipt import StoredReceipt
 from app.models.recipient import Recipient
 from app.models.school import School
 
@@ -21,7 +21,7 @@ __all__ = [
     "OptOut",
     "OptOutSource",
     "ProviderAccount",
-    "Receipt",
     "Recipient",
     "School",
+    "StoredReceipt",
 ]

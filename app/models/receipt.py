@@ -8,7 +8,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.kit.db import Base
 
 
-class Receipt(Base):
+class StoredReceipt(Base):
     """A delivery receipt as it arrived, kept once per provider event.
 
     `applied_at` is null until the receipt applier has applied it: moments after it

@@ -12,15 +12,11 @@ import httpx
 
 from app.kit.crypto import SecretBox
 from app.models import ProviderAccount
+from app.providers import callbacks
 from app.providers.base import Provider, Receipt
 from app.providers.simulator.provider import SimulatorProvider
 from app.providers.telnyx.client import TelnyxProvider
 from app.providers.twilio.client import TwilioProvider
-
-CALLBACK_PATHS = {
-    "twilio": "/v1/webhooks/twilio/status",
-    "telnyx": "/v1/webhooks/telnyx",
-}
 
 
 class Registry:
@@ -75,7 +71,7 @@ class Registry:
         raise ValueError(f"unknown provider {account.provider!r}")
 
     def callback_url(self, provider: str) -> str | None:
-        path = CALLBACK_PATHS.get(provider)
+        path = callbacks.STATUS_CALLBACKS.get(provider)
         return self._base + path if path else None
 
     async def aclose(self, drain_seconds: float = 5.0) -> None:

@@ -9,7 +9,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.delivery import engine, receipts
+from app.delivery import applier, engine, inbox
 from app.kit.crypto import SecretBox
 from app.kit.db import Inbox, unit_of_work
 from app.providers.base import Receipt
@@ -46,13 +46,13 @@ class DeliveryWorker(LoopService):
     async def apply_receipt(self, receipt: Receipt) -> None:
         """The simulator's receipts take the same path as a provider's webhook: kept, then
         applied by the receipt applier."""
-        await receipts.keep(self.inbox, receipt)
+        await inbox.keep(self.inbox, receipt)
 
     async def run_once(self) -> bool:
         if time.monotonic() - self._last_sweep > SWEEP_SECONDS:
             async with unit_of_work(self.sessionmaker) as session:
                 await engine.sweep(session)
-                await receipts.report_unmatched(session)
+                await applier.report_unmatched(session)
             self._last_sweep = time.monotonic()
         claimed = await self.engine.run_pipelined(self.stopping)
         return claimed >= self.batch_size

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.config import Settings
-from app.delivery import receipts
+from app.delivery import inbox as receipts
 from app.delivery.engine import Engine
 from app.kit.crypto import SecretBox
 from app.providers import codes

@@ -11,10 +11,10 @@ import httpx
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.delivery import receipts
+from app.delivery import inbox as receipts
 from app.kit.db import unit_of_work
 from app.models import Recipient
-from app.providers.twilio.receipts import parse_status_callback
+from app.providers.twilio.events import parse_status_callback
 from app.sending import reasons
 from tests.delivery.conftest import TwilioSchool
 from tests.helpers import apply_receipts, inbox_on, launched, people, recipients

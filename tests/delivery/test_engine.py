@@ -23,8 +23,7 @@ from app.config import Settings
 from app.delivery.engine import ACTIVATE_SECONDS, Engine, Handover
 from app.kit.crypto import SecretBox
 from app.kit.db import unit_of_work
-from app.models import Campaign, Recipient
-from app.models import Receipt as StoredReceipt
+from app.models import Campaign, Recipient, StoredReceipt
 from app.providers.base import Receipt
 from app.providers.registry import Registry
 from tests.conftest import make_school

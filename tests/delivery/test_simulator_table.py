@@ -26,7 +26,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.delivery import receipts
+from app.delivery import inbox as receipts
 from app.delivery.engine import Engine
 from app.kit.crypto import SecretBox
 from app.kit.db import unit_of_work

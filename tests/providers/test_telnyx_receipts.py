@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from app.providers.base import InboundMessage, MalformedWebhook, Receipt
-from app.providers.telnyx.receipts import parse_event, parse_webhook
+from app.providers.telnyx.events import parse_event, parse_webhook
 from app.sending.outcomes import Classification
 
 MESSAGE_ID = "40317159-3f0a-4dc0-a4a1-a1b3c1d2e3f4"

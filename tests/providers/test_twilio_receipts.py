@@ -6,12 +6,7 @@ import pytest
 from starlette.datastructures import FormData, UploadFile
 
 from app.providers.base import InboundMessage, MalformedWebhook
-from app.providers.twilio.receipts import (
-    account_sid,
-    event_id,
-    parse_inbound,
-    parse_status_callback,
-)
+from app.providers.twilio.events import account_sid, event_id, parse_inbound, parse_status_callback
 from app.sending.outcomes import Classification
 
 SID = "SM" + "a" * 32

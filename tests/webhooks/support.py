@@ -20,8 +20,7 @@ from starlette.datastructures import FormData, UploadFile
 from twilio.request_validator import RequestValidator
 
 from app.kit.clock import utcnow
-from app.models import Attempt, OptOut, Recipient
-from app.models import Receipt as StoredReceipt
+from app.models import Attempt, OptOut, Recipient, StoredReceipt
 
 # settings.public_base_url in tests/conftest.py: what Twilio signs, whatever the client's host.
 PUBLIC_BASE = "https://campanile.test"

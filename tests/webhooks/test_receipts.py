@@ -11,10 +11,9 @@ import httpx
 from sqlalchemy import select, update
 
 from app import metrics
-from app.delivery import receipts
+from app.delivery import applier as receipts
 from app.kit.clock import utcnow
-from app.models import Attempt
-from app.models import Receipt as StoredReceipt
+from app.models import Attempt, StoredReceipt
 from tests.helpers import apply_receipts, launched, people, recipients
 from tests.webhooks.conftest import TelnyxSchool, TwilioSchool
 from tests.webhooks.support import (

@@ -39,7 +39,7 @@ from app.kit.clock import utcnow
 from app.providers import codes
 from app.providers.base import OutboundMessage, Receipt, SendResult
 from app.providers.http import SOFT_SENDING_ERROR
-from app.providers.twilio import receipts as twilio_receipts
+from app.providers.twilio import events as twilio_events
 from app.sending.outcomes import Outcome
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ class SimulatorProvider:
             ]
             if error_code is not None:
                 params.append(("ErrorCode", error_code))
-            receipt = twilio_receipts.parse_status_callback(params, provider=self.name)
+            receipt = twilio_events.parse_status_callback(params, provider=self.name)
             try:
                 await self._on_receipt(receipt)
             except Exception:

@@ -6,7 +6,7 @@ signed), the schools' accounts named by its `AccountSid` are looked up (kept a f
 `AccountCache`), and `X-Twilio-Signature` must verify, in constant time, with one of their
 auth tokens over PUBLIC_BASE_URL + path (+ query). Otherwise 403, and an unknown account
 gets the same answer as a wrong signature. Then a status callback is stored, once, and
-answered (`app.delivery.receipts`: one INSERT; the receipt applier applies it moments
+answered (`app.delivery.inbox.keep`: one INSERT; the receipt applier applies it moments
 later), and an inbound message is read for opt-out/opt-in keywords.
 """
 
@@ -19,14 +19,17 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Depends, Header, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.delivery.inbox import keep
 from app.kit.crypto import SecretBox
 from app.kit.db import unit_of_work
-from app.kit.deps import SecretBoxDep, SessionDep, SessionmakerDep, SettingsDep
+from app.kit.deps import InboxDep, SecretBoxDep, SessionDep, SessionmakerDep, SettingsDep
 from app.opt_outs import service as opt_outs
+from app.providers import callbacks
 from app.providers.base import InvalidSignature, Receipt
-from app.providers.twilio import receipts as twilio_receipts
+from app.providers.twilio import events as twilio_events
 from app.providers.twilio import signature
-from app.providers.webhooks import (
+from app.schools import service as schools
+from app.webhooks.common import (
     REFUSALS,
     Accounts,
     Inbound,
@@ -37,12 +40,11 @@ from app.providers.webhooks import (
     refusals,
     signing_accounts,
 )
-from app.schools import service as schools
 
 PROVIDER = "twilio"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
-router = APIRouter(prefix="/webhooks/twilio", tags=["webhooks"])
+router = APIRouter(tags=["webhooks"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +94,7 @@ async def signed_form(
             raise InvalidSignature(f"missing {signature.HEADER}")
         given = x_twilio_signature
         params = parse_form(await request.body())
-        account_sid = twilio_receipts.account_sid(params)
+        account_sid = twilio_events.account_sid(params)
         if account_sid is None:
             raise InvalidSignature("no AccountSid: no auth token to verify with")
         url = public_url(request, settings.public_base_url)
@@ -118,13 +120,13 @@ Signed = Annotated[SignedForm, Depends(signed_form)]
 
 async def status_receipt(form: Signed) -> Receipt:
     with refusals(PROVIDER):
-        return twilio_receipts.parse_status_callback(form.params)
+        return twilio_events.parse_status_callback(form.params)
 
 
 async def inbound_message(form: Signed) -> Inbound:
     with refusals(PROVIDER):
-        message = twilio_receipts.parse_inbound(form.params)
-    service_sid = twilio_receipts.form_value(form.params, "MessagingServiceSid")
+        message = twilio_events.parse_inbound(form.params)
+    service_sid = twilio_events.form_value(form.params, "MessagingServiceSid")
     return Inbound(message, receiving_schools(form.accounts, message.to_number, service_sid))
 
 
@@ -167,7 +169,25 @@ INBOUND_FORM = _form_body(
 
 
 @router.post(
-    "/inbound",
+    callbacks.TWILIO_STATUS,
+    operation_id="twilio_status_callback",
+    response_class=Response,
+    responses={200: {"description": "Stored (once per event); applied moments later"}, **REFUSALS},
+    openapi_extra=STATUS_FORM,
+)
+async def twilio_status_callback(
+    receipt: Annotated[Receipt, Depends(status_receipt)], inbox: InboxDep
+) -> Response:
+    """Twilio status callback (set as `StatusCallback` on every message this service sends):
+    the receipt is stored once per event and answered with an empty 200; the receipt
+    applier applies it through the status rules moments later, or as soon as its message
+    id is recorded."""
+    await keep(inbox, receipt)
+    return Response(status_code=200)
+
+
+@router.post(
+    callbacks.TWILIO_INBOUND,
     response_class=Response,
     responses={
         200: {

@@ -2,7 +2,7 @@
 
 Runs beside every delivery worker (`campanile worker`, and `campanile serve` unless
 --no-worker), so the API processes only store receipts; any number of appliers share the
-work safely (`app.delivery.receipts.apply_stored` takes its receipts FOR UPDATE SKIP
+work safely (`app.delivery.applier.apply_stored` takes its receipts FOR UPDATE SKIP
 LOCKED).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.delivery import receipts
+from app.delivery import applier
 from app.kit.db import unit_of_work
 from app.workers.base import LoopService
 
@@ -28,5 +28,5 @@ class ReceiptApplier(LoopService):
 
     async def run_once(self) -> bool:
         async with unit_of_work(self.sessionmaker) as session:
-            taken = await receipts.apply_stored(session, receipts.BATCH)
-        return len(taken) == receipts.BATCH
+            taken = await applier.apply_stored(session, applier.BATCH)
+        return len(taken) == applier.BATCH

@@ -27,14 +27,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.delivery import receipts
+from app.delivery.inbox import keep
 from app.kit.db import unit_of_work
 from app.kit.deps import InboxDep, SessionDep, SessionmakerDep
 from app.opt_outs import service as opt_outs
+from app.providers import callbacks
 from app.providers.base import InboundMessage, InvalidSignature, Receipt
-from app.providers.telnyx import receipts as telnyx_receipts
+from app.providers.telnyx import events as telnyx_events
 from app.providers.telnyx import signature
-from app.providers.webhooks import (
+from app.schools import service as schools
+from app.webhooks.common import (
     REFUSALS,
     Accounts,
     Inbound,
@@ -44,11 +46,10 @@ from app.providers.webhooks import (
     refusals,
     signing_accounts,
 )
-from app.schools import service as schools
 
 PROVIDER = "telnyx"
 
-router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+router = APIRouter(tags=["webhooks"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,7 @@ async def signed_event(
         )
         if not accounts:
             raise InvalidSignature("signed by none of our Telnyx accounts' public keys")
-        return SignedEvent(telnyx_receipts.decode(raw_body), accounts)
+        return SignedEvent(telnyx_events.decode(raw_body), accounts)
 
 
 def _messaging_profile_id(document: dict[str, Any]) -> str | None:
@@ -109,7 +110,7 @@ async def telnyx_event(
 ) -> Receipt | Inbound | None:
     """What the event is to us: a receipt, an inbound message, or None (not ours to read)."""
     with refusals(PROVIDER):
-        parsed = telnyx_receipts.parse_event(event.document)
+        parsed = telnyx_events.parse_event(event.document)
     if isinstance(parsed, InboundMessage):
         profile = _messaging_profile_id(event.document)
         return Inbound(parsed, receiving_schools(event.accounts, parsed.to_number, profile))
@@ -139,7 +140,7 @@ TELNYX_BODY: dict[str, Any] = {
 
 
 @router.post(
-    "/telnyx",
+    callbacks.TELNYX,
     response_class=Response,
     responses={
         200: {
@@ -159,7 +160,7 @@ async def telnyx_webhook(
     """Telnyx webhook: delivery receipts are stored once (then applied by the receipt
     applier), inbound keywords opt the number out or back in, other events are ignored."""
     if isinstance(event, Receipt):
-        await receipts.keep(inbox, event)
+        await keep(inbox, event)
     elif isinstance(event, Inbound):
         await opt_outs.on_inbound(
             session, event.school_ids, event.message.from_number, event.message.body

@@ -1,8 +1,7 @@
-"""Delivery receipts, whatever the provider: stored once as they arrive, applied through
-the status rules by the receipt applier (SPEC §3, §6).
+"""The receipt applier: delivery receipts, whatever the provider, kept in the inbox as they
+arrive (`app.delivery.inbox`), applied here through the status rules (SPEC §3, §6).
 
-A webhook (or the simulator) only `keep`s its receipt: one INSERT, deduplicated by the
-provider's event id, answered at once. `apply_stored`, run in a loop wherever a delivery
+`apply_stored`, run in a loop wherever a delivery
 worker runs (`app.workers.receipts`: `campanile worker`, and `campanile serve` unless
 --no-worker), applies stored receipts whose message id is known, a batch per transaction,
 in the order they arrived. A receipt that comes before the send's transaction has recorded
@@ -36,11 +35,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import metrics
 from app.campaigns import service as campaigns
 from app.kit.clock import utcnow
-from app.kit.db import Inbox
-from app.models import Attempt, Campaign, CampaignStatus, Recipient, School
-from app.models import Receipt as StoredReceipt
+from app.models import Attempt, Campaign, CampaignStatus, Recipient, School, StoredReceipt
 from app.opt_outs import service as opt_outs
-from app.providers.base import Receipt
 from app.sending import policy
 from app.sending import status as rules
 from app.sending.outcomes import Classification
@@ -60,27 +56,6 @@ BATCH = 500
 class Result(enum.StrEnum):
     applied = "applied"  # moved its attempt forward (and the recipient, if the rules say so)
     stale = "stale"  # late or out of order for its attempt: kept in history only
-
-
-async def keep(inbox: Inbox, receipt: Receipt) -> bool:
-    """Keep a receipt for the applier, once per provider event: one INSERT that commits on
-    its own. Whether it was new (False: the same event came before; nothing changes)."""
-    classification = receipt.classification
-    stored = await inbox.fetchval(
-        _INSERT,
-        receipt.provider,
-        receipt.event_id,
-        receipt.provider_message_id,
-        receipt.provider_status,
-        receipt.error_code,
-        classification.reason if classification else None,
-        classification.soft if classification else None,
-        classification.definition_index if classification else None,
-        receipt.occurred_at,
-    )
-    new = stored is not None
-    metrics.receipts.labels(receipt.provider, "stored" if new else "duplicate").inc()
-    return new
 
 
 async def apply_stored(session: AsyncSession, limit: int = BATCH) -> list[Result]:
@@ -136,13 +111,6 @@ async def report_unmatched(session: AsyncSession) -> int:
 
 
 # Statements built once (their SQL is compiled once per process, not per receipt).
-_INSERT = """
-    INSERT INTO receipts (provider, event_id, provider_message_id, provider_status,
-                          error_code, reason, soft, definition, occurred_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-    ON CONFLICT DO NOTHING
-    RETURNING id
-"""
 # Stored receipts whose message is known: (receipt id, attempt id, recipient id). The
 # attempt is looked up per receipt (LATERAL: a nested loop over the queue's index, oldest
 # first, each receipt one probe of the attempts' unique index) so that a batch costs the
