@@ -31,44 +31,13 @@ from dataclasses import dataclass, field
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.sending import status as rules
+from app.delivery import sql
 from app.sending.locks import lock_key
 
 log = logging.getLogger(__name__)
 
 # How long an admission whose campaign's lock a stop holds (or waits for) waits to retry.
 RETRY_SECONDS = 0.01
-
-# One round's locks: those of the sends answered let go, then each candidate's tried.
-# A session that holds a lock already gets it again whatever waits for it, so for a key
-# this connection holds, a stop waiting for it (an ungranted advisory lock on the same key,
-# which pg_locks shows as two 32-bit halves) refuses the candidate instead: the stop goes
-# ahead once this connection's sends of that campaign are answered.
-_LOCKS = """
-    SELECT (SELECT count(pg_advisory_unlock_shared(key)) FROM unnest($1::bigint[]) AS key),
-           array(
-               SELECT CASE
-                   WHEN key = ANY($3::bigint[]) AND EXISTS (
-                       SELECT FROM pg_locks AS l
-                       WHERE l.locktype = 'advisory' AND NOT l.granted
-                         AND l.database = (SELECT oid FROM pg_database
-                                           WHERE datname = current_database())
-                         AND l.classid::bigint = (key >> 32) & 4294967295
-                         AND l.objid::bigint = key & 4294967295 AND l.objsubid = 1)
-                   THEN false
-                   ELSE pg_try_advisory_lock_shared(key)
-               END
-               FROM unnest($2::bigint[]) WITH ORDINALITY AS t (key, n) ORDER BY n)
-"""
-# Still waiting for this claim's hand-over: the campaign active, the recipient not stopped
-# (an opt-out fails it), and not taken over by another claim since (an expired lease).
-_STILL_WAITING = f"""
-    SELECT r.id FROM unnest($1::bigint[], $2::uuid[]) AS j (id, claim)
-    JOIN recipients AS r ON r.id = j.id AND r.claimed_by = j.claim
-    JOIN campaigns AS c ON c.id = r.campaign_id
-    WHERE c.status = 'active'
-      AND r.status IN ({", ".join(f"'{s.value}'" for s in sorted(rules.WAITING))})
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,13 +128,14 @@ class Admission:
             driver: asyncpg.Connection = raw.driver_connection
             self._held.subtract(released)
             held = [key for key, count in self._held.items() if count > 0]
-            _, locked = await driver.fetchrow(_LOCKS, released, keys, held)
+            found = await driver.fetchrow(sql.ADMISSION_LOCKS, released, keys, held)
+            locked = found["locked"]
             self._held.update(key for key, ok in zip(keys, locked, strict=True) if ok)
             tried = [c for (c, _), ok in zip(waiting, locked, strict=True) if ok]
             rows = []
             if tried:
                 rows = await driver.fetch(
-                    _STILL_WAITING, [c.recipient_id for c in tried], [c.claim for c in tried]
+                    sql.STILL_WAITING, [c.recipient_id for c in tried], [c.claim for c in tried]
                 )
         except Exception:
             # Not sent now: released unsent by the record, due again at once.
@@ -173,7 +143,7 @@ class Admission:
             await self._discard()
             _refuse(waiting)
             return
-        still = {row[0] for row in rows}
+        still = {row["id"] for row in rows}
         for (candidate, decision), locked_now in zip(waiting, locked, strict=True):
             admitted = locked_now and candidate.recipient_id in still
             if locked_now and (not admitted or decision.done()):

@@ -1,0 +1,57 @@
+"""The send, step 2 of a cycle, outside any transaction: each job's message handed to its
+provider, at most `WORKER_CONCURRENCY` at once, each in its rate slot
+(`app.delivery.pacing`), each admitted just before it starts (`app.delivery.admission`: not
+if staff stopped it meanwhile), a recovery asked about first (`app.delivery.recover`)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.delivery.admission import Admission, Candidate
+from app.delivery.jobs import Handover, Job
+from app.delivery.recover import Finder
+from app.kit.db import unit_of_work
+from app.providers.base import SendResult
+from app.sending.outcomes import Outcome
+
+
+async def send(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    jobs: list[Job],
+    stopping: asyncio.Event,
+    concurrency: int,
+) -> list[Handover]:
+    """Hand the jobs' messages over; what became of each, in the jobs' order."""
+    gate = asyncio.Semaphore(concurrency)
+    finder = Finder()
+
+    async def one(job: Job) -> Handover:
+        async with gate:
+            if job.slots is not None and job.not_before is not None:
+                await job.slots.wait_turn(job.not_before, stopping)
+            if stopping.is_set():
+                return Handover(job, None)
+            if job.recovering:
+                sid = await finder.find(job)
+                if sid is not None:
+                    return Handover(job, SendResult(Outcome.accepted, sid, "queued"))
+            if job.recover_only:
+                return Handover(job, None, expired=job.expire_reason is not None)
+            candidate = Candidate(job.recipient_id, job.campaign_id, job.claim)
+            if not await admission.admit(candidate):
+                return Handover(job, None)  # stopped meanwhile (close, archive, opt-out)
+            try:
+                return Handover(job, await job.provider.send(job.message))
+            finally:
+                admission.release(candidate)  # answered: a stop may go ahead
+
+    # A connection for the admissions, outside any transaction (a unit of work that writes
+    # nothing: committing it leaves a test's enclosing transaction as it was).
+    async with unit_of_work(sessionmaker) as session:
+        admission = Admission(await session.connection(), stopping)
+        try:
+            return list(await asyncio.gather(*(one(job) for job in jobs)))
+        finally:
+            await admission.finish()
