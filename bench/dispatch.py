@@ -557,14 +557,17 @@ async def run(args: argparse.Namespace, database_url: str) -> bool:
 
 
 def engine_version() -> str:
-    """Which app/delivery/engine.py ran: its hash, and whether it differs from HEAD."""
-    path = ROOT / "app" / "delivery" / "engine.py"
-    digest = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+    """Which delivery code ran (app/delivery/): a hash of its modules, and whether they
+    differ from HEAD."""
+    folder = ROOT / "app" / "delivery"
+    digest = hashlib.sha1()
+    for path in sorted(folder.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     head = subprocess.run(
-        ["git", "diff", "--quiet", "HEAD", "--", str(path)], cwd=ROOT, check=False
+        ["git", "diff", "--quiet", "HEAD", "--", str(folder)], cwd=ROOT, check=False
     )
     state = "as in HEAD" if head.returncode == 0 else "modified in the work tree"
-    return f"engine.py sha1 {digest} ({state})"
+    return f"app/delivery sha1 {digest.hexdigest()[:12]} ({state})"
 
 
 def percentile(values: list[float], p: int) -> float:
