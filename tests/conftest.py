@@ -11,11 +11,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from alembic import command
-from alembic.config import Config
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -24,21 +22,17 @@ from app.kit import embedded
 from app.kit.crypto import SecretBox, new_secret_key
 from app.kit.db import create_engine
 from app.main import create_app
-from tests.helpers import inbox_on
-
-ROOT = Path(__file__).resolve().parent.parent
-ADMIN_TOKEN = "test-admin-token"
-
-
-def plain_url(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+from app.providers import codes
+from tests.support.api import ADMIN_TOKEN, inbox_on, make_school
+from tests.support.database import admin_sql, alembic_config, plain_url, with_database
 
 
-def with_database(url: str, name: str) -> str:
-    """The same server URL, naming another database (keeps ?host= for sockets)."""
-    base, _, query = url.partition("?")
-    head, _, _ = base.rpartition("/")
-    return f"{head}/{name}" + (f"?{query}" if query else "")
+@pytest.fixture(autouse=True)
+def shipped_code_tables() -> Iterator[None]:
+    """Every test reads the shipped code tables, whatever the environment says."""
+    codes.configure(Settings(twilio_code_table=None, telnyx_code_table=None))
+    yield
+    codes.reset()
 
 
 @pytest.fixture(scope="session")
@@ -49,21 +43,6 @@ def server_url() -> str:
     # Not under pytest's tmp_path: pytest prunes old base dirs, even a concurrent run's.
     pgdata = Path(tempfile.mkdtemp(prefix="campanile-test-pg-")) / "data"
     return embedded.start_server(pgdata, delete_on_exit=True)
-
-
-def alembic_config(url: str) -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["database_url"] = url
-    config.attributes["configure_logger"] = False
-    return config
-
-
-async def admin_sql(server_url: str, sql: str) -> None:
-    connection = await asyncpg.connect(plain_url(server_url))
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
 
 
 @pytest.fixture(scope="session")
@@ -152,21 +131,6 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         yield client
-
-
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-async def make_school(
-    client: httpx.AsyncClient, **settings: Any
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """Create a school over the API: (its JSON, headers carrying its API key)."""
-    response = await client.post(
-        "/v1/admin/schools", json={"name": "Lincoln High", **settings}, headers=ADMIN
-    )
-    assert response.status_code == 201, response.text
-    body = response.json()
-    return body, {"Authorization": f"Bearer {body['api_key']}"}
 
 
 @pytest.fixture

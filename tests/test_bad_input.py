@@ -25,8 +25,7 @@ from app.config import Settings
 from app.kit.crypto import SecretBox
 from app.kit.db import Base
 from app.main import create_app
-from tests.conftest import ADMIN
-from tests.helpers import inbox_on, make_campaign, people
+from tests.support.api import ADMIN, inbox_on, make_campaign, people
 
 Json = dict[str, Any]
 Headers = dict[str, str]

@@ -8,8 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Recipient
-from tests.conftest import make_school
-from tests.helpers import launched, make_campaign, make_list, people, recipients
+from tests.support.api import launched, make_campaign, make_list, make_school, people, recipients
 
 # Real, valid numbers of the plan (555-01xx are fictional and fail validation).
 US = ("+12015550123", "+14155552671", "+13125550199")

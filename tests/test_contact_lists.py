@@ -19,7 +19,7 @@ from app.kit.crypto import SecretBox
 from app.kit.db import create_sessionmaker
 from app.main import create_app
 from app.models import Campaign, ContactList
-from tests.conftest import ADMIN, make_school
+from tests.support.api import ADMIN, make_school
 
 CSV = {"Content-Type": "text/csv"}
 School = tuple[dict[str, Any], dict[str, str]]

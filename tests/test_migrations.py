@@ -19,7 +19,7 @@ from sqlalchemy import Connection, text
 
 import app.models  # noqa: F401  (fills the metadata)
 from app.kit.db import Base, create_engine
-from tests.conftest import alembic_config, plain_url, with_database
+from tests.support.database import alembic_config, plain_url, with_database
 
 
 @pytest.fixture

@@ -2,8 +2,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.conftest import make_school
-from tests.helpers import launched, people, recipients
+from tests.support.api import launched, make_school, people, recipients
 
 
 async def test_opt_out_list_lifecycle(client: httpx.AsyncClient, auth: dict[str, str]) -> None:

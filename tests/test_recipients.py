@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Attempt, Recipient
-from tests.helpers import launched, people, recipients
+from tests.support.api import launched, people, recipients
 
 US = ("+12015550123", "+14155552671", "+13125550199", "+16175551212")
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.kit.crypto import SecretBox
 from app.models import ApiKey, ProviderAccount, School
-from tests.conftest import ADMIN, ADMIN_TOKEN, make_school
+from tests.support.api import ADMIN, ADMIN_TOKEN, make_school
 
 Json = dict[str, Any]
 Headers = dict[str, str]

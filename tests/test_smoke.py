@@ -2,7 +2,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import ADMIN
+from tests.support.api import ADMIN
 
 
 async def test_school_created_with_defaults_and_key_works(

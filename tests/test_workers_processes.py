@@ -40,8 +40,9 @@ from starlette.responses import Response
 from app.config import Settings
 from app.kit.crypto import new_secret_key
 from app.main import bind, create_app, unbind
-from tests.conftest import ADMIN, ADMIN_TOKEN, plain_url
 from tests.fakes.twilio import Answer, FakeTwilio
+from tests.support.api import ADMIN, ADMIN_TOKEN
+from tests.support.database import plain_url
 
 CAMPANILE = Path(sys.executable).with_name("campanile")
 T = TypeVar("T")

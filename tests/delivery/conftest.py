@@ -5,78 +5,20 @@ real), and the real Engine on the test's savepoint sessionmaker."""
 from __future__ import annotations
 
 import random
-import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import parse_qsl
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from starlette.requests import Request
-from starlette.responses import Response
 
 from app.config import Settings
 from app.delivery import inbox as receipts
 from app.delivery.engine import Engine
 from app.kit.crypto import SecretBox
-from app.providers import codes
 from app.providers.base import Receipt
 from app.providers.registry import Registry
-from tests.conftest import make_school
-from tests.fakes.twilio import FakeTwilio
-from tests.helpers import apply_receipts, inbox_on
-
-
-@dataclass
-class TimedFakeTwilio(FakeTwilio):
-    """The fake Twilio, also noting when each create call arrived (monotonic seconds)."""
-
-    arrivals: list[float] = field(default_factory=list)
-    # ("create" | "list", To) in the order the calls arrived.
-    events: list[tuple[str, str | None]] = field(default_factory=list)
-    # (monotonic seconds, To) of each create call.
-    creates: list[tuple[float, str | None]] = field(default_factory=list)
-
-    async def _create(self, request: Request) -> Response:
-        arrived = time.monotonic()
-        self.arrivals.append(arrived)
-        form = dict(parse_qsl((await request.body()).decode("utf-8")))  # the body is cached
-        self.events.append(("create", form.get("To")))
-        self.creates.append((arrived, form.get("To")))
-        return await super()._create(request)
-
-    async def _list(self, request: Request) -> Response:
-        self.events.append(("list", request.query_params.get("To")))
-        return await super()._list(request)
-
-    def reset(self) -> None:
-        super().reset()
-        self.arrivals.clear()
-        self.events.clear()
-        self.creates.clear()
-
-    def sid_to(self, to: str) -> str:
-        """The sid of the one message the fake holds for `to`."""
-        [sid] = [m["sid"] for m in self.messages if m["to"] == to]
-        return str(sid)
-
-
-@dataclass(frozen=True)
-class TwilioSchool:
-    """A school sending through the fake Twilio: its id and API headers."""
-
-    id: str
-    auth: dict[str, str]
-
-
-@pytest.fixture(autouse=True)
-def shipped_code_tables() -> Iterator[None]:
-    """Every test starts from the shipped code tables, whatever the environment says."""
-    codes.configure(Settings(twilio_code_table=None, telnyx_code_table=None))
-    yield
-    codes.reset()
+from tests.support.api import apply_receipts, inbox_on, make_school
+from tests.support.delivery import TimedFakeTwilio, TwilioSchool, set_twilio_account
 
 
 @pytest.fixture(scope="session")
@@ -103,25 +45,6 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         timeout=httpx.Timeout(2.0, connect=1.0), trust_env=False
     ) as client:
         yield client
-
-
-async def set_twilio_account(
-    client: httpx.AsyncClient, auth: dict[str, str], fake: FakeTwilio, **extra: Any
-) -> dict[str, Any]:
-    """Point the school's provider account at the fake, over the API."""
-    account = {
-        "provider": "twilio",
-        "account_sid": fake.account_sid,
-        "auth_token": fake.auth_token,
-        "from_number": fake.from_number,
-        "api_base": fake.url,
-        **extra,
-    }
-    response = await client.put("/v1/school/provider", json=account, headers=auth)
-    assert response.status_code == 200, response.text
-    assert "auth_token" not in response.json()
-    body: dict[str, Any] = response.json()
-    return body
 
 
 @pytest.fixture

@@ -26,13 +26,15 @@ from app.kit.db import unit_of_work
 from app.models import Campaign, Recipient, StoredReceipt
 from app.providers.base import Receipt
 from app.providers.registry import Registry
-from tests.conftest import make_school
-from tests.delivery.conftest import TimedFakeTwilio, TwilioSchool, set_twilio_account
-from tests.delivery.helpers import (
+from tests.fakes.twilio import Answer
+from tests.support.api import apply_receipts, launched, make_school, people
+from tests.support.delivery import (
     BODY,
     CALLBACK,
     REATTEMPTING_LABEL,
     Sessions,
+    TimedFakeTwilio,
+    TwilioSchool,
     at,
     by_phone,
     campaign_of,
@@ -43,9 +45,8 @@ from tests.delivery.helpers import (
     phone,
     reason,
     receipt,
+    set_twilio_account,
 )
-from tests.fakes.twilio import Answer
-from tests.helpers import apply_receipts, launched, people
 
 # -- first sends -----------------------------------------------------------------------
 

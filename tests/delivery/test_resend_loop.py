@@ -10,11 +10,10 @@ from __future__ import annotations
 import httpx
 
 from app.delivery.engine import Engine
-from tests.delivery.conftest import TimedFakeTwilio, TwilioSchool
-from tests.delivery.helpers import launch, one, phone
 from tests.fakes.twilio import Answer
-from tests.helpers import apply_receipts, recipients
-from tests.webhooks.support import TWILIO_STATUS, Sessions, TwilioAccount, post_twilio, status_form
+from tests.support.api import apply_receipts, recipients
+from tests.support.delivery import TimedFakeTwilio, TwilioSchool, launch, one, phone
+from tests.support.webhooks import TWILIO_STATUS, Sessions, TwilioAccount, post_twilio, status_form
 
 
 async def twilio_says(

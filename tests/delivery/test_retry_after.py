@@ -14,10 +14,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.delivery.engine import Engine
-from tests.delivery.conftest import TimedFakeTwilio, TwilioSchool
-from tests.delivery.helpers import make_due, now, one
 from tests.fakes.twilio import Answer
-from tests.helpers import launched, people
+from tests.support.api import launched, people
+from tests.support.delivery import TimedFakeTwilio, TwilioSchool, make_due, now, one
 
 BASE_DELAY = 60
 MAX_DELAY = 900

@@ -33,9 +33,8 @@ from app.kit.db import unit_of_work
 from app.models import Recipient
 from app.providers.base import Receipt
 from app.providers.registry import Registry
-from tests.conftest import make_school
-from tests.delivery.helpers import one
-from tests.helpers import apply_receipts, inbox_on, launched, people
+from tests.support.api import apply_receipts, inbox_on, launched, make_school, people
+from tests.support.delivery import one
 
 Sessions = async_sessionmaker[AsyncSession]
 README = Path(__file__).resolve().parents[2] / "README.md"

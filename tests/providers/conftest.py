@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from app.config import Settings
-from app.providers import codes
 from app.providers.twilio.client import TwilioProvider
 from tests.fakes.twilio import FakeTwilio
-
-
-@pytest.fixture(autouse=True)
-def shipped_code_tables() -> Iterator[None]:
-    """Every test starts from the shipped tables, whatever the environment says."""
-    codes.configure(Settings(twilio_code_table=None, telnyx_code_table=None))
-    yield
-    codes.reset()
 
 
 @pytest.fixture

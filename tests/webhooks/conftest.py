@@ -14,9 +14,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
@@ -24,12 +22,16 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.config import Settings
 from app.kit.crypto import new_secret_key
-from app.providers import codes
-from tests.conftest import ADMIN_TOKEN, make_school, plain_url, with_database
-from tests.helpers import apply_receipts
-from tests.webhooks.support import TelnyxKeys, TwilioAccount
+from tests.support.api import ADMIN_TOKEN, apply_receipts
+from tests.support.database import plain_url, with_database
+from tests.support.webhooks import (
+    LiveServer,
+    TelnyxSchool,
+    TwilioSchool,
+    add_telnyx_school,
+    add_twilio_school,
+)
 
 CAMPANILE = Path(sys.executable).with_name("campanile")
 STARTUP_SECONDS = 60
@@ -43,14 +45,6 @@ NOT_INHERITED = {
     "TWILIO_CODE_TABLE",
     "TELNYX_CODE_TABLE",
 }
-
-
-@pytest.fixture(autouse=True)
-def shipped_code_tables() -> Iterator[None]:
-    """Every test reads the shipped code tables, whatever the environment says."""
-    codes.configure(Settings(twilio_code_table=None, telnyx_code_table=None))
-    yield
-    codes.reset()
 
 
 @pytest.fixture
@@ -72,62 +66,6 @@ async def client(
         yield client
 
 
-@dataclass(frozen=True)
-class TwilioSchool:
-    id: str
-    auth: dict[str, str]
-    account: TwilioAccount
-
-
-@dataclass(frozen=True)
-class TelnyxSchool:
-    id: str
-    auth: dict[str, str]
-    keys: TelnyxKeys
-    from_number: str
-
-
-async def add_twilio_school(
-    client: httpx.AsyncClient, account: TwilioAccount | None = None, name: str = "Lincoln High"
-) -> TwilioSchool:
-    body, auth = await make_school(client, name=name)
-    account = account or TwilioAccount()
-    response = await client.put(
-        "/v1/school/provider",
-        json={
-            "provider": "twilio",
-            "account_sid": account.account_sid,
-            "auth_token": account.auth_token,
-            "from_number": account.from_number,
-        },
-        headers=auth,
-    )
-    assert response.status_code == 200, response.text
-    return TwilioSchool(body["id"], auth, account)
-
-
-async def add_telnyx_school(
-    client: httpx.AsyncClient,
-    keys: TelnyxKeys | None = None,
-    from_number: str = "+15005550007",
-    name: str = "Roosevelt Middle",
-) -> TelnyxSchool:
-    body, auth = await make_school(client, name=name)
-    keys = keys or TelnyxKeys()
-    response = await client.put(
-        "/v1/school/provider",
-        json={
-            "provider": "telnyx",
-            "api_key": "KEY" + uuid.uuid4().hex,
-            "public_key": keys.public,
-            "from_number": from_number,
-        },
-        headers=auth,
-    )
-    assert response.status_code == 200, response.text
-    return TelnyxSchool(body["id"], auth, keys, from_number)
-
-
 @pytest.fixture
 async def twilio_school(client: httpx.AsyncClient) -> TwilioSchool:
     return await add_twilio_school(client)
@@ -139,27 +77,6 @@ async def telnyx_school(client: httpx.AsyncClient) -> TelnyxSchool:
 
 
 # -- a live server: `campanile serve --no-worker` on a database of its own -------------------
-
-
-@dataclass(frozen=True)
-class LiveServer:
-    url: str  # http://127.0.0.1:port, also its PUBLIC_BASE_URL
-    database_url: str
-
-    async def sql(self, statement: str, *args: Any) -> None:
-        connection = await asyncpg.connect(plain_url(self.database_url))
-        try:
-            await connection.execute(statement, *args)
-        finally:
-            await connection.close()
-
-    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        connection = await asyncpg.connect(plain_url(self.database_url))
-        try:
-            rows: list[asyncpg.Record] = await connection.fetch(query, *args)
-            return rows
-        finally:
-            await connection.close()
 
 
 def _free_port() -> int:

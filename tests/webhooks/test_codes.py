@@ -11,11 +11,12 @@ from typing import Any
 import httpx
 
 from app.sending import reasons
-from tests.helpers import launched, people, recipients
-from tests.webhooks.conftest import TelnyxSchool, TwilioSchool
-from tests.webhooks.support import (
+from tests.support.api import launched, people, recipients
+from tests.support.webhooks import (
     TWILIO_STATUS,
     Sessions,
+    TelnyxSchool,
+    TwilioSchool,
     new_message_sid,
     post_telnyx,
     post_twilio,

@@ -10,19 +10,17 @@ import pytest
 
 from app.opt_outs import keywords
 from app.opt_outs.keywords import Action
-from tests.helpers import launched, people, recipients
-from tests.webhooks.conftest import (
-    TelnyxSchool,
-    TwilioSchool,
-    add_telnyx_school,
-    add_twilio_school,
-)
-from tests.webhooks.support import (
+from tests.support.api import launched, people, recipients
+from tests.support.webhooks import (
     EMPTY_TWIML,
     TWILIO_INBOUND,
     TWILIO_STATUS,
     Sessions,
+    TelnyxSchool,
     TwilioAccount,
+    TwilioSchool,
+    add_telnyx_school,
+    add_twilio_school,
     inbound_form,
     new_message_sid,
     opt_out_rows,

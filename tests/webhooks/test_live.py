@@ -25,10 +25,8 @@ from app.models import Attempt, CampaignStatus
 from app.providers import codes
 from app.providers.twilio.signature import HEADER, compute_signature
 from app.sending import status as rules
-from tests.conftest import ADMIN
-from tests.helpers import launched, people
-from tests.webhooks.conftest import LiveServer
-from tests.webhooks.support import FORM, TWILIO_STATUS, TwilioAccount, status_form
+from tests.support.api import ADMIN, launched, people
+from tests.support.webhooks import FORM, TWILIO_STATUS, LiveServer, TwilioAccount, status_form
 
 # The log: 4 receipts per recipient, then 20% more that repeat earlier ones. The default
 # is the full 10,000; WEBHOOK_LOG_RECEIPTS=1000 makes a quick local run of the same test.

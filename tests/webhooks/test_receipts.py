@@ -14,11 +14,12 @@ from app import metrics
 from app.delivery import applier as receipts
 from app.kit.clock import utcnow
 from app.models import Attempt, StoredReceipt
-from tests.helpers import apply_receipts, launched, people, recipients
-from tests.webhooks.conftest import TelnyxSchool, TwilioSchool
-from tests.webhooks.support import (
+from tests.support.api import apply_receipts, launched, people, recipients
+from tests.support.webhooks import (
     TWILIO_STATUS,
     Sessions,
+    TelnyxSchool,
+    TwilioSchool,
     new_message_sid,
     opt_out_rows,
     post_telnyx,

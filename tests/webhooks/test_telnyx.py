@@ -14,12 +14,13 @@ from sqlalchemy import update
 from app.models import ProviderAccount
 from app.providers.base import InvalidSignature
 from app.providers.telnyx import signature
-from tests.helpers import launched, people, recipients
-from tests.webhooks.conftest import TelnyxSchool, add_telnyx_school
-from tests.webhooks.support import (
+from tests.support.api import launched, people, recipients
+from tests.support.webhooks import (
     TELNYX,
     Sessions,
     TelnyxKeys,
+    TelnyxSchool,
+    add_telnyx_school,
     assert_problem,
     count_receipts,
     post_telnyx,

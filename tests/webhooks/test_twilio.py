@@ -11,15 +11,15 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from app.providers.twilio.signature import compute_signature
-from tests.conftest import make_school
-from tests.helpers import launched, people, recipients
-from tests.webhooks.conftest import TwilioSchool, add_twilio_school
-from tests.webhooks.support import (
+from tests.support.api import launched, make_school, people, recipients
+from tests.support.webhooks import (
     PUBLIC_BASE,
     TWILIO_INBOUND,
     TWILIO_STATUS,
     Sessions,
     TwilioAccount,
+    TwilioSchool,
+    add_twilio_school,
     assert_problem,
     count_receipts,
     new_message_sid,

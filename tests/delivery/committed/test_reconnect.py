@@ -15,8 +15,8 @@ from prometheus_client import REGISTRY
 
 from app.delivery.engine import Engine
 from app.kit.db import driver_url
-from tests.delivery.conftest import TimedFakeTwilio, TwilioSchool
-from tests.helpers import launched, people, recipients
+from tests.support.api import launched, people, recipients
+from tests.support.delivery import TimedFakeTwilio, TwilioSchool
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ import pytest
 
 from app.delivery.engine import Engine
 from app.kit.db import driver_url
-from tests.delivery.conftest import TimedFakeTwilio, TwilioSchool, set_twilio_account
 from tests.fakes.twilio import Answer
-from tests.helpers import launched, people, recipients
+from tests.support.api import launched, people, recipients
+from tests.support.delivery import TimedFakeTwilio, TwilioSchool, set_twilio_account
 
 NUMBERS = ["+12015550100", "+12015550101", "+12015550102"]
 

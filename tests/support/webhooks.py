@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+import asyncpg
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -21,6 +22,8 @@ from twilio.request_validator import RequestValidator
 
 from app.kit.clock import utcnow
 from app.models import Attempt, OptOut, Recipient, StoredReceipt
+from tests.support.api import make_school
+from tests.support.database import plain_url
 
 # settings.public_base_url in tests/conftest.py: what Twilio signs, whatever the client's host.
 PUBLIC_BASE = "https://campanile.test"
@@ -247,3 +250,80 @@ def assert_problem(response: httpx.Response, status: int) -> None:
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["status"] == status
+
+
+@dataclass(frozen=True)
+class TwilioSchool:
+    id: str
+    auth: dict[str, str]
+    account: TwilioAccount
+
+
+@dataclass(frozen=True)
+class TelnyxSchool:
+    id: str
+    auth: dict[str, str]
+    keys: TelnyxKeys
+    from_number: str
+
+
+async def add_twilio_school(
+    client: httpx.AsyncClient, account: TwilioAccount | None = None, name: str = "Lincoln High"
+) -> TwilioSchool:
+    body, auth = await make_school(client, name=name)
+    account = account or TwilioAccount()
+    response = await client.put(
+        "/v1/school/provider",
+        json={
+            "provider": "twilio",
+            "account_sid": account.account_sid,
+            "auth_token": account.auth_token,
+            "from_number": account.from_number,
+        },
+        headers=auth,
+    )
+    assert response.status_code == 200, response.text
+    return TwilioSchool(body["id"], auth, account)
+
+
+async def add_telnyx_school(
+    client: httpx.AsyncClient,
+    keys: TelnyxKeys | None = None,
+    from_number: str = "+15005550007",
+    name: str = "Roosevelt Middle",
+) -> TelnyxSchool:
+    body, auth = await make_school(client, name=name)
+    keys = keys or TelnyxKeys()
+    response = await client.put(
+        "/v1/school/provider",
+        json={
+            "provider": "telnyx",
+            "api_key": "KEY" + uuid.uuid4().hex,
+            "public_key": keys.public,
+            "from_number": from_number,
+        },
+        headers=auth,
+    )
+    assert response.status_code == 200, response.text
+    return TelnyxSchool(body["id"], auth, keys, from_number)
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    url: str  # http://127.0.0.1:port, also its PUBLIC_BASE_URL
+    database_url: str
+
+    async def sql(self, statement: str, *args: Any) -> None:
+        connection = await asyncpg.connect(plain_url(self.database_url))
+        try:
+            await connection.execute(statement, *args)
+        finally:
+            await connection.close()
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        connection = await asyncpg.connect(plain_url(self.database_url))
+        try:
+            rows: list[asyncpg.Record] = await connection.fetch(query, *args)
+            return rows
+        finally:
+            await connection.close()

@@ -3,21 +3,26 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.requests import Request
+from starlette.responses import Response
 
 from app.delivery import inbox as receipts
 from app.kit.db import unit_of_work
 from app.models import Recipient
 from app.providers.twilio.events import parse_status_callback
 from app.sending import reasons
-from tests.delivery.conftest import TwilioSchool
-from tests.helpers import apply_receipts, inbox_on, launched, people, recipients
+from tests.fakes.twilio import FakeTwilio
+from tests.support.api import apply_receipts, inbox_on, launched, people, recipients
 
 CALLBACK = "https://campanile.test/v1/webhooks/twilio/status"
 BODY = "Hi {first_name}, school is closed tomorrow."
@@ -119,3 +124,64 @@ async def launch(
     assert campaign["status"] == "active"
     campaign_id: str = campaign["id"]
     return campaign_id
+
+
+@dataclass
+class TimedFakeTwilio(FakeTwilio):
+    """The fake Twilio, also noting when each create call arrived (monotonic seconds)."""
+
+    arrivals: list[float] = field(default_factory=list)
+    # ("create" | "list", To) in the order the calls arrived.
+    events: list[tuple[str, str | None]] = field(default_factory=list)
+    # (monotonic seconds, To) of each create call.
+    creates: list[tuple[float, str | None]] = field(default_factory=list)
+
+    async def _create(self, request: Request) -> Response:
+        arrived = time.monotonic()
+        self.arrivals.append(arrived)
+        form = dict(parse_qsl((await request.body()).decode("utf-8")))  # the body is cached
+        self.events.append(("create", form.get("To")))
+        self.creates.append((arrived, form.get("To")))
+        return await super()._create(request)
+
+    async def _list(self, request: Request) -> Response:
+        self.events.append(("list", request.query_params.get("To")))
+        return await super()._list(request)
+
+    def reset(self) -> None:
+        super().reset()
+        self.arrivals.clear()
+        self.events.clear()
+        self.creates.clear()
+
+    def sid_to(self, to: str) -> str:
+        """The sid of the one message the fake holds for `to`."""
+        [sid] = [m["sid"] for m in self.messages if m["to"] == to]
+        return str(sid)
+
+
+@dataclass(frozen=True)
+class TwilioSchool:
+    """A school sending through the fake Twilio: its id and API headers."""
+
+    id: str
+    auth: dict[str, str]
+
+
+async def set_twilio_account(
+    client: httpx.AsyncClient, auth: dict[str, str], fake: FakeTwilio, **extra: Any
+) -> dict[str, Any]:
+    """Point the school's provider account at the fake, over the API."""
+    account = {
+        "provider": "twilio",
+        "account_sid": fake.account_sid,
+        "auth_token": fake.auth_token,
+        "from_number": fake.from_number,
+        "api_base": fake.url,
+        **extra,
+    }
+    response = await client.put("/v1/school/provider", json=account, headers=auth)
+    assert response.status_code == 200, response.text
+    assert "auth_token" not in response.json()
+    body: dict[str, Any] = response.json()
+    return body

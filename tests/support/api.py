@@ -97,3 +97,21 @@ async def apply_receipts(sessionmaker: async_sessionmaker[AsyncSession]) -> list
         if not batch:
             return results
         results += batch
+
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+async def make_school(
+    client: httpx.AsyncClient, **settings: Any
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Create a school over the API: (its JSON, headers carrying its API key)."""
+    response = await client.post(
+        "/v1/admin/schools", json={"name": "Lincoln High", **settings}, headers=ADMIN
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return body, {"Authorization": f"Bearer {body['api_key']}"}
