@@ -3,7 +3,7 @@
 Pure functions, no I/O: the preview endpoints, the launch snapshot and the worker all
 render and measure through here, so what staff preview is what recipients get.
 
-Encoding and segments follow 3GPP TS 23.038 and providers.md §6.3: a text made only of
+Encoding and segments follow 3GPP TS 23.038 and docs/providers.md §3.1: a text made only of
 GSM-7 characters goes as GSM-7 (an extension character costs two septets, the escape and
 the character); any other character sends the whole text as UCS-2, counted in UTF-16 code
 units (a character outside the BMP, such as most emoji, is a surrogate pair: two units).
@@ -116,7 +116,7 @@ def _text(value: object) -> str:
 
 
 def measure(text: str) -> Measure:
-    """Encoding, length and segment count of `text` (providers.md §6.3).
+    """Encoding, length and segment count of `text` (docs/providers.md §3.1).
 
     One segment holds 160 septets (GSM-7) or 70 code units (UCS-2); longer texts are
     split into parts of 153 / 67. A character is never split across two parts: an

@@ -1,4 +1,4 @@
-"""Merge fields, encoding and segments of a campaign message (providers.md §6.3)."""
+"""Merge fields, encoding and segments of a campaign message (docs/providers.md §3.1)."""
 
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ SPEC_DECISIONS: list[tuple[str, str, str, bool, int]] = [
     ("twilio", "30003", "unreachable_number", False, 0),
     ("twilio", "30006", "unreachable_number", False, 1),
     ("twilio", "21610", "opted_out", False, 0),
-    # providers.md §1.5 / §5 as the brief settles them
+    # docs/providers.md §1.5 / §2.4 as the code tables settle them
     ("twilio", "21211", "invalid_number", False, 0),
     ("twilio", "21614", "invalid_number", False, 0),
     ("twilio", "21401", "invalid_number", False, 0),

@@ -61,7 +61,7 @@ class TwilioAccount:
 def status_form(
     account: TwilioAccount, sid: str, status: str, code: str | None = None
 ) -> list[tuple[str, str]]:
-    """A status callback's parameters as Twilio posts them (providers.md §1.3)."""
+    """A status callback's parameters as Twilio posts them (docs/providers.md §1.3)."""
     form = [
         ("ApiVersion", "2010-04-01"),
         ("AccountSid", account.account_sid),
@@ -141,7 +141,7 @@ def telnyx_receipt(
     code: str | None = None,
     event_id: str | None = None,
 ) -> bytes:
-    """A `message.sent` / `message.finalized` webhook body (providers.md §2.2)."""
+    """A `message.sent` / `message.finalized` webhook body (docs/providers.md §2.2)."""
     kind = event_type or ("message.sent" if status in ("queued", "sending", "sent") else None)
     errors = [{"code": code, "title": "Delivery failed", "detail": "carrier"}] if code else []
     return json.dumps(

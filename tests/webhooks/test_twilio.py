@@ -31,7 +31,7 @@ from tests.support.webhooks import (
     twilio_signature,
 )
 
-# providers.md §1.4, Twilio's worked example.
+# docs/providers.md §1.4, Twilio's worked example.
 DOC_URL = "https://example.com/myapp.php?foo=1&bar=2"
 DOC_PARAMS = [
     ("CallSid", "CA1234567890ABCDE"),

@@ -1,4 +1,4 @@
-"""Telnyx Messaging API v2: send one message (providers.md §2).
+"""Telnyx Messaging API v2: send one message (docs/providers.md §2.5).
 
 `POST {api_base}/v2/messages` with a JSON body and the account's API key as a bearer token,
 over the service's one shared `httpx.AsyncClient`. Answers are translated by the same rules
@@ -84,10 +84,10 @@ class TelnyxProvider:
     async def find_sent(
         self, to: str, since: datetime, body: str, exclude: Collection[str] = ()
     ) -> str | None:
-        """Always None: providers.md documents no message listing for Telnyx.
+        """Always None: docs/providers.md documents no message listing for Telnyx.
 
         The Messaging API we rely on (§2) has create and webhooks only; an `Idempotency-Key`
-        on `POST /v2/messages` is unconfirmed (§6.1). So after an unknown outcome a resend
+        on `POST /v2/messages` is unconfirmed (§2.5). So after an unknown outcome a resend
         may duplicate the message; the receipts of both are still applied once each.
         """
         return None

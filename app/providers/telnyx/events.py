@@ -1,4 +1,4 @@
-"""Telnyx webhooks (JSON) → neutral Receipt / InboundMessage (providers.md §2.1, §2.2).
+"""Telnyx webhooks (JSON) → neutral Receipt / InboundMessage (docs/providers.md §2.1, §2.2).
 
 `message.sent` and `message.finalized` become a Receipt: the event id `data.id` is Telnyx's
 idempotency key, the status is `payload.to[0].status` (we send to one number), the error

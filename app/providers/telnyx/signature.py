@@ -1,4 +1,4 @@
-"""Telnyx webhook signatures: Ed25519 over `timestamp|raw body` (providers.md §2.3).
+"""Telnyx webhook signatures: Ed25519 over `timestamp|raw body` (docs/providers.md §2.3).
 
 Headers `telnyx-signature-ed25519` (base64 of the 64-byte signature) and `telnyx-timestamp`
 (Unix seconds); the key is the account's public key (base64 of 32 bytes) from the Telnyx

@@ -1,6 +1,6 @@
 """Twilio Programmable Messaging: send one message, and look one up after an unknown outcome.
 
-Speaks the 2010-04-01 Messages API (providers.md §1.1) over the service's one shared
+Speaks the 2010-04-01 Messages API (docs/providers.md §1.1) over the service's one shared
 `httpx.AsyncClient` (its timeouts apply), and translates every answer into a `SendResult`:
 
 | answer                                   | outcome | outcome_unknown | classification       |

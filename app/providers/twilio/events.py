@@ -1,4 +1,4 @@
-"""Twilio webhooks (form-encoded) → neutral Receipt / InboundMessage (providers.md §1.3).
+"""Twilio webhooks (form-encoded) → neutral Receipt / InboundMessage (docs/providers.md §1.3).
 
 Pure functions over the form parameters (pairs, or a multi-dict such as Starlette's
 FormData), used after the signature was checked. Twilio sends no event id and no timestamp

@@ -1,4 +1,4 @@
-"""X-Twilio-Signature on form-encoded webhooks (providers.md §1.4).
+"""X-Twilio-Signature on form-encoded webhooks (docs/providers.md §1.4).
 
 signature = base64(HMAC-SHA1(auth_token, url + name1 + value1 + name2 + value2 ...)), with
 parameter names sorted (case-sensitive) and, for a repeated name, its distinct values sorted
