@@ -167,7 +167,7 @@ _FORGET_TURNS = text(
 
 
 async def complete_if_done(session: AsyncSession, campaign_id: uuid.UUID) -> bool:
-    """Mark an active campaign complete when no recipient is in progress (SPEC §2)."""
+    """Mark an active campaign complete when no recipient is in progress."""
     in_progress = exists().where(
         Recipient.campaign_id == campaign_id,
         Recipient.status.in_([s.value for s in IN_PROGRESS]),

@@ -2,7 +2,7 @@
 
 A claim commits before its messages go out, and a batch's sends can take a while to
 start (the concurrency gate, a provider's rate). Meanwhile staff may close or archive the
-campaign, or the number may opt out. SPEC §2: no attempt starts after the call returns.
+campaign, or the number may opt out. README, Delivery: no attempt starts after the call returns.
 
 So every send is admitted first, against the database, under an advisory lock per
 campaign, held shared from before the recipient is read until the provider has answered

@@ -1,5 +1,5 @@
 """The receipt applier: delivery receipts, whatever the provider, kept in the inbox as they
-arrive (`app.delivery.inbox`), applied here through the status rules (SPEC §3, §6).
+arrive (`app.delivery.inbox`), applied here through the status rules (`app.sending.status`).
 
 `apply_stored`, run in a loop wherever a delivery
 worker runs (`app.workers.receipts`: `campanile worker`, and `campanile serve` unless

@@ -8,7 +8,7 @@ from app.kit.schemas import Schema
 
 
 class FailedReasonOut(Schema):
-    """One failed reason of the catalog (SPEC §4), for tooltips and filters."""
+    """One failed reason of the catalog, for tooltips and filters."""
 
     code: str = Field(examples=["unreachable_number"])
     label: str = Field(examples=["Unreachable Number"])

@@ -1,4 +1,4 @@
-"""Opt-out and opt-in keywords in an inbound SMS (SPEC §6): pure, no I/O.
+"""Opt-out and opt-in keywords in an inbound SMS (README, Webhooks): pure, no I/O.
 
 The whole message must be the keyword: case does not matter, spaces and punctuation around
 it are ignored and the spaces inside a phrase may be any run of whitespace, so "Stop.",
@@ -22,7 +22,7 @@ class Action(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class Keyword:
     action: Action
-    # The keyword as SPEC §6 spells it: what the opt-out record keeps.
+    # The keyword as the README spells it (Webhooks): what the opt-out record keeps.
     word: str
 
 

@@ -1,4 +1,4 @@
-"""Opt-outs: a number gets nothing from the school until it opts back in (SPEC §1, §6)."""
+"""Opt-outs: a number gets nothing from the school until it opts back in (README, Webhooks)."""
 
 from __future__ import annotations
 
@@ -109,9 +109,9 @@ async def opt_in_if_listed(session: AsyncSession, school_id: uuid.UUID, phone: s
 async def on_inbound(
     session: AsyncSession, school_ids: Sequence[uuid.UUID], sender: str, body: str
 ) -> keywords.Keyword | None:
-    """A message a contact sent to the schools' number (SPEC §6): an opt-out keyword opts the
-    sender out of each school (source `keyword`, cancelling their waiting messages), an
-    opt-in keyword takes them off each school's list; anything else changes nothing.
+    """A message a contact sent to the schools' number (README, Webhooks): an opt-out keyword
+    opts the sender out of each school (source `keyword`, cancelling their waiting messages),
+    an opt-in keyword takes them off each school's list; anything else changes nothing.
 
     The keyword found, or None. A sender that is not a phone number (short code, alphanumeric
     sender) cannot be on a list and is ignored.

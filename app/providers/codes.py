@@ -7,7 +7,7 @@ JSON file of the same shape (settings `twilio_code_table`, `telnyx_code_table`).
 
 Every table is validated when it is loaded, so a typo in a reason or an index fails at
 start-up, not when the first message fails. A code no table knows falls back to
-`failed_to_create` at create time and to `unknown` in a receipt, both hard (SPEC §4).
+`failed_to_create` at create time and to `unknown` in a receipt, both hard (README, Delivery).
 """
 
 from __future__ import annotations

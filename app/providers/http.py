@@ -1,6 +1,6 @@
 """What HTTP-speaking adapters share: turning transport failures and throttling into results.
 
-The rule (SPEC §4): an outage of the provider never fails a recipient. Anything that went
+The rule (README, Delivery): an outage of the provider never fails a recipient. Anything that went
 wrong before the request left us is soft; anything after it may have been processed, so it
 is soft *and* `outcome_unknown` (creating a message is not idempotent).
 """

@@ -123,8 +123,8 @@ def render(campaign: Campaign, recipient: Recipient) -> str:
 async def resend(
     session: AsyncSession, school: School, campaign_id: str, recipient_id: str
 ) -> Recipient:
-    """Queue a new attempt for a failed recipient whose reason allows it (SPEC §4). Locks in
-    the lock order (`app.sending.locks`): the recipient, then the campaign's row."""
+    """Queue a new attempt for a failed recipient whose reason allows it (`app.sending.status`).
+    Locks in the lock order (`app.sending.locks`): the recipient, then the campaign's row."""
     campaign = await campaigns.get(session, school, campaign_id)  # 404 first; no lock yet
     recipient = await get(session, campaign, recipient_id, lock=True)
     await campaigns.lock(session, campaign)

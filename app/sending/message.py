@@ -43,7 +43,7 @@ _OWN_FIELDS: Final = ("first_name", "last_name", "phone")
 
 @dataclass(frozen=True, slots=True)
 class Measure:
-    """A rendered text as the carrier sees it (the shape of a preview, SPEC §7)."""
+    """A rendered text as the carrier sees it (the shape of `campaigns.schemas.Preview`)."""
 
     text: str
     encoding: Encoding

@@ -1,4 +1,4 @@
-"""The failed-reason catalog (SPEC §4), as data: codes, labels, definitions, resendable."""
+"""The failed-reason catalog, as data: codes, labels, definitions, resendable."""
 
 from __future__ import annotations
 

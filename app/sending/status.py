@@ -1,4 +1,4 @@
-"""The recipient status rules (SPEC §3, §4): one pure module, no I/O.
+"""The recipient status rules: one pure module, no I/O.
 
 Every path that changes a recipient — launch, the delivery loop, webhooks, staff actions —
 asks this module what the new state is instead of deciding for itself.
@@ -108,7 +108,7 @@ class Change:
 
 
 def launch_state(*, opted_out: bool, country_allowed: bool) -> State:
-    """A recipient's first state when its campaign launches (SPEC §2)."""
+    """A recipient's first state when its campaign launches."""
     if opted_out:
         return State(Status.failed, "opted_out")
     if not country_allowed:
@@ -213,7 +213,7 @@ def on_opt_out(current: State, campaign: CampaignStatus) -> Change | None:
 
 
 def resend_refusal(current: State, campaign: CampaignStatus) -> str | None:
-    """Why a staff resend is refused (SPEC §4), or None when it is allowed."""
+    """Why a staff resend is refused, or None when it is allowed."""
     if campaign in (CampaignStatus.closed, CampaignStatus.archived):
         return f"The campaign is {campaign.value}; nothing more is sent."
     if campaign in (CampaignStatus.draft, CampaignStatus.scheduled):
@@ -232,5 +232,5 @@ def on_resend(current: State, campaign: CampaignStatus) -> Change:
 
 
 def campaign_complete(in_progress: int) -> bool:
-    """Complete the moment every recipient is delivered or failed (SPEC §2)."""
+    """Complete the moment every recipient is delivered or failed."""
     return in_progress == 0

@@ -1,5 +1,5 @@
-"""Telnyx's webhook: delivery receipts and inbound SMS in one JSON endpoint (SPEC §6,
-providers.md §2).
+"""Telnyx's webhook: delivery receipts and inbound SMS in one JSON endpoint
+(README, Webhooks; docs/providers.md §2).
 
 Which account's key? A Telnyx webhook names no account the way Twilio's `AccountSid` does,
 and its body may not be believed before the signature is checked. So the signature is

@@ -1,4 +1,5 @@
-"""Twilio's webhooks: status callbacks and inbound SMS (SPEC §6, providers.md §1.3, §1.4).
+"""Twilio's webhooks: status callbacks and inbound SMS (README, Webhooks;
+docs/providers.md §1.3, §1.4).
 
 Every request is checked before anything in it is believed: the raw form body is parsed
 here (every name=value pair, blank values and repeated names kept, exactly what Twilio

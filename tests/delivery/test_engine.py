@@ -119,7 +119,7 @@ async def test_wrong_credentials_fail_as_sending_error(
 
 # -- synchronous errors at create ------------------------------------------------------
 
-# What staff see after one cycle, for each answer the fake can give at create (SPEC §4).
+# What staff see after one cycle, for each answer the fake can give at create (README, Delivery).
 CREATE_ERRORS: list[tuple[Answer, str, str, int, str, str]] = [
     # answer, status, reason, definition, provider_error_code, attempt status
     (Answer.error(21211), "failed", "invalid_number", 0, "21211", "failed"),
@@ -468,7 +468,7 @@ async def test_a_hand_over_cut_short_by_a_crash_is_recovered_after_close_not_sen
 ) -> None:
     """A worker sent one of its two messages and died; staff then closed the campaign.
     When the lease runs out, the message that went out is found and recorded (its receipts
-    still count, SPEC §2), and the one that did not is not sent."""
+    still count: README, Delivery), and the one that did not is not sent."""
     auth = twilio_school.auth
     cid = await launch(client, twilio_school, phone(0), phone(1))
     jobs = await delivery.claim()

@@ -1,4 +1,4 @@
-"""`GET /v1/failed-reasons`: the catalog of SPEC §4, open to anyone."""
+"""`GET /v1/failed-reasons`: the catalog of `app.sending.reasons`, open to anyone."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-# SPEC §4, as the table reads (the front ends build their tooltips from it).
+# The catalog, row by row (the front ends build their tooltips from it).
 EXPECTED: list[dict[str, Any]] = [
     {
         "code": "blocked",

@@ -133,7 +133,7 @@ def row_of(cells: tuple[str, str, str, str]) -> Row:
         label, _, reason = step.partition(" · ")
         assert label in ("Delivered", "Scheduled", "Pending", "Failed"), step
         if label == "Scheduled":
-            reason = REATTEMPTING  # SPEC §3: a scheduled contact's reason
+            reason = REATTEMPTING  # a scheduled contact's reason (`app.sending.status`)
         assert bool(reason) == (label in ("Failed", "Scheduled")), step
         shown.append(Shown(label, reason or None))
     return Row(endings, happens, None if code == "—" else code, tuple(shown), again, opted_out)

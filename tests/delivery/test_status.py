@@ -1,8 +1,9 @@
 """The recipient status rules (`app.delivery.status`), exhaustively, without a database.
 
 Each matrix below crosses every recipient status with every campaign status and every
-variant of one event, and compares the module with `expected_*`: the rules of SPEC §2-§4
-and the help article restated here from the text, not from the module.
+variant of one event, and compares the module with `expected_*`: the rules (the module's
+docstring; README, Delivery and Webhooks) restated here from the text, not from the module's
+code.
 """
 
 from __future__ import annotations
@@ -64,16 +65,16 @@ def name(state: State) -> str:
     return f"{state.status}/{state.failed_reason}" if state.failed_reason else str(state.status)
 
 
-# -- the SPEC, restated --------------------------------------------------------------------
+# -- the rules, restated -------------------------------------------------------------------
 
 
 def frozen(current: State, campaign: CampaignStatus) -> bool:
-    """Archive freezes every status (SPEC §2); delivered is final and best (§3)."""
+    """Archive freezes every status; delivered is final and best."""
     return campaign is C.archived or current.status is S.delivered
 
 
 def failure(classification: Classification, retry: bool) -> Change:
-    """SPEC §4: soft and retrying → scheduled/reattempting; otherwise failed with its reason
+    """Soft and retrying → scheduled/reattempting; otherwise failed with its reason
     and the definition that fits; either way the provider's error code is kept."""
     if classification.soft and retry:
         return Change(State(S.scheduled, "reattempting", CODE), retry=True)
@@ -120,14 +121,14 @@ def expected_receipt(
 
 
 def expected_opt_out(current: State, campaign: CampaignStatus) -> Change | None:
-    """SPEC §6: cancels queued and scheduled messages; the archive freeze wins (§2)."""
+    """Opt-out (README, Webhooks): cancels queued and scheduled messages; archive freeze wins."""
     if campaign is not C.archived and current.status in (S.queued, S.scheduled):
         return Change(State(S.failed, "opted_out"))
     return None
 
 
 def expected_resend_allowed(current: State, campaign: CampaignStatus) -> bool:
-    """SPEC §4: failed, reason resendable, campaign sending (not closed or archived; a draft
+    """Resend: failed, reason resendable, campaign sending (not closed or archived; a draft
     or a scheduled campaign has not started sending)."""
     return (
         campaign in (C.active, C.complete)
@@ -481,7 +482,7 @@ def test_closed_campaign_soft_bounce_fails_even_when_the_policy_would_retry() ->
 
 
 def test_closed_campaign_still_takes_receipts() -> None:
-    # SPEC §2: receipts for messages already handed to the provider still update them.
+    # README, Delivery: receipts for messages already handed to the provider still update them.
     for current in (State(S.queued), State(S.pending)):
         assert on_receipt(
             current,
@@ -627,7 +628,7 @@ def test_campaign_completes_when_nothing_is_in_progress(size: int) -> None:
 
 
 def test_labels_and_groups_are_the_spec_table() -> None:
-    # SPEC §3, column by column.
+    # The status table (labels and groups), column by column.
     table = {
         "queued": ("Still in Queue", "in_progress"),
         "pending": ("Pending", "in_progress"),
@@ -720,7 +721,8 @@ def test_every_reason_the_module_uses_is_in_the_catalog() -> None:
         ("canceled", Phase.failed),
         ("sending_failed", Phase.failed),
         ("delivery_failed", Phase.failed),
-        ("delivery_unconfirmed", Phase.failed),  # SPEC §4: Telnyx unconfirmed is `unknown`
+        # docs/providers.md §2.2: Telnyx unconfirmed is `unknown`
+        ("delivery_unconfirmed", Phase.failed),
         ("DELIVERED", Phase.delivered),
         ("Sent", Phase.sent),
         ("receiving", None),

@@ -1,4 +1,4 @@
-"""The code tables: shipped rows are valid, SPEC decisions hold, overrides and fallbacks work."""
+"""The code tables: shipped rows are valid, decided mappings hold, overrides and fallbacks work."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_every_row_names_a_final_reason_and_a_valid_definition(provider: str) ->
 
 
 SPEC_DECISIONS: list[tuple[str, str, str, bool, int]] = [
-    # SPEC §4 product decisions
+    # product decisions (docs/providers.md §1.5)
     ("twilio", "30003", "unreachable_number", False, 0),
     ("twilio", "30006", "unreachable_number", False, 1),
     ("twilio", "21610", "opted_out", False, 0),

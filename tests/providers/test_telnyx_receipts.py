@@ -82,7 +82,7 @@ def test_finalized_delivered() -> None:
         ("sending_failed", [{"code": "40310"}], "40310", Classification("invalid_number", False)),
         ("sending_failed", [], None, Classification("unknown", False)),
         ("delivery_failed", [{"code": "49999"}], "49999", Classification("unknown", False)),
-        # SPEC §4: delivery_unconfirmed is `unknown`, whatever code comes with it.
+        # docs/providers.md §2.2: delivery_unconfirmed is `unknown`, whatever code comes with it.
         ("delivery_unconfirmed", [], None, Classification("unknown", False)),
         ("delivery_unconfirmed", [{"code": "40002"}], "40002", Classification("unknown", False)),
     ],

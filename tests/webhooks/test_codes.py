@@ -1,5 +1,5 @@
 """Every row of both code tables, through the webhooks: a failure receipt for a recipient
-with a recorded attempt ends with the status, reason and definition of SPEC §4 (a soft code
+with a recorded attempt ends with the status, reason and definition of its row (a soft code
 on an active campaign: Scheduled, Re-attempting Delivery, with its next attempt due)."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def table(provider: str) -> dict[str, dict[str, Any]]:
 
 
 def expected(code: str | None, row: dict[str, Any] | None) -> dict[str, Any]:
-    """The recipient's status and failed reason, as SPEC §4 says, for a failure receipt."""
+    """The recipient's status and failed reason, as README, Delivery says, for a failure receipt."""
     if row is not None and row["soft"]:
         return {
             "status": "scheduled",

@@ -1,4 +1,4 @@
-"""Inbound SMS keywords (SPEC §6): the pure matcher, and the webhooks acting on them —
+"""Inbound SMS keywords (README, Webhooks): the pure matcher, and the webhooks acting on them —
 opt-out records and the cancellation of waiting messages across the school's campaigns."""
 
 from __future__ import annotations

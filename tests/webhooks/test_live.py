@@ -143,7 +143,7 @@ def stories(first: str, second: str, kind: int) -> list[tuple[str, str, str | No
     ][kind]
 
 
-# What each kind of story ends as (SPEC §3, §4): a cross-check of the in-order fold.
+# What each kind of story ends as (`app.sending.status`): a cross-check of the in-order fold.
 EXPECTED_END = {
     0: ("delivered", None, None),
     1: ("failed", "unreachable_number", "30003"),

@@ -1,6 +1,7 @@
-"""Receipts through the webhooks obey SPEC §3's rules: never backwards, the same receipt
-applied once, a late `delivered` wins, an archived campaign keeps its visible status; and
-a receipt that arrives before its message id is recorded waits, then is applied."""
+"""Receipts through the webhooks obey the status rules (`app.sending.status`): never
+backwards, the same receipt applied once, a late `delivered` wins, an archived campaign keeps
+its visible status; and a receipt that arrives before its message id is recorded waits, then
+is applied."""
 
 from __future__ import annotations
 
@@ -250,7 +251,7 @@ async def test_telnyx_event_id_is_the_idempotency_key(
 async def test_receipt_before_its_message_id_waits_then_is_applied(
     client: httpx.AsyncClient, twilio_school: TwilioSchool, sessionmaker: Sessions
 ) -> None:
-    """The race of SPEC §6: Twilio's callback arrives before the send's record step has
+    """The race of README, Webhooks: Twilio's callback arrives before the send's record step has
     stored the message id. It is kept, then applied by the record step."""
     s = await story(client, twilio_school, sessionmaker)
     async with sessionmaker() as session:  # the claim: an attempt being handed over

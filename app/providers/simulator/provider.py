@@ -1,4 +1,4 @@
-"""The built-in simulator: a real provider without a network (SPEC §5).
+"""The built-in simulator: a real provider without a network (README, The simulator).
 
 What happens to a message is decided by the last two digits of the destination number:
 

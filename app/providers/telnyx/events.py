@@ -3,8 +3,8 @@
 `message.sent` and `message.finalized` become a Receipt: the event id `data.id` is Telnyx's
 idempotency key, the status is `payload.to[0].status` (we send to one number), the error
 code is `payload.errors[0].code`. `delivery_unconfirmed` is a failure we classify as
-`unknown` (SPEC §4). `message.received` becomes an InboundMessage; other event types are
-not ours to read (None: acknowledge and ignore).
+`unknown` (docs/providers.md §2.2). `message.received` becomes an InboundMessage; other
+event types are not ours to read (None: acknowledge and ignore).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Staff stop messages that a worker has already claimed: no attempt starts once the call
-returns (SPEC §2), even for a batch whose sends are still waiting for their turn.
+returns (README, Delivery), even for a batch whose sends are still waiting for their turn.
 
 The school's sender allows 3 messages a second, so a batch of three is sent at about 0 s,
 0.33 s and 0.67 s; staff act as soon as the first is out, while the engine is mid-batch."""
@@ -56,7 +56,7 @@ async def test_closing_or_archiving_mid_batch_stops_the_sends_not_yet_started(
     # Only the first went out, before the call returned.
     [(arrived, sent)] = twilio.creates
     assert arrived < stopped
-    # The other two keep their status (SPEC §2), with no attempt made and nothing due.
+    # The other two keep their status (README, Delivery), with no attempt made and nothing due.
     rows = {r["phone"]: r for r in await recipients(client, auth, campaign_id)}
     assert rows.pop(sent)["attempts"] == 1
     assert [(r["status"], r["attempts"], r["next_attempt_at"]) for r in rows.values()] == [
