@@ -444,7 +444,7 @@ def test_archived_campaign_freezes_every_status(current: State) -> None:
 
 
 def test_pending_stays_pending_after_archive() -> None:
-    # The help article's own example: even a delivered receipt leaves it Pending.
+    # Archive freezes the status (`app.sending.status`): even a delivered receipt leaves it Pending.
     assert apply_receipts(list(Phase), start=State(S.pending), campaign=C.archived) == (
         State(S.pending),
         None,

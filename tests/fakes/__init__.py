@@ -1,1 +1,1 @@
-"""Provider fakes: real HTTP servers on loopback (STYLE habit 11)."""
+"""Provider fakes: real HTTP servers on loopback."""
