@@ -2,7 +2,7 @@
 arrive (`app.delivery.inbox`), applied here through the status rules (`app.sending.status`).
 
 `apply_stored`, run in a loop wherever a delivery
-worker runs (`app.workers.receipts`: `campanile worker`, and `campanile serve` unless
+worker runs (`app.workers.receipt_applier`: `campanile worker`, and `campanile serve` unless
 --no-worker), applies stored receipts whose message id is known, a batch per transaction,
 in the order they arrived. A receipt that comes before the send's transaction has recorded
 its message id simply stays stored until that transaction commits; the next batch after it

@@ -2,7 +2,7 @@
 
 The tables are data files shipped in the package (`twilio/codes.json`, `telnyx/codes.json`),
 one row per code: `{"reason", "soft", "definition", "note"}`, where `definition` indexes the
-reason's definitions in `app.delivery.reasons`. An operator can replace or add rows with a
+reason's definitions in `app.sending.reasons`. An operator can replace or add rows with a
 JSON file of the same shape (settings `twilio_code_table`, `telnyx_code_table`).
 
 Every table is validated when it is loaded, so a typo in a reason or an index fails at

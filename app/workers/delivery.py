@@ -1,5 +1,5 @@
 """The delivery loop (`campanile worker`, or inside `campanile serve`); beside it runs the
-receipt applier (`app.workers.receipts`)."""
+receipt applier (`app.workers.receipt_applier`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Backoff with jitter and the sending window (`app.delivery.schedule`), without I/O.
+"""Backoff with jitter and the sending window (`app.sending.schedule`), without I/O.
 
 Expected instants are written out in UTC by hand (with the zone's offset of that day), not
 computed with the module's own arithmetic.

@@ -1,4 +1,4 @@
-"""The recipient status rules (`app.delivery.status`), exhaustively, without a database.
+"""The recipient status rules (`app.sending.status`), exhaustively, without a database.
 
 Each matrix below crosses every recipient status with every campaign status and every
 variant of one event, and compares the module with `expected_*`: the rules (the module's
