@@ -1,0 +1,258 @@
+"""The claim and the provider's rate, end to end: the real Engine, Registry and Twilio adapter on
+a real httpx client, against the fake Twilio on loopback; campaigns made and read over the
+API. "Time passing" is simulated in SQL only; nothing of Campanile's is patched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import update
+
+from app.delivery.engine import ACTIVATE_SECONDS, Engine
+from app.kit.db import unit_of_work
+from app.models import Campaign
+from tests.support.api import launched, make_school, people
+from tests.support.delivery import (
+    BODY,
+    CALLBACK,
+    Sessions,
+    TimedFakeTwilio,
+    TwilioSchool,
+    at,
+    by_phone,
+    campaign_of,
+    launch,
+    make_due,
+    now,
+    one,
+    phone,
+    set_twilio_account,
+)
+
+
+async def test_first_sends_reach_twilio_and_wait_in_queue(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+) -> None:
+    auth = twilio_school.auth
+    cid = await launch(client, twilio_school, phone(0), phone(1))
+
+    assert await delivery.run_once() == 2
+
+    requests = sorted(twilio.requests, key=lambda r: r.to or "")
+    assert [(r.to, r.body, r.from_number, r.status_callback) for r in requests] == [
+        (phone(0), "Hi Kid0, school is closed tomorrow.", twilio.from_number, CALLBACK),
+        (phone(1), "Hi Kid1, school is closed tomorrow.", twilio.from_number, CALLBACK),
+    ]
+    # The auth token was sealed by PUT /v1/school/provider and opened by the registry.
+    assert all(r.authenticated for r in requests)
+    for n in (0, 1):
+        recipient = await one(client, auth, cid, phone(n))
+        assert recipient["status"] == "queued"
+        assert recipient["status_label"] == "Still in Queue"
+        assert recipient["status_group"] == "in_progress"
+        assert recipient["failed_reason"] is None
+        assert recipient["attempts"] == 1
+        assert recipient["next_attempt_at"] is None  # the lease is given back
+        [attempt] = recipient["attempts_history"]
+        assert attempt["provider"] == "twilio"
+        assert attempt["provider_message_id"] == twilio.sid_to(phone(n))
+        assert attempt["provider_message_id"].startswith("SM")
+        assert attempt["status"] == "queued"
+        assert attempt["error_code"] is None
+    campaign = await campaign_of(client, auth, cid)
+    assert campaign["status"] == "active"
+    assert campaign["counts"] == {
+        "total": 2,
+        "queued": 2,
+        "pending": 0,
+        "scheduled": 0,
+        "delivered": 0,
+        "failed": 0,
+    }
+    # Nothing more is due: a second cycle sends nothing.
+    assert await delivery.run_once() == 0
+    assert len(twilio.requests) == 2
+
+
+async def test_rate_limit_spaces_sends_and_caps_each_claim(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+) -> None:
+    auth = twilio_school.auth
+    rate = 20.0
+    await set_twilio_account(client, auth, twilio, max_messages_per_second=rate)
+    interval = 1 / rate
+    horizon = max(delivery.settings.worker_poll_seconds, 1.0)
+    per_cycle = int(horizon * rate)
+    assert per_cycle < delivery.settings.worker_batch_size  # the rate is what limits
+    numbers = [phone(i) for i in range(per_cycle + 5)]
+    cid = await launch(client, twilio_school, *numbers)
+
+    jobs = await delivery.claim()
+    claimed = now()
+    assert len(jobs) == per_cycle
+    # Each one over the rate is promised a turn of its own, one interval apart, after the
+    # slots taken (a second on): not due until then.
+    waiting = [r for r in (await by_phone(client, auth, cid)).values() if r["attempts"] == 0]
+    assert len(waiting) == 5
+    assert all(r["status"] == "queued" for r in waiting)
+    turns = sorted(at(r["next_attempt_at"]) for r in waiting)
+    assert claimed + timedelta(seconds=horizon - 0.1) < turns[0] < claimed + timedelta(seconds=2)
+    gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(turns)]
+    assert gaps == pytest.approx([interval] * 4)
+    assert await delivery.claim() == []
+    await delivery.record(await delivery.send(jobs, asyncio.Event()))
+    assert len(twilio.requests) == per_cycle
+
+    await asyncio.sleep((turns[-1] - now()).total_seconds())
+    assert await delivery.run_once() == 5
+    assert {r.to for r in twilio.requests} == set(numbers)
+    # The k-th request never arrives before k intervals after the first one (some
+    # tolerance for the loop's own latency), across both cycles.
+    arrivals = sorted(twilio.arrivals)
+    tolerance = 0.015
+    for k, arrival in enumerate(arrivals):
+        assert arrival - arrivals[0] >= k * interval - tolerance, (k, arrival - arrivals[0])
+    # In any one second, at most `rate` requests (+1 for the window's edge).
+    for i, start in enumerate(arrivals):
+        within = sum(1 for a in arrivals[i:] if a - start < 1.0)
+        assert within <= rate + 1
+
+
+async def test_a_rate_under_one_a_second_still_sends(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+) -> None:
+    """Long codes and alphanumeric senders may allow one message every few seconds."""
+    auth = twilio_school.auth
+    await set_twilio_account(client, auth, twilio, max_messages_per_second=0.5)
+    cid = await launch(client, twilio_school, phone(0), phone(1), phone(2))
+
+    assert await delivery.run_once() == 1
+
+    waiting = [r for r in (await by_phone(client, auth, cid)).values() if r["attempts"] == 0]
+    turns = sorted(at(r["next_attempt_at"]) for r in waiting)
+    assert [round((t - turns[0]).total_seconds(), 3) for t in turns] == [0.0, 2.0]
+    await asyncio.sleep((turns[0] - now()).total_seconds())
+    assert await delivery.run_once() == 1
+    assert len(twilio.requests) == 2
+    [first, second] = twilio.arrivals
+    assert second - first >= 2.0 - 0.015
+
+
+async def test_a_rate_limited_backlog_does_not_hold_up_other_schools(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+) -> None:
+    """A school on a slow sender with more due than a claim takes: the claims after it
+    still reach another school's recipients, instead of taking the same backlog again."""
+    await set_twilio_account(client, twilio_school.auth, twilio, max_messages_per_second=2)
+    backlog = [phone(i) for i in range(12)]
+    await launch(client, twilio_school, *backlog)
+    other_school, other_auth = await make_school(client, name="Other", sending_window=None)
+    await set_twilio_account(client, other_auth, twilio)
+    other = phone(99)
+    await launch(client, TwilioSchool(other_school["id"], other_auth), other)
+    settings = delivery.settings.model_copy(update={"worker_batch_size": 5})
+    engine = Engine(delivery.sessionmaker, settings, delivery.registry)
+
+    for _ in range(3):
+        await engine.run_once()
+
+    # The other school's one went out in the third claim (waiting behind the whole
+    # backlog, two a claim, it would have gone in the fifth); the slow school's at its
+    # rate all along.
+    assert other in {to for _, to in twilio.creates}
+    slow = sorted(t for t, to in twilio.creates if to != other)
+    assert all(b - a >= 0.5 - 0.015 for a, b in itertools.pairwise(slow))
+
+
+async def test_a_closed_backlog_does_not_hold_up_the_next_campaign(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+) -> None:
+    """Turns promised to a backlog that staff then closed are given back."""
+    auth = twilio_school.auth
+    await set_twilio_account(client, auth, twilio, max_messages_per_second=1)
+    backlog = await launch(client, twilio_school, *(phone(i) for i in range(30)))
+    assert await delivery.run_once() == 1  # the other 29 promised turns, a second apart
+    response = await client.post(f"/v1/campaigns/{backlog}/close", headers=auth)
+    assert response.status_code == 200, response.text
+
+    following = await launch(client, twilio_school, phone(50), phone(51), phone(52))
+    assert len(await delivery.claim()) == 1
+
+    waiting = [r for r in (await by_phone(client, auth, following)).values() if not r["attempts"]]
+    assert len(waiting) == 2
+    assert all(at(r["next_attempt_at"]) < now() + timedelta(seconds=5) for r in waiting)
+
+
+async def scheduled_then_due(
+    client: httpx.AsyncClient,
+    school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> str:
+    """A campaign launched to start in an hour (the engine looks at it: nothing to send),
+    then the hour passes; returns the campaign."""
+    later = (now() + timedelta(hours=1)).isoformat()
+    campaign = await launched(client, school.auth, people(phone(0)), body=BODY, send_at=later)
+    assert campaign["status"] == "scheduled"
+    assert await delivery.run_once() == 0
+    assert twilio.requests == []
+    async with unit_of_work(sessionmaker) as session:
+        await session.execute(
+            update(Campaign)
+            .where(Campaign.id == uuid.UUID(campaign["id"]))
+            .values(send_at=now() - timedelta(seconds=1))
+        )
+    await make_due(sessionmaker, campaign["id"])
+    cid: str = campaign["id"]
+    return cid
+
+
+async def test_a_scheduled_campaign_starts_when_its_time_comes(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    cid = await scheduled_then_due(client, twilio_school, twilio, delivery, sessionmaker)
+    await asyncio.sleep(ACTIVATE_SECONDS)  # the worker looks at most once a second
+    assert await delivery.run_once() == 1
+    assert (await campaign_of(client, twilio_school.auth, cid))["status"] == "active"
+    assert twilio.sends_to(phone(0)) == 1
+
+
+async def test_recipients_due_before_their_campaign_starts_wait_for_it(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    await scheduled_then_due(client, twilio_school, twilio, delivery, sessionmaker)
+    # A claim within the second, before the campaign is started: its recipient stays due.
+    assert await delivery.run_once() == 0
+    await asyncio.sleep(ACTIVATE_SECONDS)
+    assert await delivery.run_once() == 1
+    assert twilio.sends_to(phone(0)) == 1
