@@ -34,12 +34,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import metrics
 from app.campaigns import service as campaigns
+from app.delivery import sql
 from app.kit.clock import utcnow
 from app.models import Attempt, Campaign, CampaignStatus, Recipient, School, StoredReceipt
 from app.opt_outs import service as opt_outs
 from app.sending import policy
 from app.sending import status as rules
 from app.sending.outcomes import Classification
+from app.sending.reasons import OPTED_OUT
 from app.sending.state import apply_change, state_of
 
 log = logging.getLogger(__name__)
@@ -64,12 +66,15 @@ async def apply_stored(session: AsyncSession, limit: int = BATCH) -> list[Result
     due = (await session.execute(_DUE.limit(limit))).all()
     if not due:
         return []
-    attempt_of = {receipt_id: attempt_id for receipt_id, attempt_id, _ in due}
-    recipient_ids = sorted({recipient_id for _, _, recipient_id in due})
-    # The recipients' locks first, in one order for everyone; everything read after them.
-    await session.execute(_LOCK_RECIPIENTS, {"ids": recipient_ids})
+    attempt_of = {row.id: row.attempt_id for row in due}
+    recipient_ids = sorted({row.recipient_id for row in due})
+    opted_out = sorted({row.recipient_id for row in due if row.reason == OPTED_OUT})
+    # The recipients' locks first, in the lock order (`app.sending.locks`), those an
+    # opt-out will fail included; everything read after them.
+    await session.execute(sql.LOCK_APPLIED, {"ids": recipient_ids, "opted_out": opted_out})
     targets = await _targets(session, set(attempt_of.values()))
-    latest = dict((await session.execute(_LATEST, {"ids": recipient_ids})).all())
+    found = await session.execute(_LATEST, {"ids": recipient_ids})
+    latest = {row.recipient_id: row.latest for row in found}
     stored = (await session.execute(_STORED, {"ids": list(attempt_of)})).scalars().all()
     now = utcnow()
     effects = _Effects()
@@ -126,19 +131,21 @@ _MATCH = (
     .lateral("match")
 )
 _DUE = (
-    select(StoredReceipt.id, _MATCH.c.id, _MATCH.c.recipient_id)
+    select(
+        StoredReceipt.id,
+        _MATCH.c.id.label("attempt_id"),
+        _MATCH.c.recipient_id,
+        StoredReceipt.reason,
+    )
     .join(_MATCH, true())
     .where(StoredReceipt.applied_at.is_(None))
     .order_by(StoredReceipt.id)
     .with_for_update(of=StoredReceipt, skip_locked=True)
 )
 _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
-_LOCK_RECIPIENTS = (
-    select(Recipient.id).where(Recipient.id.in_(_IDS)).order_by(Recipient.id).with_for_update()
-)
 # Each recipient's latest attempt: a receipt for an older one never reschedules it.
 _LATEST = (
-    select(Attempt.recipient_id, func.max(Attempt.id))
+    select(Attempt.recipient_id, func.max(Attempt.id).label("latest"))
     .where(Attempt.recipient_id.in_(_IDS))
     .group_by(Attempt.recipient_id)
 )
@@ -229,6 +236,6 @@ def _apply(
         apply_change(recipient, change, due)
         if change.state.status in rules.FINAL:
             effects.finished.add(recipient.campaign_id)
-    if classification is not None and classification.reason == "opted_out":
+    if classification is not None and classification.reason == OPTED_OUT:
         effects.opted_out.append(recipient)
     return Result.applied

@@ -33,7 +33,8 @@ from app.opt_outs import service as opt_outs
 from app.providers.base import SendResult
 from app.sending import policy
 from app.sending import status as rules
-from app.sending.outcomes import Classification, Outcome
+from app.sending.outcomes import Outcome
+from app.sending.reasons import OPTED_OUT
 from app.sending.state import apply_change, state_of
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,12 @@ async def _record(
     async with unit_of_work(sessionmaker) as session:
         now = utcnow()
         ids = sorted({o.job.recipient_id for o in outcomes})
+        # Locked with them, in one id order: the waiting recipients of numbers that opted
+        # out at the provider, which the opt-out below fails.
+        opted = [o.job.recipient_id for o in outcomes if o.result and _is_opt_out(o.result)]
         connection = await session.connection()  # plain rows, as in the claim
-        found = await connection.execute(sql.RECORD, {"ids": ids})
+        statement = sql.record(opted_out=bool(opted))
+        found = await connection.execute(statement, {"ids": ids, "opted_out": opted})
         rows = {row.id: row for row in map(RecipientRow.of, found)}
         schools = await _load_schools(session, {row.school_id for row in rows.values()})
         mismatched = await recover.recorded_elsewhere(session, outcomes)
@@ -116,7 +121,7 @@ async def _record(
                         _release(row, job, now)
                     written.append(row)
                 continue
-            if _is_opt_out(result.classification):
+            if _is_opt_out(result):
                 opted_out.append(row)  # whoever records it: an opt-out is never lost
             if not ours:
                 if result.provider_message_id is not None:
@@ -188,5 +193,5 @@ async def _load_schools(
     return {s.id: s for s in (await session.execute(query)).scalars()}
 
 
-def _is_opt_out(classification: Classification | None) -> bool:
-    return classification is not None and classification.reason == "opted_out"
+def _is_opt_out(result: SendResult) -> bool:
+    return result.classification is not None and result.classification.reason == OPTED_OUT

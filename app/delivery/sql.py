@@ -24,8 +24,10 @@ from sqlalchemy import (
     Select,
     TextClause,
     Uuid,
+    and_,
     any_,
     bindparam,
+    or_,
     select,
     text,
     tuple_,
@@ -183,13 +185,40 @@ TAKEN = (
 
 # -- the record ------------------------------------------------------------------------
 
-# The batch's recipients, locked in id order (`app.sending.locks`).
-RECORD = (
-    select(*RECIPIENT_COLUMNS)
-    .join(Campaign, Campaign.id == Recipient.campaign_id)
-    .where(Recipient.id == any_(bindparam("ids", type_=ARRAY(BigInteger))))
+# A numbers's waiting recipients, for a batch in which it opted out at the provider: the
+# opt-out fails them (`opt_outs.opted_out_at_provider`), so the batch locks them with its
+# own recipients, in one id order (`app.sending.locks`), never after them.
+_opted = aliased(Recipient)
+_WAITING_OF_OPTED_OUT = and_(
+    tuple_(Recipient.school_id, Recipient.phone).in_(
+        select(_opted.school_id, _opted.phone).where(
+            _opted.id == any_(bindparam("opted_out", type_=ARRAY(BigInteger)))
+        )
+    ),
+    Recipient.status.in_([s.value for s in rules.WAITING]),
+)
+_BATCH = Recipient.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
+
+
+def record(opted_out: bool) -> Select[*tuple[Any, ...]]:
+    """The record's recipients (`ids`), locked in id order, as `RECIPIENT_COLUMNS`; with
+    `opted_out`, the waiting recipients of the numbers of those `opted_out` too."""
+    return (
+        select(*RECIPIENT_COLUMNS)
+        .join(Campaign, Campaign.id == Recipient.campaign_id)
+        .where(or_(_BATCH, _WAITING_OF_OPTED_OUT) if opted_out else _BATCH)
+        .order_by(Recipient.id)
+        .with_for_update(of=Recipient)
+    )
+
+
+# The receipt applier's recipients (`ids`) and the waiting recipients of the numbers of
+# those that opted out (`opted_out`), locked in id order.
+LOCK_APPLIED = (
+    select(Recipient.id)
+    .where(or_(_BATCH, _WAITING_OF_OPTED_OUT))
     .order_by(Recipient.id)
-    .with_for_update(of=Recipient)
+    .with_for_update()
 )
 
 

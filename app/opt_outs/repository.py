@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, and_, delete, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -63,31 +64,33 @@ async def page(
     return list((await session.execute(query)).scalars())
 
 
-async def waiting_campaigns(
-    session: AsyncSession, school_id: uuid.UUID, phone: str
-) -> set[uuid.UUID]:
-    """The campaigns in which the number still waits for an attempt (nothing locked)."""
-    query = select(Recipient.campaign_id).where(
-        Recipient.school_id == school_id,
-        Recipient.phone == phone,
+# (school id, E.164 number) pairs: the numbers an opt-out is about.
+Numbers = Sequence[tuple[uuid.UUID, str]]
+
+
+def _waiting(numbers: Numbers) -> ColumnElement[bool]:
+    return and_(
+        tuple_(Recipient.school_id, Recipient.phone).in_(list(numbers)),
         Recipient.status.in_([s.value for s in WAITING]),
     )
+
+
+async def waiting_campaigns(session: AsyncSession, numbers: Numbers) -> set[uuid.UUID]:
+    """The campaigns in which any of the numbers still waits for an attempt (nothing
+    locked)."""
+    query = select(Recipient.campaign_id).where(_waiting(numbers))
     return set((await session.execute(query)).scalars())
 
 
 async def waiting_recipients(
-    session: AsyncSession, school_id: uuid.UUID, phone: str
+    session: AsyncSession, numbers: Numbers
 ) -> list[tuple[Recipient, Campaign]]:
-    """The number's recipients still waiting for an attempt, locked, with their campaign."""
+    """The numbers' recipients still waiting for an attempt, locked in id order (the lock
+    order, `app.sending.locks`), with their campaign."""
     query = (
         select(Recipient, Campaign)
         .join(Campaign, Campaign.id == Recipient.campaign_id)
-        .where(
-            Recipient.school_id == school_id,
-            Recipient.phone == phone,
-            Recipient.status.in_([s.value for s in WAITING]),
-        )
-        # Locked in id order, as the delivery engine locks them: no deadlock between the two.
+        .where(_waiting(numbers))
         .order_by(Recipient.id)
         .with_for_update(of=Recipient)
     )

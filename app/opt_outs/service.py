@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,15 +47,27 @@ class Addressee(Protocol):
 
 async def opted_out_at_provider(session: AsyncSession, addressees: Iterable[Addressee]) -> None:
     """The provider says these numbers opted out (Twilio 21610, at create time or in a
-    receipt): recorded as any opt-out, source `provider`, naming the campaign."""
-    for addressee in addressees:
-        await opt_out(
-            session,
-            addressee.school_id,
-            addressee.phone,
-            source=OptOutSource.provider,
-            campaign_id=addressee.campaign_id,
-        )
+    receipt): recorded as any opt-out, source `provider`, naming the campaign. The caller
+    (the record, the receipt applier) holds their waiting recipients' locks already
+    (`app.delivery.sql.lock_recipients`), so this takes no lock out of order."""
+    await _opt_out(
+        session,
+        [
+            OptOutRequest(a.school_id, a.phone, OptOutSource.provider, None, a.campaign_id)
+            for a in addressees
+        ],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OptOutRequest:
+    """One number to opt out of one school, and how it asked."""
+
+    school_id: uuid.UUID
+    phone: str
+    source: OptOutSource
+    keyword: str | None = None
+    campaign_id: uuid.UUID | None = None
 
 
 async def opt_out(
@@ -68,21 +81,34 @@ async def opt_out(
 ) -> tuple[OptOut, bool]:
     """Record the opt-out (kept once, first record wins) and cancel the number's waiting
     messages in every campaign of the school (→ failed, opted_out)."""
-    touched: set[uuid.UUID] = set()
-    if source is not OptOutSource.provider:
-        # The number's sends already claimed do not start once this commits. Taken before
-        # any recipient lock, as close and archive take it (no deadlock between them). A
-        # provider's 21610 needs none: the provider refuses those sends itself, and the
-        # record and the receipt applier that bring it already hold recipients' locks.
-        await hold_back_sends(
-            session, await repository.waiting_campaigns(session, school_id, phone)
-        )
-    waiting = await repository.waiting_recipients(session, school_id, phone)
-    # Recorded after the recipients' locks, as the engine's record (holding its batch's
-    # rows) records a provider's opt-out: the two never wait for each other in a circle.
-    record, created = await repository.add(
-        session, school_id, phone, source.value, keyword, campaign_id
+    [done] = await _opt_out(
+        session, [OptOutRequest(school_id, phone, source, keyword, campaign_id)]
     )
+    return done
+
+
+async def _opt_out(
+    session: AsyncSession, requests: list[OptOutRequest]
+) -> list[tuple[OptOut, bool]]:
+    """Opt-outs of several numbers at once, taking each step of the lock order
+    (`app.sending.locks`) once for all of them: the send locks of the campaigns where they
+    wait, their waiting recipients, the opt-outs, the campaigns completed. Each request's
+    record and whether it is new, in the requests' order (the first of a repeated number
+    is the one recorded)."""
+    first = {(r.school_id, r.phone): r for r in reversed(requests)}
+    numbers = sorted(first)
+    if any(r.source is not OptOutSource.provider for r in first.values()):
+        # The numbers' sends already claimed do not start once this commits. A provider's
+        # 21610 needs none: the provider refuses those sends itself.
+        await hold_back_sends(session, await repository.waiting_campaigns(session, numbers))
+    waiting = await repository.waiting_recipients(session, numbers)
+    recorded = {}
+    for number in numbers:
+        r = first[number]
+        recorded[number] = await repository.add(
+            session, r.school_id, r.phone, r.source.value, r.keyword, r.campaign_id
+        )
+    touched: set[uuid.UUID] = set()
     for recipient, campaign in waiting:
         change = rules.on_opt_out(state_of(recipient), campaign.status)
         if change is not None:
@@ -90,7 +116,7 @@ async def opt_out(
             touched.add(campaign.id)
     await session.flush()
     await campaigns.complete_finished(session, touched)
-    return record, created
+    return [recorded[r.school_id, r.phone] for r in requests]
 
 
 async def opt_in(session: AsyncSession, school: School, raw_phone: str) -> None:
@@ -119,6 +145,7 @@ async def on_inbound(
     keyword = keywords.match(body)
     if keyword is None:
         return None
+    requests: list[OptOutRequest] = []
     for school in await schools.get_many(session, school_ids):
         try:
             phone = parse_phone(sender, school.default_region).e164
@@ -126,16 +153,14 @@ async def on_inbound(
             log.info("keyword %s from %r ignored: not a phone number", keyword.word, sender)
             continue
         if keyword.action is keywords.Action.opt_out:
-            await opt_out(
-                session,
-                school.id,
-                phone,
-                source=OptOutSource.keyword,
-                keyword=keyword.word,
-                campaign_id=await repository.latest_campaign_id(session, school.id, phone),
+            latest = await repository.latest_campaign_id(session, school.id, phone)
+            requests.append(
+                OptOutRequest(school.id, phone, OptOutSource.keyword, keyword.word, latest)
             )
         else:
             await opt_in_if_listed(session, school.id, phone)
+    if requests:  # every school's at once, in the lock order
+        await _opt_out(session, requests)
     return keyword
 
 

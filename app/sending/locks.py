@@ -21,14 +21,17 @@ checks each against a real PostgreSQL):
 
 - close, archive (`app.campaigns.service`, `_stopped`): 1; 2 the campaign's waiting
   recipients; 3 its account's promised turns, skipped if locked; 4.
-- staff and keyword opt-outs (`app.opt_outs.service.opt_out`): 1 for each campaign where
-  the number waits; 2 the number's waiting recipients; 3 the opt-out; 4 completed ones.
+- staff and keyword opt-outs (`app.opt_outs.service`): 1 for each campaign where the
+  number waits; 2 the number's waiting recipients; 3 the opt-out; 4 completed ones. Each
+  step once for all the numbers (a STOP to a number several schools share: all of them).
 - the claim (`app.delivery.claim`): 2 the due recipients, skipped if locked; 3 accounts
   under a rate; 4 campaigns whose retries expired (completion).
-- the record (`app.delivery.record`): 2 its batch; 3 provider opt-outs (21610); 4 the
+- the record (`app.delivery.record`): 2 its batch, and the waiting recipients of the
+  numbers that opted out at the provider (21610), all in one id order; 3 those opt-outs;
+  4 the completed campaigns.
+- the receipt applier (`app.delivery.applier`): 2 its receipts' recipients, and the waiting
+  recipients of the numbers that opted out at the provider; 3 those opt-outs; 4 the
   completed campaigns.
-- the receipt applier (`app.delivery.applier`): 2 its receipts' recipients; 3 provider
-  opt-outs; 4 the completed campaigns.
 - resend, of one or of all failed (`app.recipients.service`): 2 the failed recipients;
   4 the campaign (reopened).
 

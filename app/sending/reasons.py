@@ -14,6 +14,9 @@ class FailedReason:
     resendable: bool | None
 
 
+# The reason of a number that opted out (of the school, or at the provider: Twilio 21610).
+OPTED_OUT = "opted_out"
+
 CATALOG: tuple[FailedReason, ...] = (
     FailedReason(
         "blocked",
