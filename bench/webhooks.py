@@ -1,13 +1,21 @@
 """Benchmark: signed Twilio status callbacks against the real service and a raw baseline.
 
-    python bench/webhooks.py [--receipts 50000] [--concurrency 32] [--seconds 15]
-                             [--warmup 3] [--profile /tmp/webhooks.raw]
+    python bench/webhooks.py [--shape {serve,split,both}] [--receipts 50000]
+                             [--concurrency 32] [--seconds 15] [--warmup 3]
+                             [--profile /tmp/webhooks.raw]
 
 Target: the service's throughput is at least 0.8x that of a minimal handler doing one
 raw asyncpg UPDATE + INSERT per request (bench/webhook_baseline.py), and its p99 latency
-is under 50 ms at half the service's own maximum rate.
+is under 50 ms at half the service's own maximum rate, in each of the service's two
+shapes (--shape, default both: each shape is measured in full, one after the other, and
+the bench fails if either misses):
 
-Everything talks over loopback between separate processes:
+- serve: `campanile serve`, its default: one process, the delivery worker (and so the
+  receipt applier) running inside the server;
+- split: `campanile serve --no-worker` beside a `campanile worker`, whose receipt applier
+  applies what the server stores.
+
+Everything talks over loopback between separate processes. For each shape:
 
 1. The database is found the way the tests find it (TEST_DATABASE_URL, or an embedded
    PostgreSQL started here and deleted on exit); a fresh database is created and migrated.
@@ -19,9 +27,13 @@ Everything talks over loopback between separate processes:
    SECRET_KEY), a contact list and a campaign, launched. The contacts are written with
    one INSERT ... SELECT, and so is one attempt per recipient with a provider message id,
    as the delivery worker leaves them after Twilio accepted each message (attempt
-   `queued`, recipient Still in Queue). Then `campanile worker` starts beside it (same
-   settings): the service only stores receipts, the worker's receipt applier applies
-   them, so the service is the two processes, as deployed with --no-worker.
+   `queued`, recipient Still in Queue, nothing due). The launch makes every recipient due
+   until then, so no delivery worker runs during the seed. Then the shape's processes
+   take over (same settings): serve, the server restarted without --no-worker on port P;
+   split, `campanile worker` started beside it. Either way the service is what stores
+   receipts and what applies them (the server's CPU includes its applier's in serve
+   shape; the worker's is counted apart in split shape), and its delivery worker finds
+   nothing to send: the bench checks at the end that no attempt was added.
 3. The baseline runs as `python bench/webhook_baseline.py --port Q` (uvicorn defaults too).
 4. The load generator is this file again, `--load`, in its own process: raw asyncio
    streams (uvloop), HTTP/1.1 keep-alive, requests built and signed before the clock
@@ -87,6 +99,7 @@ RATIO_TARGET = 0.8
 P99_TARGET_MS = 50.0
 BLOCK = 256  # `sent` for a block of messages, then `delivered` for the same block
 OPEN_LOOP_CONNECTIONS = 256
+SHAPES = ("serve", "split")  # `campanile serve`; `serve --no-worker` + `campanile worker`
 
 
 def sid_of(n: int) -> str:
@@ -478,10 +491,11 @@ SEED_SENT = """
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, database_url: str) -> None:
+    def __init__(self, args: argparse.Namespace, database_url: str, shape: str) -> None:
         from app.kit.crypto import new_secret_key
 
         self.args = args
+        self.shape = shape
         self.database_url = plain_url(database_url)
         self.port = free_port()
         self.baseline_port = free_port()
@@ -496,6 +510,7 @@ class Bench:
         self.postmaster = 0
         # Message numbers: 0 is the probe, then one slice of --receipts per run.
         self.next_message = 1
+        self.verdict = f"{shape}: did not finish"  # the shape's figures and verdict, one line
 
     # processes
 
@@ -530,6 +545,15 @@ class Bench:
                 await asyncio.sleep(0.2)
         raise RuntimeError(f"{name} did not answer {url} in 90 s:\n{self.log_tail(name)}")
 
+    def stop(self, process: subprocess.Popen[bytes]) -> None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        self.processes.remove(process)
+
     def stop_all(self) -> None:
         for process in self.processes:
             if process.poll() is None:
@@ -550,15 +574,24 @@ class Bench:
             "LOG_LEVEL": "WARNING",
         }
 
-    async def start_service(self) -> None:
+    async def start_service(self, name: str = "service", in_process_worker: bool = False) -> None:
         # `campanile serve`, as the console script runs it, from this checkout (cwd=ROOT).
-        command = [sys.executable, "-m", "app.cli", "serve", "--no-worker"]
+        command = [sys.executable, "-m", "app.cli", "serve"]
+        if not in_process_worker:
+            command.append("--no-worker")
         self.service = self.spawn(
-            "service",
+            name,
             [*command, "--host", "127.0.0.1", "--port", str(self.port)],
             self.env,
         )
-        await self.wait_ready("service", self.service, f"{self.base_url}/healthz")
+        await self.wait_ready(name, self.service, f"{self.base_url}/healthz")
+
+    async def restart_service(self) -> None:
+        """`campanile serve` in place of the seed's `serve --no-worker`, on the same port:
+        its delivery worker and receipt applier run in the server's process."""
+        assert self.service is not None
+        self.stop(self.service)
+        await self.start_service("service", in_process_worker=True)
 
     def start_worker(self) -> None:
         """`campanile worker` beside the service: it applies the receipts the service stores
@@ -758,6 +791,22 @@ class Bench:
             f"attempt/recipient: {mix}: {verdict}"
         )
 
+    async def check_nothing_sent(self) -> tuple[str, bool]:
+        """The seeded recipients were sent once, before the bench: the service's delivery
+        worker must have found none due (one attempt each, the seed's, and none leased)."""
+        rows = await self.sql(
+            "SELECT (SELECT count(*) FROM recipients) AS recipients, "
+            "(SELECT count(*) FROM attempts) AS attempts, "
+            "(SELECT count(*) FROM recipients WHERE next_attempt_at IS NOT NULL "
+            "OR claimed_at IS NOT NULL) AS due"
+        )
+        recipients, attempts, due = rows[0]["recipients"], rows[0]["attempts"], rows[0]["due"]
+        ok = attempts == recipients and due == 0
+        return (
+            f"check: {attempts:,} attempts for {recipients:,} recipients, {due:,} due or "
+            f"leased: {'ok, the delivery worker sent nothing' if ok else 'something was sent'}"
+        ), ok
+
     # runs
 
     async def load(
@@ -798,7 +847,8 @@ class Bench:
         )
         sessions_before = await self.sessions()
         started = time.perf_counter()
-        # The service's worker applies what the service stores: its CPU is the service's too.
+        # The service's worker applies what the service stores: its CPU is the service's too
+        # (in serve shape the applier runs in the server: its CPU is in the server's).
         worker = self.worker.pid if self.worker is not None and pid == self.service_pid else 0
         before = (process_cpu(pid), postgres_cpu(self.postmaster), machine_busy())
         worker_before = process_cpu(worker) if worker else 0.0
@@ -853,16 +903,24 @@ class Bench:
     async def run(self) -> bool:
         args = self.args
         runs = 3 + (1 if args.profile else 0)
+        service_shape = {
+            "serve": "campanile serve (its delivery worker and receipt applier inside)",
+            "split": "campanile serve --no-worker + campanile worker",
+        }[self.shape]
         print(
-            f"webhooks bench: {args.receipts:,} messages ({2 * args.receipts:,} callbacks) per "
-            f"run, concurrency {args.concurrency}, {args.warmup:g} s warm-up + "
-            f"{args.seconds:g} s per run; {os.cpu_count()} cores, load average "
-            f"{os.getloadavg()[0]:.2f}; logs in {self.logs}"
+            f"webhooks bench, {self.shape} shape: {service_shape}; {args.receipts:,} messages "
+            f"({2 * args.receipts:,} callbacks) per run, concurrency {args.concurrency}, "
+            f"{args.warmup:g} s warm-up + {args.seconds:g} s per run; {os.cpu_count()} cores, "
+            f"load average {os.getloadavg()[0]:.2f}; logs in {self.logs}"
         )
         self.postmaster = await self.find_postmaster()
-        await self.start_service()
+        # No delivery worker while the seed runs: the launch makes every recipient due.
+        await self.start_service("service-seed" if self.shape == "serve" else "service")
         await self.seed(1 + runs * args.receipts)
-        self.start_worker()
+        if self.shape == "serve":
+            await self.restart_service()
+        else:
+            self.start_worker()
         assert self.service is not None
         baseline = await self.start_baseline()
         endpoint = await self.probe()
@@ -913,6 +971,8 @@ class Bench:
             )
             print(profiled.line())
             summarise_profile(Path(args.profile))
+        sent, nothing_sent = await self.check_nothing_sent()
+        print("  " + sent)
 
         failures = [
             run.name
@@ -921,8 +981,8 @@ class Bench:
         ]
         ratio = sustained / base.rps
         p99 = paced.result["latency_ms"].get("p99", float("inf"))
-        ratio_ok = ratio >= RATIO_TARGET and not failures
-        p99_ok = p99 < P99_TARGET_MS and not failures
+        ratio_ok = ratio >= RATIO_TARGET and not failures and nothing_sent
+        p99_ok = p99 < P99_TARGET_MS and not failures and nothing_sent
         print()
         print(f"baseline: {base.rps:8,.0f} req/s")
         print(
@@ -936,6 +996,8 @@ class Bench:
         )
         if failures:
             print(f"non-2xx answers in: {', '.join(failures)}")
+        if not nothing_sent:
+            print("the delivery worker sent seeded recipients again: the figures are not valid")
         print(
             f"{'PASS' if ratio_ok else 'FAIL'}: throughput ratio {ratio:.2f} "
             f"(target >= {RATIO_TARGET})"
@@ -943,6 +1005,11 @@ class Bench:
         print(
             f"{'PASS' if p99_ok else 'FAIL'}: p99 {p99:.1f} ms at {paced.rps:,.0f} req/s "
             f"(half of {sustained:,.0f}; target < {P99_TARGET_MS:g} ms)"
+        )
+        self.verdict = (
+            f"{self.shape}: baseline {base.rps:,.0f} req/s, service {sustained:,.0f} req/s, "
+            f"ratio {ratio:.2f} {'PASS' if ratio_ok else 'FAIL'}; p99 {p99:.1f} ms at "
+            f"{paced.rps:,.0f} req/s {'PASS' if p99_ok else 'FAIL'}"
         )
         return ratio_ok and p99_ok
 
@@ -1017,6 +1084,13 @@ def main() -> None:
         help="messages per run, two callbacks each (sent, delivered); a run ends early when "
         "its callbacks are used up, so keep it above (warmup + seconds) x rate / 2",
     )
+    parser.add_argument(
+        "--shape",
+        choices=[*SHAPES, "both"],
+        default="both",
+        help="serve: `campanile serve` (applier in the server); split: `serve --no-worker` "
+        "+ `campanile worker`; both (default): each in full, one after the other",
+    )
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--warmup", type=float, default=3.0)
@@ -1037,16 +1111,26 @@ def main() -> None:
         run_load(args)
         return
 
-    ok = False
-    bench: Bench | None = None
-    with fresh_database() as database_url:
-        try:
-            bench = Bench(args, database_url)
-            ok = asyncio.run(bench.run())
-        finally:
-            if bench is not None:
-                bench.stop_all()
-    raise SystemExit(0 if ok else 1)
+    shapes = SHAPES if args.shape == "both" else (args.shape,)
+    verdicts: list[tuple[bool, str]] = []
+    for shape in shapes:
+        if verdicts:
+            print()
+        ok = False
+        bench: Bench | None = None
+        with fresh_database() as database_url:
+            try:
+                bench = Bench(args, database_url, shape)
+                ok = asyncio.run(bench.run())
+            finally:
+                if bench is not None:
+                    bench.stop_all()
+        verdicts.append((ok, bench.verdict))
+    if len(verdicts) > 1:
+        print()
+        for ok, verdict in verdicts:
+            print(f"{'PASS' if ok else 'FAIL'} {verdict}")
+    raise SystemExit(0 if all(ok for ok, _ in verdicts) else 1)
 
 
 if __name__ == "__main__":
