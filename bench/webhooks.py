@@ -58,8 +58,9 @@ CPU seconds per 1,000 requests are printed for the server, PostgreSQL and the lo
 generator (all share the machine's cores), with the cores other processes kept busy
 meanwhile: on a shared machine that skews every rate, so an idle-machine estimate from the
 CPU costs is printed beside the measured ratio. --profile PATH adds one more max-rate run of
-the service under `py-spy record --nonblocking` (collapsed stacks written to PATH) and
-prints where the server's time goes; the measured runs are never profiled.
+the service under `py-spy record --nonblocking` (collapsed stacks written to PATH, or with
+both shapes to PATH with the shape before its suffix: webhooks.serve.raw, webhooks.split.raw)
+and prints where the server's time goes; the measured runs are never profiled.
 """
 
 from __future__ import annotations
@@ -963,14 +964,17 @@ class Bench:
         print("  " + await self.check(*where, paced.result["ok"], applied=True))
 
         if args.profile:
+            profile = Path(args.profile)
+            if args.shape == "both":  # webhooks.raw -> webhooks.serve.raw, webhooks.split.raw
+                profile = profile.with_name(f"{profile.stem}.{self.shape}{profile.suffix}")
             profiled, where = await self.load(
                 "service, max rate, under py-spy",
                 self.port,
                 self.service.pid,
-                profile=Path(args.profile),
+                profile=profile,
             )
             print(profiled.line())
-            summarise_profile(Path(args.profile))
+            summarise_profile(profile)
         sent, nothing_sent = await self.check_nothing_sent()
         print("  " + sent)
 
