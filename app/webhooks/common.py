@@ -4,6 +4,7 @@ schools an inbound message was sent to."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -81,12 +82,16 @@ class AccountCache:
 
     A webhook that none of the cached accounts verifies reads the database again before it
     is refused, so a new account or a rotated secret works at once; a removed one keeps
-    verifying for at most `ttl` seconds.
+    verifying for at most `ttl` seconds. Webhooks that need the same accounts read at once
+    share one read (`load`): when an entry expires under load, one query goes out, not one
+    per webhook in flight.
     """
 
     def __init__(self, ttl: float = 30.0) -> None:
         self.ttl = ttl
         self._entries: dict[tuple[str, str], tuple[float, Accounts]] = {}
+        # Reads in flight: when each began, and the read.
+        self._reading: dict[tuple[str, str], tuple[float, asyncio.Future[Accounts]]] = {}
 
     def get(self, key: tuple[str, str]) -> Accounts | None:
         entry = self._entries.get(key)
@@ -98,6 +103,31 @@ class AccountCache:
         if len(self._entries) > 10_000:  # bounded, whatever the callers name
             self._entries.clear()
         self._entries[key] = (time.monotonic() + self.ttl, accounts)
+
+    async def load(
+        self,
+        key: tuple[str, str],
+        read: Callable[[], Awaitable[Accounts]],
+        since: float | None = None,
+    ) -> tuple[Accounts, float]:
+        """The accounts as the database has them, kept, and when the read that found them
+        began. A read already in flight is shared, if it began at `since` or later (a
+        read that began earlier may miss what was committed since)."""
+        reading = self._reading.get(key)
+        if reading is None or (since is not None and reading[0] < since):
+            future = asyncio.ensure_future(read())
+            reading = self._reading[key] = (time.monotonic(), future)
+            future.add_done_callback(lambda done: self._forget(key, done))
+        began, shared = reading
+        accounts = await asyncio.shield(shared)
+        self.put(key, accounts)
+        return accounts, began
+
+    def _forget(self, key: tuple[str, str], done: asyncio.Future[Accounts]) -> None:
+        if self._reading.get(key, (0.0, None))[1] is done:
+            del self._reading[key]
+        if not done.cancelled():
+            done.exception()  # retrieved: its callers got it, or none was left to
 
 
 def account_cache(request: Request) -> AccountCache:
@@ -116,13 +146,19 @@ async def signing_accounts(
 ) -> Accounts:
     """The accounts that signed a webhook (`signers` picks them among candidates): among the
     cached candidates first, else among those read again with `load`. Empty: none did."""
+    asked = time.monotonic()
     cached = cache.get(key)
     if cached is not None:
         found = signers(cached)
         if found:
             return found
-    loaded = await load()
-    cache.put(key, loaded)
+    loaded, began = await cache.load(key, load)
+    found = signers(loaded)
+    if found or began >= asked:
+        return found
+    # That read began before this webhook asked: what it holds may be older than a new
+    # account or a rotated secret the webhook was signed with. Once more, from now.
+    loaded, _ = await cache.load(key, load, since=asked)
     return signers(loaded)
 
 
