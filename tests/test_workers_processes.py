@@ -73,16 +73,23 @@ STEP_FAILED = "step failed"
 
 @dataclass
 class PacedTwilio(FakeTwilio):
-    """FakeTwilio with a delay on every create, a count of creates in progress, and a start
+    """FakeTwilio with a delay on every create, a count of creates in progress, a start
     barrier: creates are held until `barrier` distinct senders (StatusCallback URLs) have
-    called, or for `barrier_seconds` at most, so several workers all get going."""
+    called, or for `barrier_seconds` at most, so several workers all get going; and a hold:
+    the creates that come after the first `hold_after` are held, their bodies in, until
+    `release`, so a test acts on a worker with those creates in flight, however slow the
+    machine."""
 
     delay: float = 0.0
     barrier: int = 0
     barrier_seconds: float = 8.0
     in_flight: int = 0
     senders: set[str] = field(default_factory=set)
+    hold_after: int | None = None
+    arrived: int = 0  # create calls received, held or not
+    held: int = 0  # create calls held now
     _open: asyncio.Event | None = None
+    _released: asyncio.Event | None = None
 
     def _next_answer(self, to: str) -> Answer:
         answer = super()._next_answer(to)
@@ -90,7 +97,10 @@ class PacedTwilio(FakeTwilio):
 
     async def _create(self, request: Request) -> Response:
         self.in_flight += 1
+        self.arrived += 1
         try:
+            if self.hold_after is not None and self.arrived > self.hold_after:
+                await self._hold(request)
             if self.barrier:
                 await self._pass_barrier(request)
             return await super()._create(request)
@@ -112,6 +122,26 @@ class PacedTwilio(FakeTwilio):
             await asyncio.wait_for(self._open.wait(), self.barrier_seconds)
         self._open.set()  # after a timeout too: the barrier only holds the start
 
+    async def _hold(self, request: Request) -> None:
+        if self._released is None:
+            self._released = asyncio.Event()
+        await request.body()  # in whole (cached for _create), whatever becomes of its sender
+        self.held += 1
+        try:
+            await self._released.wait()
+        finally:
+            self.held -= 1
+
+    def release(self) -> None:
+        """Let the held creates go on (to their delay, then their answer), and hold no more."""
+        self.hold_after = None
+        if self._released is not None:
+            self._released.set()
+
+    async def stop(self) -> None:
+        self.release()  # nothing held past the test
+        await super().stop()
+
 
 @dataclass(frozen=True)
 class Seen:
@@ -122,6 +152,7 @@ class Seen:
     sids: dict[str, list[str]]  # To -> sids of the messages the fake holds
     listed: set[str]  # To of every list request (find_sent)
     in_flight: int
+    held: int
 
     def per_number(self) -> Counter[str]:
         return Counter(to for to, _ in self.creates)
@@ -174,6 +205,7 @@ class TwilioThread:
                 sids=sids,
                 listed={query.get("To", "") for query in fake.list_requests},
                 in_flight=fake.in_flight,
+                held=fake.held,
             )
 
         return self.call(copy)
@@ -184,6 +216,17 @@ class TwilioThread:
             fake.barrier = barrier
 
         self.call(change)
+
+    def hold(self, after: int) -> None:
+        """Hold the creates that come after the first `after` ones, until `release`."""
+
+        def change(fake: PacedTwilio) -> None:
+            fake.hold_after = after
+
+        self.call(change)
+
+    def release(self) -> None:
+        self.call(PacedTwilio.release)
 
 
 @pytest.fixture
@@ -486,20 +529,22 @@ async def test_a_killed_worker_s_batch_is_recovered_without_resending(
     # The claiming worker writes the lease: short here, yet longer than a batch (2 x 0.8 s).
     lease = {"WORKER_LEASE_SECONDS": "3"}
     twilio.pace(delay=0.8)
+    twilio.hold(after=BATCH)  # batch 2's creates wait at the fake until the worker is dead
     await launch(own_database_url, secret_key, twilio, count)
 
     doomed = workers.start("worker-doomed", **lease)
+    concurrency = int(WORKER_ENV["WORKER_CONCURRENCY"])
 
     async def second_batch_under_way() -> bool:
         # Batch 1 recorded (the worker records it while batch 2 is sent); of batch 2, the
-        # first 50 creates at the fake (answered after 0.8 s), the other 50 claimed and
-        # waiting for a send slot.
-        return len(twilio.seen().creates) > BATCH + 20 and await handed_over(db) == BATCH
+        # first 50 creates held at the fake, the other 50 claimed and waiting for a turn.
+        return twilio.seen().held == concurrency and await handed_over(db) == BATCH
 
     await workers.wait_until(second_batch_under_way, 60, "in its second batch")
     doomed.signal(signal.SIGKILL)
     assert await doomed.exited(5) == -signal.SIGKILL
     assert twilio.seen().in_flight > 0, "no create was in flight when the worker died"
+    twilio.release()
 
     async def fake_idle() -> bool:
         return twilio.seen().in_flight == 0
@@ -542,6 +587,7 @@ async def test_sigterm_mid_batch_exits_cleanly_and_releases_unsent_recipients(
 ) -> None:
     count = 200
     twilio.pace(delay=0.6)
+    twilio.hold(after=10)  # the second round waits at the fake until the SIGTERM is sent
     await launch(own_database_url, secret_key, twilio, count)
 
     # Ten sends at a time: a batch of 100 takes ten rounds of 0.6 s. The default lease
@@ -549,12 +595,13 @@ async def test_sigterm_mid_batch_exits_cleanly_and_releases_unsent_recipients(
     worker = workers.start("worker-stopping", WORKER_CONCURRENCY="10")
 
     async def second_round_under_way() -> bool:
-        return len(twilio.seen().creates) > 10
+        return twilio.seen().held == 10
 
     await workers.wait_until(second_round_under_way, 60, "in its second round of sends")
     worker.signal(signal.SIGTERM)
     signalled = time.monotonic()
     assert twilio.seen().in_flight > 0, "no create was in flight at the SIGTERM"
+    twilio.release()  # answered 0.6 s on, as the worker stops
     # Generous for a loaded machine: what shows that it did not finish its batch first is
     # below (fewer than a batch went out), not the time.
     assert await worker.exited(10) == 0, workers.logs()
@@ -598,7 +645,7 @@ async def test_recovery_never_gives_one_message_to_two_recipients(
     numbers = 50
     count = 2 * numbers
     lease = {"WORKER_LEASE_SECONDS": "2", "WORKER_CONCURRENCY": str(count)}
-    twilio.pace(delay=1.0)
+    twilio.hold(after=0)  # the whole batch waits at the fake until the worker is dead
     await launch(
         own_database_url, secret_key, twilio, numbers, body="No school tomorrow.", campaigns=2
     )
@@ -606,15 +653,21 @@ async def test_recovery_never_gives_one_message_to_two_recipients(
     doomed = workers.start("worker-doomed", **lease)
 
     async def all_at_the_fake() -> bool:
-        return len(twilio.seen().creates) == count  # the whole batch, answered after 1 s
+        return twilio.seen().held == count  # the whole batch
 
     # Set-up failures are not the expected failure: RuntimeError, not AssertionError.
     await workers.wait_until(all_at_the_fake, 60, "all at the fake", error=RuntimeError)
     doomed.signal(signal.SIGKILL)
     if await doomed.exited(5) != -signal.SIGKILL or await handed_over(db) != 0:
         raise RuntimeError(f"the kill did not leave the whole batch unrecorded\n{workers.logs()}")
+    # The dead worker's creates complete at the fake, as they would at Twilio: the messages
+    # exist before the heir looks for them.
+    twilio.release()
 
-    twilio.pace(delay=0.0)
+    async def fake_idle() -> bool:
+        return twilio.seen().in_flight == 0
+
+    await workers.wait_until(fake_idle, 5, "done with the dead worker's creates")
     heir = workers.start("worker-heir", **lease)
 
     async def all_handed_over() -> bool:

@@ -99,35 +99,37 @@ async def test_rate_limit_spaces_sends_and_caps_each_claim(
     numbers = [phone(i) for i in range(per_cycle + 5)]
     cid = await launch(client, twilio_school, *numbers)
 
+    before = now()
     jobs = await delivery.claim()
     claimed = now()
     assert len(jobs) == per_cycle
     # Each one over the rate is promised a turn of its own, one interval apart, after the
-    # slots taken (a second on): not due until then.
+    # slots taken (a second on from the claim): not due until then.
     waiting = [r for r in (await by_phone(client, auth, cid)).values() if r["attempts"] == 0]
     assert len(waiting) == 5
     assert all(r["status"] == "queued" for r in waiting)
     turns = sorted(at(r["next_attempt_at"]) for r in waiting)
-    assert claimed + timedelta(seconds=horizon - 0.1) < turns[0] < claimed + timedelta(seconds=2)
+    first_turn = timedelta(seconds=horizon)
+    assert before + first_turn <= turns[0] <= claimed + first_turn
     gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(turns)]
     assert gaps == pytest.approx([interval] * 4)
-    assert await delivery.claim() == []
+    # Nothing more is due before the first turn: a claim then takes none. (A slow machine
+    # may get here after it: then the claim takes the turns that have come.)
+    early = await delivery.claim()
+    assert len(early) <= sum(1 for turn in turns if turn <= now()), early
+    jobs += early
     await delivery.record(await delivery.send(jobs, asyncio.Event()))
-    assert len(twilio.requests) == per_cycle
+    assert len(twilio.requests) == len(jobs)
 
     await asyncio.sleep((turns[-1] - now()).total_seconds())
-    assert await delivery.run_once() == 5
+    assert await delivery.run_once() == 5 - len(early)
     assert {r.to for r in twilio.requests} == set(numbers)
-    # The k-th request never arrives before k intervals after the first one (some
-    # tolerance for the loop's own latency), across both cycles.
-    arrivals = sorted(twilio.arrivals)
-    tolerance = 0.015
-    for k, arrival in enumerate(arrivals):
-        assert arrival - arrivals[0] >= k * interval - tolerance, (k, arrival - arrivals[0])
-    # In any one second, at most `rate` requests (+1 for the window's edge).
-    for i, start in enumerate(arrivals):
-        within = sum(1 for a in arrivals[i:] if a - start < 1.0)
-        assert within <= rate + 1
+    # No request goes before its slot: the k-th, across both cycles, arrives no sooner
+    # than k intervals after the first claim began (in the engine's clock). How much later
+    # depends on the machine.
+    arrivals = sorted(arrived for arrived, _ in twilio.arrivals)
+    for k, arrived in enumerate(arrivals):
+        assert arrived >= before + k * timedelta(seconds=interval), (k, arrived - before)
 
 
 async def test_a_rate_under_one_a_second_still_sends(
@@ -141,16 +143,24 @@ async def test_a_rate_under_one_a_second_still_sends(
     await set_twilio_account(client, auth, twilio, max_messages_per_second=0.5)
     cid = await launch(client, twilio_school, phone(0), phone(1), phone(2))
 
+    before = now()
     assert await delivery.run_once() == 1
+    after = now()
 
     waiting = [r for r in (await by_phone(client, auth, cid)).values() if r["attempts"] == 0]
     turns = sorted(at(r["next_attempt_at"]) for r in waiting)
     assert [round((t - turns[0]).total_seconds(), 3) for t in turns] == [0.0, 2.0]
+    # The next turn is one interval (2 s) after the claim's send slot.
+    assert before + timedelta(seconds=2) <= turns[0] <= after + timedelta(seconds=2)
     await asyncio.sleep((turns[0] - now()).total_seconds())
     assert await delivery.run_once() == 1
     assert len(twilio.requests) == 2
-    [first, second] = twilio.arrivals
-    assert second - first >= 2.0 - 0.015
+    # Each went out at its slot or later (how much later depends on the machine): the
+    # second not before its turn, 2 s after the first one's slot.
+    [(first, _), (second, to)] = twilio.arrivals
+    assert first >= before
+    assert second >= turns[0]
+    assert to in {r["phone"] for r in waiting}
 
 
 async def test_a_rate_limited_backlog_does_not_hold_up_other_schools(
@@ -171,15 +181,18 @@ async def test_a_rate_limited_backlog_does_not_hold_up_other_schools(
     settings = delivery.settings.model_copy(update={"worker_batch_size": 5})
     engine = Engine(delivery.sessionmaker, settings, delivery.registry)
 
+    before = now()
     for _ in range(3):
         await engine.run_once()
 
     # The other school's one went out in the third claim (waiting behind the whole
     # backlog, two a claim, it would have gone in the fifth); the slow school's at its
-    # rate all along.
-    assert other in {to for _, to in twilio.creates}
-    slow = sorted(t for t, to in twilio.creates if to != other)
-    assert all(b - a >= 0.5 - 0.015 for a, b in itertools.pairwise(slow))
+    # rate all along: its k-th send no sooner than k intervals (0.5 s) after the first
+    # claim began (in the engine's clock), across the claims.
+    assert other in {to for _, to in twilio.arrivals}
+    slow = sorted(arrived for arrived, to in twilio.arrivals if to != other)
+    for k, arrived in enumerate(slow):
+        assert arrived >= before + k * timedelta(seconds=0.5), (k, arrived - before)
 
 
 async def test_a_closed_backlog_does_not_hold_up_the_next_campaign(
@@ -251,8 +264,10 @@ async def test_recipients_due_before_their_campaign_starts_wait_for_it(
     sessionmaker: Sessions,
 ) -> None:
     await scheduled_then_due(client, twilio_school, twilio, delivery, sessionmaker)
-    # A claim within the second, before the campaign is started: its recipient stays due.
-    assert await delivery.run_once() == 0
+    # A claim before the campaign is started (a cycle within the second of the last look
+    # at scheduled campaigns does not look again; `claim` alone never looks, whatever the
+    # time): its recipient stays due.
+    assert await delivery.claim() == []
     await asyncio.sleep(ACTIVATE_SECONDS)
     assert await delivery.run_once() == 1
     assert twilio.sends_to(phone(0)) == 1

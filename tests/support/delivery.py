@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.delivery import inbox as receipts
+from app.kit.clock import utcnow
 from app.kit.db import unit_of_work
 from app.models import Recipient
 from app.providers.twilio.events import parse_status_callback
@@ -128,18 +129,20 @@ async def launch(
 
 @dataclass
 class TimedFakeTwilio(FakeTwilio):
-    """The fake Twilio, also noting when each create call arrived (monotonic seconds)."""
+    """The fake Twilio, also noting when each create call arrived."""
 
-    arrivals: list[float] = field(default_factory=list)
+    # (UTC wall-clock time, To) of each create call: comparable with the send slots and
+    # turns the engine reckons (`app.kit.clock.utcnow`).
+    arrivals: list[tuple[datetime, str | None]] = field(default_factory=list)
     # ("create" | "list", To) in the order the calls arrived.
     events: list[tuple[str, str | None]] = field(default_factory=list)
     # (monotonic seconds, To) of each create call.
     creates: list[tuple[float, str | None]] = field(default_factory=list)
 
     async def _create(self, request: Request) -> Response:
-        arrived = time.monotonic()
-        self.arrivals.append(arrived)
+        arrived, arrived_at = time.monotonic(), utcnow()
         form = dict(parse_qsl((await request.body()).decode("utf-8")))  # the body is cached
+        self.arrivals.append((arrived_at, form.get("To")))
         self.events.append(("create", form.get("To")))
         self.creates.append((arrived, form.get("To")))
         return await super()._create(request)

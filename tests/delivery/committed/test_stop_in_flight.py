@@ -2,7 +2,12 @@
 returns (README, Delivery), even for a batch whose sends are still waiting for their turn.
 
 The school's sender allows 3 messages a second, so a batch of three is sent at about 0 s,
-0.33 s and 0.67 s; staff act as soon as the first is out, while the engine is mid-batch."""
+0.33 s and 0.67 s; staff act as soon as the first is out, while the engine is mid-batch.
+
+How many sends start before a stop returns depends on how fast the machine is: a send
+admitted before the stop takes its campaign's lock may go out, and the stop waits for its
+answer. So these tests check the rule, not a schedule: whatever started before the call
+returned is recorded as sent, and nothing of what it stopped starts after it returned."""
 
 from __future__ import annotations
 
@@ -17,9 +22,16 @@ from app.delivery.engine import Engine
 from app.kit.db import driver_url
 from tests.fakes.twilio import Answer
 from tests.support.api import launched, people, recipients
-from tests.support.delivery import TimedFakeTwilio, TwilioSchool, set_twilio_account
+from tests.support.delivery import TimedFakeTwilio, TwilioSchool, one, set_twilio_account
 
 NUMBERS = ["+12015550100", "+12015550101", "+12015550102"]
+# The advisory locks in the test's own database (pg_locks shows the whole server's: other
+# test runs on the same server hold theirs).
+ADVISORY_LOCKS = """
+    SELECT count(*) FROM pg_locks
+    WHERE locktype = 'advisory'
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
 
 
 async def first_create(twilio: TimedFakeTwilio) -> None:
@@ -53,17 +65,34 @@ async def test_closing_or_archiving_mid_batch_stops_the_sends_not_yet_started(
     stopped = time.monotonic()
     assert await cycle == 3  # all three were claimed before staff acted
 
-    # Only the first went out, before the call returned.
-    [(arrived, sent)] = twilio.creates
-    assert arrived < stopped
-    # The other two keep their status (README, Delivery), with no attempt made and nothing due.
-    rows = {r["phone"]: r for r in await recipients(client, auth, campaign_id)}
-    assert rows.pop(sent)["attempts"] == 1
-    assert [(r["status"], r["attempts"], r["next_attempt_at"]) for r in rows.values()] == [
-        ("queued", 0, None)
-    ] * 2
+    # No send started after the call returned. How many had started before it depends on
+    # the machine: at least the first; on a slow one, maybe all three.
+    assert all(arrived < stopped for arrived, _ in twilio.creates), (stopped, twilio.creates)
+    sent = {to or "" for _, to in twilio.creates}
+    assert len(sent) == len(twilio.creates) >= 1  # one create each at most
+    await assert_sent_or_untouched(client, auth, twilio, campaign_id, sent)
     assert await delivery.run_once() == 0
-    assert len(twilio.creates) == 1
+    assert len(twilio.creates) == len(sent)
+
+
+async def assert_sent_or_untouched(
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    twilio: TimedFakeTwilio,
+    campaign_id: str,
+    sent: set[str],
+) -> None:
+    """The recipients sent are recorded as sent, each with its message's id; the others
+    keep their status (README, Delivery), with no attempt made and nothing due."""
+    assert sorted(r["phone"] for r in await recipients(client, auth, campaign_id)) == NUMBERS
+    for number in NUMBERS:
+        row = await one(client, auth, campaign_id, number)
+        shown = (row["status"], row["attempts"], row["next_attempt_at"])
+        history = [a["provider_message_id"] for a in row["attempts_history"]]
+        if number in sent:
+            assert (shown, history) == (("queued", 1, None), [twilio.sid_to(number)]), number
+        else:
+            assert (shown, history) == (("queued", 0, None), []), number
 
 
 async def test_an_opt_out_mid_batch_stops_that_number_s_send(
@@ -77,19 +106,33 @@ async def test_an_opt_out_mid_batch_stops_that_number_s_send(
     campaign = await launched(client, auth, people(*NUMBERS))
     cycle = asyncio.create_task(delivery.run_once())
     await first_create(twilio)
-    # One of the two not sent yet.
+    # One of the two not sent yet (on a slow machine, it may start before the opt-out
+    # returns).
     opting_out = next(n for n in NUMBERS if n not in {to for _, to in twilio.creates})
     response = await client.post("/v1/opt-outs", json={"phone": opting_out}, headers=auth)
     assert response.status_code == 201, response.text
+    stopped = time.monotonic()
     assert await cycle == 3
 
-    # The number that opted out gets nothing; the others go out as planned.
-    assert sorted(to or "" for _, to in twilio.creates) == sorted(set(NUMBERS) - {opting_out})
+    # The number that opted out gets nothing after the opt-out returned (a send to it that
+    # had started before may have gone out: then it is recorded); the others go out as
+    # planned.
+    assert sorted(to or "" for _, to in twilio.creates if to != opting_out) == sorted(
+        set(NUMBERS) - {opting_out}
+    )
+    to_opted_out = [arrived for arrived, to in twilio.creates if to == opting_out]
+    assert all(arrived < stopped for arrived in to_opted_out), (stopped, to_opted_out)
     rows = {r["phone"]: r for r in await recipients(client, auth, campaign["id"])}
-    opted_out = rows.pop(opting_out)
+    del rows[opting_out]
+    opted_out = await one(client, auth, campaign["id"], opting_out)
     assert opted_out["status"] == "failed"
     assert opted_out["failed_reason"]["code"] == "opted_out"
-    assert opted_out["attempts"] == 0
+    assert opted_out["next_attempt_at"] is None
+    history = [a["provider_message_id"] for a in opted_out["attempts_history"]]
+    if to_opted_out:
+        assert (opted_out["attempts"], history) == (1, [twilio.sid_to(opting_out)])
+    else:
+        assert (opted_out["attempts"], history) == (0, [])
     assert [r["attempts"] for r in rows.values()] == [1, 1]
 
 
@@ -138,7 +181,7 @@ async def test_a_send_step_cancelled_mid_batch_leaves_no_lock_behind(
 
     admin = await asyncpg.connect(driver_url(own_database_url))
     try:
-        held = await admin.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+        held = await admin.fetchval(ADVISORY_LOCKS)
     finally:
         await admin.close()
     assert held == 0
@@ -162,31 +205,64 @@ async def test_a_close_is_not_held_up_by_sends_that_keep_overlapping(
     twilio_school: TwilioSchool,
     twilio: TimedFakeTwilio,
     delivery: Engine,
+    own_database_url: str,
 ) -> None:
-    """Two sends in flight at all times, answers staggered: a close asked meanwhile goes
-    ahead once those two are answered, and no other send of the campaign starts."""
+    """Two sends in flight at all times, answers staggered: once a close waits for the
+    campaign's lock, no other send of it starts (the close goes ahead once those in flight
+    are answered, rather than once the batch has run out), and none starts after the
+    close returned."""
     auth = twilio_school.auth
+    concurrency = 2
     engine = Engine(
         delivery.sessionmaker,
-        delivery.settings.model_copy(update={"worker_concurrency": 2}),
+        delivery.settings.model_copy(update={"worker_concurrency": concurrency}),
         delivery.registry,
     )
-    numbers = [f"+1201555020{i}" for i in range(8)]
+    # Answers staggered over 0.3-1 s, two at a time: the batch takes over 4 s to go out,
+    # so the close comes while it does, even on a slow machine.
+    numbers = [f"+1201555{200 + i:04d}" for i in range(16)]
     for i, number in enumerate(numbers):
-        twilio.script(number, Answer.slow(0.3 + 0.1 * i))
+        twilio.script(number, Answer.slow(0.3 + 0.1 * (i % 8)))
     campaign = await launched(client, auth, people(*numbers))
     cycle = asyncio.create_task(engine.run_once())
     for _ in range(500):
         if len(twilio.creates) >= 2:
             break
         await asyncio.sleep(0.01)
-    asked = time.monotonic()
-    response = await client.post(f"/v1/campaigns/{campaign['id']}/close", headers=auth)
+
+    closing = asyncio.create_task(
+        client.post(f"/v1/campaigns/{campaign['id']}/close", headers=auth)
+    )
+    # Seen once the close waits for the lock: (creates arrived, messages made) at the fake.
+    seen_waiting: tuple[int, int] | None = None
+    admin = await asyncpg.connect(driver_url(own_database_url))
+    try:
+        while not closing.done():
+            if await admin.fetchval(f"{ADVISORY_LOCKS} AND NOT granted"):
+                seen_waiting = len(twilio.creates), len(twilio.messages)
+                break
+            await asyncio.sleep(0.005)
+    finally:
+        await admin.close()
+    response = await closing
+    stopped = time.monotonic()
     assert response.status_code == 200, response.text
     assert await cycle == len(numbers)
 
-    assert len(twilio.creates) == 2
-    assert all(arrived < asked for arrived, _ in twilio.creates)
-    rows = await recipients(client, auth, campaign["id"])
-    assert sorted(r["attempts"] for r in rows) == [0] * 6 + [1, 1]
+    if seen_waiting is not None:  # (it waits, unless it came as nothing was in flight)
+        # At most `concurrency` sends are under way (admitted, not yet answered) at once,
+        # and once the close waits, every admission is refused. So the creates still to
+        # come are of sends admitted before, not yet at the fake: at most the turns not
+        # taken by a create the fake had not answered. (Typically none: the two in flight
+        # take both.)
+        at_fake, answered_then = seen_waiting
+        in_transit = concurrency - (at_fake - answered_then)
+        assert len(twilio.creates) - at_fake <= in_transit, (seen_waiting, twilio.creates)
+    # No send started after the close returned. How many started before it depends on the
+    # machine: at least the two in flight when it was asked.
+    assert all(arrived < stopped for arrived, _ in twilio.creates), (stopped, twilio.creates)
+    sent = {to for _, to in twilio.creates}
+    assert 2 <= len(sent) == len(twilio.creates)
+    attempts = {r["phone"]: r["attempts"] for r in await recipients(client, auth, campaign["id"])}
+    assert attempts == {number: int(number in sent) for number in numbers}
     await answered(twilio)
