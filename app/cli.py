@@ -107,8 +107,8 @@ def worker(args: argparse.Namespace) -> int:
         from app.kit.db import Inbox, create_engine, create_sessionmaker
         from app.kit.http import outbound_client
         from app.providers import codes
-        from app.workers.base import freeze_start_up
         from app.workers.delivery import DeliveryWorker
+        from app.workers.loop import freeze_start_up
         from app.workers.receipt_applier import ReceiptApplier
 
         assert settings.database_url is not None and settings.secret_key is not None

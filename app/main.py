@@ -19,8 +19,8 @@ from app.kit.http import outbound_client
 from app.kit.limits import BodySizeLimit
 from app.providers import codes
 from app.webhooks.twilio_fast_path import TwilioStatusFastPath
-from app.workers.base import LoopService, freeze_start_up
 from app.workers.delivery import DeliveryWorker
+from app.workers.loop import LoopService, freeze_start_up
 from app.workers.receipt_applier import ReceiptApplier
 
 log = logging.getLogger(__name__)

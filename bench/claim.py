@@ -73,7 +73,7 @@ from app.kit.db import create_engine, create_sessionmaker
 from app.main import bind, create_app, unbind
 from app.providers import codes
 from app.providers.registry import Registry
-from app.workers.base import freeze_start_up
+from app.workers.loop import freeze_start_up
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "bench-admin-token"

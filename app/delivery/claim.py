@@ -25,7 +25,7 @@ from app.kit.clock import utcnow
 from app.models import CampaignStatus
 from app.providers import codes
 from app.providers.base import OutboundMessage
-from app.providers.http import SOFT_SENDING_ERROR
+from app.providers.http_answers import SOFT_SENDING_ERROR
 from app.providers.registry import Registry
 from app.sending import message, policy
 from app.sending import status as rules
@@ -205,7 +205,7 @@ def _last_reason(previous: Previous | None, code: str | None) -> str | None:
 
     A soft bounce is either a soft row of the code table, or a failure the adapter made soft
     whatever its code (throttling, 5xx, timeouts, no answer at all), which it classified as
-    `sending_error` (app.providers.http.SOFT_SENDING_ERROR): the same reason here, so an
+    `sending_error` (app.providers.http_answers.SOFT_SENDING_ERROR): the same reason here, so an
     expired retry fails as the send itself would have failed once retries were over.
     """
     if previous is None:

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.delivery import sql
 from app.delivery.jobs import Handover, Job
 from app.providers.base import SendResult
-from app.providers.http import SOFT_SENDING_ERROR
+from app.providers.http_answers import SOFT_SENDING_ERROR
 from app.sending.outcomes import Outcome
 
 log = logging.getLogger(__name__)

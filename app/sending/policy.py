@@ -52,7 +52,9 @@ def retry_due(
         window_end=school.sending_window_end,
         rng=rng,
     )
-    if retry_after_seconds is not None:  # (a number of seconds: `providers.http.retry_after`)
+    if (
+        retry_after_seconds is not None
+    ):  # (a number of seconds: `providers.http_answers.retry_after`)
         wait = min(retry_after_seconds, float(school.retry_max_delay_seconds))
         asked = now + timedelta(seconds=wait)
         if asked > due:

@@ -14,7 +14,7 @@ from app.kit.crypto import SecretBox
 from app.kit.db import Inbox, unit_of_work
 from app.providers.base import Receipt
 from app.providers.registry import Registry
-from app.workers.base import LoopService
+from app.workers.loop import LoopService
 
 SWEEP_SECONDS = 30.0
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.delivery import applier
 from app.kit.db import unit_of_work
-from app.workers.base import LoopService
+from app.workers.loop import LoopService
 
 
 class ReceiptApplier(LoopService):

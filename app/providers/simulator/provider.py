@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from app.kit.clock import utcnow
 from app.providers import codes
 from app.providers.base import OutboundMessage, Receipt, SendResult
-from app.providers.http import SOFT_SENDING_ERROR
+from app.providers.http_answers import SOFT_SENDING_ERROR
 from app.providers.twilio import events as twilio_events
 from app.sending.outcomes import Outcome
 

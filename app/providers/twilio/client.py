@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from app.providers.base import OutboundMessage, SendResult
-from app.providers.http import json_object, refused, transport_failure
+from app.providers.http_answers import json_object, refused, transport_failure
 from app.sending.outcomes import Outcome
 
 log = logging.getLogger(__name__)
