@@ -15,6 +15,10 @@ receipts of one message in two concurrent batches serialise on the recipient's r
 and the batch reads its attempts and recipients in a statement issued after its locks are
 granted (READ COMMITTED: it sees what the other batch committed).
 
+A batch reads plain rows by column name and writes back in one statement over arrays
+(`app.delivery.sql_applier`), as the delivery engine's claim and record do: hundreds of
+receipts a batch, where ORM entities and per-row UPDATEs would cost several times the SQL.
+
 Receipts that never find their message stay stored (applied_at null); `report_unmatched`
 counts and logs those older than UNMATCHED_AFTER, and they are applied if it ever comes.
 """
@@ -24,19 +28,22 @@ from __future__ import annotations
 import enum
 import logging
 import uuid
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import BindParameter, bindparam, func, select, true
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import metrics
 from app.campaigns import service as campaigns
-from app.delivery import sql
+from app.delivery import sql, sql_applier
+from app.delivery.school_cache import SchoolCache, Versions
+from app.delivery.sql import AnyRow, RecipientRow
+from app.delivery.sql_applier import AttemptRow
 from app.kit.clock import utcnow
-from app.models import Attempt, Campaign, CampaignStatus, Recipient, School, StoredReceipt
+from app.models import School, StoredReceipt
 from app.opt_outs import service as opt_outs
 from app.sending import policy
 from app.sending import status as rules
@@ -60,35 +67,43 @@ class Result(enum.StrEnum):
     stale = "stale"  # late or out of order for its attempt: kept in history only
 
 
-async def apply_stored(session: AsyncSession, limit: int = BATCH) -> list[Result]:
+async def apply_stored(
+    session: AsyncSession, limit: int = BATCH, schools: SchoolCache | None = None
+) -> list[Result]:
     """Apply up to `limit` stored receipts whose message is known, oldest first, in the
-    caller's transaction; what each did, in that order (empty: nothing to apply)."""
-    due = (await session.execute(_DUE.limit(limit))).all()
+    caller's transaction; what each did, in that order (empty: nothing to apply).
+    `schools`: the schools as the caller last loaded them (a loop's cache), else loaded."""
+    connection = await session.connection()  # plain rows, as in the claim and the record
+    due = (await connection.execute(sql_applier.DUE, {"limit": limit})).all()
     if not due:
         return []
-    attempt_of = {row.id: row.attempt_id for row in due}
     recipient_ids = sorted({row.recipient_id for row in due})
     opted_out = sorted({row.recipient_id for row in due if row.reason == OPTED_OUT})
     # The recipients' locks first, in the lock order (`app.sending.locks`), those an
     # opt-out will fail included; everything read after them.
-    await session.execute(sql.LOCK_APPLIED, {"ids": recipient_ids, "opted_out": opted_out})
-    targets = await _targets(session, set(attempt_of.values()))
-    found = await session.execute(_LATEST, {"ids": recipient_ids})
-    latest = {row.recipient_id: row.latest for row in found}
-    stored = (await session.execute(_STORED, {"ids": list(attempt_of)})).scalars().all()
+    await connection.execute(sql.LOCK_APPLIED, {"ids": recipient_ids, "opted_out": opted_out})
+    found = await connection.execute(
+        sql_applier.TARGETS,
+        {"ids": list({row.attempt_id for row in due}), "recipient_ids": recipient_ids},
+    )
+    targets = await _targets(session, found.all(), schools or SchoolCache())
     now = utcnow()
     effects = _Effects()
     results: list[Result] = []
-    for receipt in stored:
-        target = targets[attempt_of[receipt.id]]
-        receipt.applied_at = now
-        receipt.attempt_id = target.attempt.id
-        is_latest = latest.get(target.recipient.id) == target.attempt.id
-        result = _apply(target, _facts_of(receipt), is_latest, now, effects)
-        metrics.receipts_applied.labels(receipt.provider, result.value).inc()
+    counts: Counter[tuple[str, Result]] = Counter()
+    for receipt in due:
+        result = _apply(targets[receipt.attempt_id], _facts_of(receipt), now, effects)
+        counts[receipt.provider, result] += 1
         results.append(result)
-    await session.flush()
-    await opt_outs.opted_out_at_provider(session, effects.opted_out)
+    for (provider, result), count in counts.items():
+        metrics.receipts_applied.labels(provider, result.value).inc(count)
+    moved, changed = list(effects.moved.values()), list(effects.changed.values())
+    await connection.execute(*sql_applier.write_applied(due, moved, changed, now))
+    if effects.opted_out:  # (rare: not a query a batch for nothing)
+        # After the writes: the opt-out cancels the number's other waiting recipients as
+        # they now stand (this batch's included, their rows locked above; the session holds
+        # no entity of theirs, so it reads them as written).
+        await opt_outs.opted_out_at_provider(session, effects.opted_out)
     await campaigns.complete_finished(session, effects.finished)
     return results
 
@@ -115,50 +130,6 @@ async def report_unmatched(session: AsyncSession) -> int:
     return int(count)
 
 
-# Statements built once (their SQL is compiled once per process, not per receipt).
-# Stored receipts whose message is known: (receipt id, attempt id, recipient id). The
-# attempt is looked up per receipt (LATERAL: a nested loop over the queue's index, oldest
-# first, each receipt one probe of the attempts' unique index) so that a batch costs the
-# same whatever the backlog; a plain join may be planned as a hash join over every attempt
-# once many receipts wait.
-_MATCH = (
-    select(Attempt.id, Attempt.recipient_id)
-    .where(
-        Attempt.provider == StoredReceipt.provider,
-        Attempt.provider_message_id == StoredReceipt.provider_message_id,
-    )
-    .limit(1)  # unique anyway; and a subquery with a LIMIT is never flattened into a join
-    .lateral("match")
-)
-_DUE = (
-    select(
-        StoredReceipt.id,
-        _MATCH.c.id.label("attempt_id"),
-        _MATCH.c.recipient_id,
-        StoredReceipt.reason,
-    )
-    .join(_MATCH, true())
-    .where(StoredReceipt.applied_at.is_(None))
-    .order_by(StoredReceipt.id)
-    .with_for_update(of=StoredReceipt, skip_locked=True)
-)
-_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
-# Each recipient's latest attempt: a receipt for an older one never reschedules it.
-_LATEST = (
-    select(Attempt.recipient_id, func.max(Attempt.id).label("latest"))
-    .where(Attempt.recipient_id.in_(_IDS))
-    .group_by(Attempt.recipient_id)
-)
-_STORED = select(StoredReceipt).where(StoredReceipt.id.in_(_IDS)).order_by(StoredReceipt.id)
-_TARGETS = (
-    select(Attempt, Recipient, Campaign.status, School)
-    .join(Recipient, Recipient.id == Attempt.recipient_id)
-    .join(Campaign, Campaign.id == Recipient.campaign_id)
-    .join(School, School.id == Recipient.school_id)
-    .where(Attempt.id.in_(_IDS))
-)
-
-
 @dataclass(frozen=True, slots=True)
 class _Facts:
     """What a stored receipt says."""
@@ -170,31 +141,51 @@ class _Facts:
 
 @dataclass(frozen=True, slots=True)
 class _Target:
-    """The attempt a receipt is about, with its recipient (locked) and their context."""
+    """The attempt a receipt is about, with its recipient (locked) and their context. One
+    attempt's receipts share its target, and one recipient's attempts their recipient: each
+    receipt sees what the batch's earlier ones did."""
 
-    attempt: Attempt
-    recipient: Recipient
-    campaign_status: CampaignStatus
+    attempt: AttemptRow
+    recipient: RecipientRow
+    latest: bool  # the recipient's latest attempt
     school: School
 
 
 @dataclass(slots=True)
 class _Effects:
-    """What a batch does once its receipts are applied."""
+    """What a batch does once its receipts are applied: the attempts moved forward and the
+    recipients changed (by id, each written back once as it ends up), the opt-outs, the
+    campaigns that may be complete."""
 
-    opted_out: list[Recipient] = field(default_factory=list)
+    moved: dict[int, AttemptRow] = field(default_factory=dict)
+    changed: dict[int, RecipientRow] = field(default_factory=dict)
+    opted_out: list[RecipientRow] = field(default_factory=list)
     finished: set[uuid.UUID] = field(default_factory=set)
 
 
-async def _targets(session: AsyncSession, attempt_ids: Iterable[int]) -> dict[int, _Target]:
-    rows = await session.execute(_TARGETS, {"ids": list(attempt_ids)})
-    return {
-        attempt.id: _Target(attempt, recipient, campaign_status, school)
-        for attempt, recipient, campaign_status, school in rows
-    }
+async def _targets(
+    session: AsyncSession, rows: Sequence[AnyRow], schools: SchoolCache
+) -> dict[int, _Target]:
+    """The `TARGETS` rows' targets, by attempt id."""
+    recipients: dict[int, RecipientRow] = {}
+    versions: dict[uuid.UUID, Versions] = {}
+    for row in rows:
+        if row.id not in recipients:
+            recipients[row.id] = RecipientRow.of(row)
+            versions[row.school_id] = (row.school_version, row.account_version)
+    loaded, _ = await schools.get(session, versions)
+    targets = {}
+    for row in rows:
+        recipient = recipients[row.id]
+        school = loaded[recipient.school_id]
+        targets[row.attempt_id] = _Target(
+            sql_applier.attempt_of(row), recipient, row.is_latest, school
+        )
+    return targets
 
 
-def _facts_of(stored: StoredReceipt) -> _Facts:
+def _facts_of(stored: AnyRow) -> _Facts:
+    """What a `DUE` row says."""
     classification = None
     if stored.reason is not None:
         classification = Classification(stored.reason, bool(stored.soft), stored.definition or 0)
@@ -205,12 +196,10 @@ def _facts_of(stored: StoredReceipt) -> _Facts:
 UNKNOWN_FAILURE = Classification("unknown", soft=False)
 
 
-def _apply(
-    target: _Target, facts: _Facts, latest_attempt: bool, now: datetime, effects: _Effects
-) -> Result:
+def _apply(target: _Target, facts: _Facts, now: datetime, effects: _Effects) -> Result:
     """Move the attempt forward if the receipt does (else it is stale), then the recipient as
     the status rules say; what follows from it goes to `effects`."""
-    attempt, recipient = target.attempt, target.recipient
+    attempt, recipient, school = target.attempt, target.recipient, target.school
     phase = rules.phase_of(facts.provider_status)
     if phase is None or not rules.advance(rules.phase_of(attempt.status), phase):
         return Result.stale
@@ -218,22 +207,23 @@ def _apply(
     # `delivered` clears the code of the failure it overrides): the same whatever the order.
     attempt.status = facts.provider_status
     attempt.error_code = facts.error_code
-    attempt.updated_at = now
+    effects.moved[attempt.id] = attempt
     classification = None
     if phase is rules.Phase.failed:
         classification = facts.classification or UNKNOWN_FAILURE
     change = rules.on_receipt(
         state_of(recipient),
-        target.campaign_status,
+        recipient.campaign_status,
         phase,
         classification,
         facts.error_code,
-        latest_attempt=latest_attempt,
-        retry_allowed=policy.retry_allowed(target.school, recipient, now),
+        latest_attempt=target.latest,
+        retry_allowed=policy.retry_allowed(school, recipient, now),
     )
     if change is not None:
-        due = policy.retry_due(target.school, recipient, now) if change.retry else None
-        apply_change(recipient, change, due)
+        due = policy.retry_due(school, recipient, now) if change.retry else None
+        apply_change(recipient, change, due, now)
+        effects.changed[recipient.id] = recipient
         if change.state.status in rules.FINAL:
             effects.finished.add(recipient.campaign_id)
     if classification is not None and classification.reason == OPTED_OUT:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.delivery import applier
+from app.delivery.school_cache import SchoolCache
 from app.kit.db import unit_of_work
 from app.workers.loop import LoopService
 
@@ -25,8 +26,10 @@ class ReceiptApplier(LoopService):
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> None:
         super().__init__(settings.receipts_poll_seconds)
         self.sessionmaker = sessionmaker
+        # The schools as last loaded: a batch loads one again only when it changed.
+        self.schools = SchoolCache()
 
     async def run_once(self) -> bool:
         async with unit_of_work(self.sessionmaker) as session:
-            taken = await applier.apply_stored(session, applier.BATCH)
+            taken = await applier.apply_stored(session, applier.BATCH, self.schools)
         return len(taken) == applier.BATCH

@@ -1,0 +1,155 @@
+"""The receipt applier's hand-written SQL and the row shapes it reads (`app.delivery.applier`),
+built as the claim's and the record's are (`app.delivery.sql`, whose recipient columns,
+locks and helpers it shares): plain rows read by column name, and one statement over
+`unnest` arrays for everything a batch writes. Its module of its own only to keep
+`app.delivery.sql` a readable size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, TextClause, any_, bindparam, func, select, text, true
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from app.delivery import sql
+from app.delivery.sql import AnyRow, RecipientRow
+from app.models import Attempt, Campaign, ProviderAccount, Recipient, School, StoredReceipt
+
+# -- reads -----------------------------------------------------------------------------
+
+# Stored receipts whose message is known, oldest first, locked (SKIP LOCKED: concurrent
+# appliers never share one): what each says, and its attempt and recipient ids. The attempt
+# is looked up per receipt (LATERAL: a nested loop over the queue's index, oldest first,
+# each receipt one probe of the attempts' unique index) so that a batch costs the same
+# whatever the backlog; a plain join may be planned as a hash join over every attempt once
+# many receipts wait. A receipt never changes once stored (but for being applied, which
+# SKIP LOCKED and the WHERE clause, checked again on the row locked, see to), so what it
+# says is read here.
+_match = (
+    select(Attempt.id, Attempt.recipient_id)
+    .where(
+        Attempt.provider == StoredReceipt.provider,
+        Attempt.provider_message_id == StoredReceipt.provider_message_id,
+    )
+    .limit(1)  # unique anyway; and a subquery with a LIMIT is never flattened into a join
+    .lateral("match")
+)
+DUE = (
+    select(
+        StoredReceipt.id,
+        StoredReceipt.provider,
+        StoredReceipt.provider_status,
+        StoredReceipt.error_code,
+        StoredReceipt.reason,
+        StoredReceipt.soft,
+        StoredReceipt.definition,
+        _match.c.id.label("attempt_id"),
+        _match.c.recipient_id,
+    )
+    .join(_match, true())
+    .where(StoredReceipt.applied_at.is_(None))
+    .order_by(StoredReceipt.id)
+    .limit(bindparam("limit"))
+    .with_for_update(of=StoredReceipt, skip_locked=True)
+)
+
+
+@dataclass(slots=True, eq=False)
+class AttemptRow:
+    """An attempt a batch's receipts are about: changed in place, written back by
+    `write_applied` if a receipt moved it. Its fields are the columns' names."""
+
+    id: int
+    status: str
+    error_code: str | None
+
+
+# Each recipient's latest attempt (a receipt for an older one never reschedules it), found
+# by recipient id among the batch's (GROUP BY, never a max() per recipient, which the
+# planner may turn into a backward walk of the primary key: see `sql.CLAIM`).
+_latest = (
+    select(Attempt.recipient_id, func.max(Attempt.id).label("latest"))
+    .where(Attempt.recipient_id == any_(bindparam("recipient_ids", type_=ARRAY(BigInteger))))
+    .group_by(Attempt.recipient_id)
+    .subquery("latest")
+)
+# The batch's attempts (`ids`), each with its recipient as `sql.RECIPIENT_COLUMNS`, whether
+# it is the recipient's latest, and the versions of the school and its provider account
+# (`app.delivery.school_cache`). Read once the recipients are locked.
+TARGETS = (
+    select(
+        Attempt.id.label("attempt_id"),
+        Attempt.status.label("attempt_status"),
+        Attempt.error_code.label("attempt_error_code"),
+        (_latest.c.latest == Attempt.id).label("is_latest"),
+        *sql.RECIPIENT_COLUMNS,
+        School.updated_at.label("school_version"),
+        ProviderAccount.updated_at.label("account_version"),
+    )
+    .join(Recipient, Recipient.id == Attempt.recipient_id)
+    .join(Campaign, Campaign.id == Recipient.campaign_id)
+    .join(School, School.id == Recipient.school_id)
+    .outerjoin(ProviderAccount, ProviderAccount.school_id == Recipient.school_id)
+    .join(_latest, _latest.c.recipient_id == Recipient.id)
+    .where(Attempt.id == any_(bindparam("ids", type_=ARRAY(BigInteger))))
+)
+
+
+def attempt_of(row: AnyRow) -> AttemptRow:
+    """The attempt of a `TARGETS` row (its recipient: `RecipientRow.of`)."""
+    return AttemptRow(row.attempt_id, row.attempt_status, row.attempt_error_code)
+
+
+# -- the write: one statement, over arrays (`unnest`) ----------------------------------
+
+_APPLIED = {"id": "bigint", "attempt_id": "bigint"}
+_MOVED = {"id": "bigint", "status": "text", "error_code": "text"}
+# A recipient's columns that a receipt may change (`app.sending.state.apply_change`'s).
+_CHANGED = {
+    name: sql.WRITTEN[name]
+    for name in (
+        "id",
+        "status",
+        "failed_reason",
+        "failed_definition",
+        "provider_error_code",
+        "next_attempt_at",
+    )
+}
+# Every receipt of the batch applied (and linked to its attempt), the attempts its
+# receipts moved forward, then the recipients they changed.
+_WRITE_APPLIED = text(
+    f"""
+    WITH applied AS (
+        UPDATE receipts AS t SET applied_at = :now, attempt_id = v.attempt_id
+        FROM {sql.unnest(_APPLIED, "receipt_")}
+        WHERE t.id = v.id
+    ),
+    moved AS (
+        UPDATE attempts AS a SET status = v.status, error_code = v.error_code, updated_at = :now
+        FROM {sql.unnest(_MOVED, "attempt_")}
+        WHERE a.id = v.id
+    )
+    {sql.update_recipients(_CHANGED)}
+    """
+)
+
+
+def write_applied(
+    receipts: Sequence[AnyRow],
+    moved: Sequence[AttemptRow],
+    changed: Sequence[RecipientRow],
+    now: datetime,
+) -> tuple[TextClause, dict[str, Any]]:
+    """The batch's write and its parameters: `receipts` (`DUE` rows) applied at `now`, the
+    `moved` attempts and the `changed` recipients as they now stand."""
+    return _WRITE_APPLIED, {
+        **sql.arrays(_APPLIED, receipts, "receipt_"),
+        **sql.arrays(_MOVED, moved, "attempt_"),
+        **sql.arrays(_CHANGED, changed),
+        "now": now,
+    }
