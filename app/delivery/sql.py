@@ -8,6 +8,8 @@ map and unit of work cost several times the SQL itself at that size. The rare pa
 
 Each column list is written once: a row shape's fields name its columns, and the UPDATE
 and INSERT statements over `unnest` arrays are built from one mapping of column to type.
+The receipt applier's statements, built the same way, have a module of their own
+(`app.delivery.sql_applier`).
 """
 
 from __future__ import annotations
@@ -232,20 +234,20 @@ def recorded_messages(keys: Sequence[tuple[str, str]]) -> Select[str, str | None
 # -- writes: one statement each, over arrays (`unnest`) ---------------------------------
 
 
-def _unnest(columns: Mapping[str, str], prefix: str = "") -> str:
+def unnest(columns: Mapping[str, str], prefix: str = "") -> str:
     """`unnest(...) AS v (...)` over one array parameter per column (`prefix` + name)."""
-    arrays = ", ".join(f"CAST(:{prefix}{name} AS {kind}[])" for name, kind in columns.items())
-    return f"unnest({arrays}) AS v ({', '.join(columns)})"
+    params = ", ".join(f"CAST(:{prefix}{name} AS {kind}[])" for name, kind in columns.items())
+    return f"unnest({params}) AS v ({', '.join(columns)})"
 
 
-def _arrays(columns: Iterable[str], rows: Sequence[Any], prefix: str = "") -> dict[str, list[Any]]:
-    """The parameters of `_unnest`: each column's values across `rows` (read by name)."""
+def arrays(columns: Iterable[str], rows: Sequence[Any], prefix: str = "") -> dict[str, list[Any]]:
+    """The parameters of `unnest`: each column's values across `rows` (read by name)."""
     return {f"{prefix}{name}": [getattr(row, name) for row in rows] for name in columns}
 
 
 # A `RecipientRow`'s columns that the worker may change, with their types: written back
 # whole, one statement for a batch (`updated_at` is the statement's `now`).
-_WRITTEN = {
+WRITTEN = {
     "id": "bigint",
     "status": "text",
     "failed_reason": "text",
@@ -257,12 +259,20 @@ _WRITTEN = {
     "claimed_at": "timestamptz",
     "claimed_by": "uuid",
 }
-_SET_WRITTEN = ", ".join(f"{name} = v.{name}" for name in _WRITTEN if name != "id")
-_UPDATE_RECIPIENTS = f"""
-    UPDATE recipients AS r SET {_SET_WRITTEN}, updated_at = :now
-    FROM {_unnest(_WRITTEN)}
+
+
+def update_recipients(columns: Mapping[str, str]) -> str:
+    """An UPDATE of recipients by `id` to the `columns` of `unnest`'s arrays, and their
+    `updated_at` to the statement's `now`."""
+    assigned = ", ".join(f"{name} = v.{name}" for name in columns if name != "id")
+    return f"""
+    UPDATE recipients AS r SET {assigned}, updated_at = :now
+    FROM {unnest(columns)}
     WHERE r.id = v.id
 """
+
+
+UPDATE_RECIPIENTS = update_recipients(WRITTEN)
 
 # The claim's write: the recipients settled without a hand-over (rare, written whole), then
 # the leased ones, all into one state, each with its own attempt count and times.
@@ -274,14 +284,14 @@ _LEASED = {
 }
 _WRITE_CLAIM = text(
     f"""
-    WITH settled AS ({_UPDATE_RECIPIENTS})
+    WITH settled AS ({UPDATE_RECIPIENTS})
     UPDATE recipients AS r
     SET status = :leased_status, failed_reason = :leased_failed_reason,
         failed_definition = :leased_failed_definition,
         provider_error_code = :leased_provider_error_code, next_attempt_at = :lease_until,
         attempts = v.attempts, first_attempt_at = v.first_attempt_at,
         claimed_at = v.claimed_at, claimed_by = :claim, updated_at = :now
-    FROM {_unnest(_LEASED, "leased_")}
+    FROM {unnest(_LEASED, "leased_")}
     WHERE r.id = v.id
     """
 )
@@ -301,7 +311,7 @@ _WRITE_SLOTS = text(
     f"""
     UPDATE provider_accounts AS a
     SET next_send_at = v.next_send_at, deferred_until = v.deferred_until
-    FROM {_unnest(_SLOTS)}
+    FROM {unnest(_SLOTS)}
     WHERE a.school_id = v.school_id
     """
 )
@@ -318,8 +328,8 @@ def write_claim(
     """The claim's write and its parameters: `changed` rows whole, `leased` ones into
     `leasing` with the lease."""
     return _WRITE_CLAIM, {
-        **_arrays(_WRITTEN, changed),
-        **_arrays(_LEASED, leased, "leased_"),
+        **arrays(WRITTEN, changed),
+        **arrays(_LEASED, leased, "leased_"),
         "leased_status": leasing.status.value,
         "leased_failed_reason": leasing.failed_reason,
         "leased_failed_definition": leasing.definition,
@@ -331,7 +341,7 @@ def write_claim(
 
 
 def write_slots(slots: Sequence[SendSlots]) -> tuple[TextClause, dict[str, Any]]:
-    return _WRITE_SLOTS, _arrays(_SLOTS, slots)
+    return _WRITE_SLOTS, arrays(_SLOTS, slots)
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,16 +393,16 @@ _WRITE_RECORD = text(
             status = v.status,
             error_code = CASE WHEN v.failed THEN v.error_code ELSE a.error_code END,
             updated_at = :now
-        FROM {_unnest(_RECOVERED, "recovered_")}
+        FROM {unnest(_RECOVERED, "recovered_")}
         WHERE a.id = v.id
     ),
     created AS (
         INSERT INTO attempts ({", ".join(_NEW)}, updated_at)
         SELECT {", ".join(f"v.{name}" for name in _NEW)}, :now
-        FROM {_unnest(_NEW, "new_")}
+        FROM {unnest(_NEW, "new_")}
         ON CONFLICT (provider, provider_message_id) DO NOTHING
     )
-    {_UPDATE_RECIPIENTS}
+    {UPDATE_RECIPIENTS}
     """
 )
 
@@ -405,9 +415,9 @@ def write_record(
 ) -> tuple[TextClause, dict[str, Any]]:
     """The record's write and its parameters."""
     return _WRITE_RECORD, {
-        **_arrays(_WRITTEN, rows),
-        **_arrays(_NEW, created, "new_"),
-        **_arrays(_RECOVERED, recovered, "recovered_"),
+        **arrays(WRITTEN, rows),
+        **arrays(_NEW, created, "new_"),
+        **arrays(_RECOVERED, recovered, "recovered_"),
         "now": now,
     }
 
