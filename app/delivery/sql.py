@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    ColumnElement,
     Row,
     Select,
     TextClause,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    func,
     or_,
     select,
     text,
@@ -191,14 +193,22 @@ TAKEN = (
 # opt-out fails them (`opt_outs.opted_out_at_provider`), so the batch locks them with its
 # own recipients, in one id order (`app.sending.locks`), never after them.
 _opted = aliased(Recipient)
-_WAITING_OF_OPTED_OUT = and_(
-    tuple_(Recipient.school_id, Recipient.phone).in_(
-        select(_opted.school_id, _opted.phone).where(
-            _opted.id == any_(bindparam("opted_out", type_=ARRAY(BigInteger)))
-        )
-    ),
-    Recipient.status.in_([s.value for s in rules.WAITING]),
-)
+
+
+def _waiting_of_opted_out(recipient: type[Recipient]) -> ColumnElement[bool]:
+    """Whether `recipient` (the entity or an alias) waits, its number one of those of the
+    recipients `opted_out`."""
+    return and_(
+        tuple_(recipient.school_id, recipient.phone).in_(
+            select(_opted.school_id, _opted.phone).where(
+                _opted.id == any_(bindparam("opted_out", type_=ARRAY(BigInteger)))
+            )
+        ),
+        recipient.status.in_([s.value for s in rules.WAITING]),
+    )
+
+
+_WAITING_OF_OPTED_OUT = _waiting_of_opted_out(Recipient)
 _BATCH = Recipient.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
 
 
@@ -215,10 +225,17 @@ def record(opted_out: bool) -> Select[*tuple[Any, ...]]:
 
 
 # The receipt applier's recipients (`ids`) and the waiting recipients of the numbers of
-# those that opted out (`opted_out`), locked in id order.
+# those that opted out (`opted_out`), locked in id order. Found as one array of ids (the
+# waiting ones looked up first, by number), which the primary key's index scans for: an OR
+# of the two conditions, as in `record`, is checked against every recipient in the table.
+_waiting = aliased(Recipient)
+_WAITING_IDS = select(_waiting.id).where(_waiting_of_opted_out(_waiting)).scalar_subquery()
 LOCK_APPLIED = (
     select(Recipient.id)
-    .where(or_(_BATCH, _WAITING_OF_OPTED_OUT))
+    .where(
+        Recipient.id
+        == any_(func.array_cat(bindparam("ids", type_=ARRAY(BigInteger)), func.array(_WAITING_IDS)))
+    )
     .order_by(Recipient.id)
     .with_for_update()
 )
