@@ -29,11 +29,11 @@ import enum
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import CursorResult, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import metrics
@@ -86,13 +86,13 @@ async def apply_stored(
         sql_applier.TARGETS,
         {"ids": list({row.attempt_id for row in due}), "recipient_ids": recipient_ids},
     )
-    targets = await _targets(session, found.all(), schools or SchoolCache())
+    targets = await _targets(session, found, schools or SchoolCache())
     now = utcnow()
     effects = _Effects()
     results: list[Result] = []
     counts: Counter[tuple[str, Result]] = Counter()
     for receipt in due:
-        result = _apply(targets[receipt.attempt_id], _facts_of(receipt), now, effects)
+        result = _apply(targets[receipt.attempt_id], receipt, now, effects)
         counts[receipt.provider, result] += 1
         results.append(result)
     for (provider, result), count in counts.items():
@@ -131,15 +131,6 @@ async def report_unmatched(session: AsyncSession) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class _Facts:
-    """What a stored receipt says."""
-
-    provider_status: str
-    error_code: str | None
-    classification: Classification | None
-
-
-@dataclass(frozen=True, slots=True)
 class _Target:
     """The attempt a receipt is about, with its recipient (locked) and their context. One
     attempt's receipts share its target, and one recipient's attempts their recipient: each
@@ -164,14 +155,16 @@ class _Effects:
 
 
 async def _targets(
-    session: AsyncSession, rows: Sequence[AnyRow], schools: SchoolCache
+    session: AsyncSession, found: CursorResult[*tuple[Any, ...]], schools: SchoolCache
 ) -> dict[int, _Target]:
-    """The `TARGETS` rows' targets, by attempt id."""
+    """The targets of `TARGETS`' rows, by attempt id."""
+    recipient_of = RecipientRow.reader(found.keys())
+    rows = found.all()
     recipients: dict[int, RecipientRow] = {}
     versions: dict[uuid.UUID, Versions] = {}
     for row in rows:
         if row.id not in recipients:
-            recipients[row.id] = RecipientRow.of(row)
+            recipients[row.id] = recipient_of(row)
             versions[row.school_id] = (row.school_version, row.account_version)
     loaded, _ = await schools.get(session, versions)
     targets = {}
@@ -184,39 +177,39 @@ async def _targets(
     return targets
 
 
-def _facts_of(stored: AnyRow) -> _Facts:
-    """What a `DUE` row says."""
-    classification = None
-    if stored.reason is not None:
-        classification = Classification(stored.reason, bool(stored.soft), stored.definition or 0)
-    return _Facts(stored.provider_status, stored.error_code, classification)
+def _classification(receipt: AnyRow) -> Classification | None:
+    """What a `DUE` row says of its failure, if it classified it."""
+    if receipt.reason is None:
+        return None
+    return Classification(receipt.reason, bool(receipt.soft), receipt.definition or 0)
 
 
 # A failure receipt without a classification (none stored): unknown, hard.
 UNKNOWN_FAILURE = Classification("unknown", soft=False)
 
 
-def _apply(target: _Target, facts: _Facts, now: datetime, effects: _Effects) -> Result:
-    """Move the attempt forward if the receipt does (else it is stale), then the recipient as
-    the status rules say; what follows from it goes to `effects`."""
+def _apply(target: _Target, receipt: AnyRow, now: datetime, effects: _Effects) -> Result:
+    """Move the attempt forward if the receipt (a `DUE` row) does (else it is stale), then
+    the recipient as the status rules say; what follows from it goes to `effects`."""
     attempt, recipient, school = target.attempt, target.recipient, target.school
-    phase = rules.phase_of(facts.provider_status)
+    provider_status, error_code = receipt.provider_status, receipt.error_code
+    phase = rules.phase_of(provider_status)
     if phase is None or not rules.advance(rules.phase_of(attempt.status), phase):
         return Result.stale
     # The attempt shows the receipt that moved it furthest, its error code included (a late
     # `delivered` clears the code of the failure it overrides): the same whatever the order.
-    attempt.status = facts.provider_status
-    attempt.error_code = facts.error_code
+    attempt.status = provider_status
+    attempt.error_code = error_code
     effects.moved[attempt.id] = attempt
     classification = None
     if phase is rules.Phase.failed:
-        classification = facts.classification or UNKNOWN_FAILURE
+        classification = _classification(receipt) or UNKNOWN_FAILURE
     change = rules.on_receipt(
         state_of(recipient),
         recipient.campaign_status,
         phase,
         classification,
-        facts.error_code,
+        error_code,
         latest_attempt=target.latest,
         retry_allowed=policy.retry_allowed(school, recipient, now),
     )
