@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import metrics
 from app.campaigns import service as campaigns
-from app.delivery import sql, sql_applier
+from app.delivery import sql_applier
 from app.delivery.school_cache import SchoolCache, Versions
 from app.delivery.sql import AnyRow, RecipientRow
 from app.delivery.sql_applier import AttemptRow
@@ -81,7 +81,9 @@ async def apply_stored(
     opted_out = sorted({row.recipient_id for row in due if row.reason == OPTED_OUT})
     # The recipients' locks first, in the lock order (`app.sending.locks`), those an
     # opt-out will fail included; everything read after them.
-    await connection.execute(sql.LOCK_APPLIED, {"ids": recipient_ids, "opted_out": opted_out})
+    await connection.execute(
+        sql_applier.LOCK_APPLIED, {"ids": recipient_ids, "opted_out": opted_out}
+    )
     found = await connection.execute(
         sql_applier.TARGETS,
         {"ids": list({row.attempt_id for row in due}), "recipient_ids": recipient_ids},

@@ -31,7 +31,6 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
-    func,
     or_,
     select,
     text,
@@ -205,9 +204,9 @@ TAKEN = (
 _opted = aliased(Recipient)
 
 
-def _waiting_of_opted_out(recipient: type[Recipient]) -> ColumnElement[bool]:
+def waiting_of_opted_out(recipient: type[Recipient]) -> ColumnElement[bool]:
     """Whether `recipient` (the entity or an alias) waits, its number one of those of the
-    recipients `opted_out`."""
+    recipients `opted_out` (the record's, and the receipt applier's `LOCK_APPLIED`)."""
     return and_(
         tuple_(recipient.school_id, recipient.phone).in_(
             select(_opted.school_id, _opted.phone).where(
@@ -218,7 +217,7 @@ def _waiting_of_opted_out(recipient: type[Recipient]) -> ColumnElement[bool]:
     )
 
 
-_WAITING_OF_OPTED_OUT = _waiting_of_opted_out(Recipient)
+_WAITING_OF_OPTED_OUT = waiting_of_opted_out(Recipient)
 _BATCH = Recipient.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
 
 
@@ -232,23 +231,6 @@ def record(opted_out: bool) -> Select[*tuple[Any, ...]]:
         .order_by(Recipient.id)
         .with_for_update(of=Recipient)
     )
-
-
-# The receipt applier's recipients (`ids`) and the waiting recipients of the numbers of
-# those that opted out (`opted_out`), locked in id order. Found as one array of ids (the
-# waiting ones looked up first, by number), which the primary key's index scans for: an OR
-# of the two conditions, as in `record`, is checked against every recipient in the table.
-_waiting = aliased(Recipient)
-_WAITING_IDS = select(_waiting.id).where(_waiting_of_opted_out(_waiting)).scalar_subquery()
-LOCK_APPLIED = (
-    select(Recipient.id)
-    .where(
-        Recipient.id
-        == any_(func.array_cat(bindparam("ids", type_=ARRAY(BigInteger)), func.array(_WAITING_IDS)))
-    )
-    .order_by(Recipient.id)
-    .with_for_update()
-)
 
 
 def recorded_messages(keys: Sequence[tuple[str, str]]) -> Select[str, str | None]:

@@ -1,6 +1,6 @@
 """The receipt applier's hand-written SQL and the row shapes it reads (`app.delivery.applier`),
-built as the claim's and the record's are (`app.delivery.sql`, whose recipient columns,
-locks and helpers it shares): plain rows read by column name, and one statement over
+built as the claim's and the record's are (`app.delivery.sql`, whose recipient columns
+and helpers it shares): plain rows read by column name, and one statement over
 `unnest` arrays for everything a batch writes. Its module of its own only to keep
 `app.delivery.sql` a readable size.
 """
@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, TextClause, any_, bindparam, func, select, text, true
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import aliased
 
 from app.delivery import sql
 from app.delivery.sql import AnyRow, RecipientRow
@@ -55,6 +56,24 @@ DUE = (
     .order_by(StoredReceipt.id)
     .limit(bindparam("limit"))
     .with_for_update(of=StoredReceipt, skip_locked=True)
+)
+
+
+# The recipients of a batch's receipts (`ids`) and the waiting recipients of the numbers
+# of those that opted out (`opted_out`), which the opt-out fails: locked first, in id
+# order (`app.sending.locks`). Found as one array of ids (the waiting ones looked up first,
+# by number), which the primary key's index scans for: an OR of the two conditions, as in
+# `sql.record`, is checked against every recipient in the table.
+_waiting = aliased(Recipient)
+_WAITING_IDS = select(_waiting.id).where(sql.waiting_of_opted_out(_waiting)).scalar_subquery()
+LOCK_APPLIED = (
+    select(Recipient.id)
+    .where(
+        Recipient.id
+        == any_(func.array_cat(bindparam("ids", type_=ARRAY(BigInteger)), func.array(_WAITING_IDS)))
+    )
+    .order_by(Recipient.id)
+    .with_for_update()
 )
 
 
