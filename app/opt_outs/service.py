@@ -95,6 +95,8 @@ async def _opt_out(
     wait, their waiting recipients, the opt-outs, the campaigns completed. Each request's
     record and whether it is new, in the requests' order (the first of a repeated number
     is the one recorded)."""
+    if not requests:
+        return []  # (a batch with no provider opt-out: no query)
     first = {(r.school_id, r.phone): r for r in reversed(requests)}
     numbers = sorted(first)
     if any(r.source is not OptOutSource.provider for r in first.values()):
