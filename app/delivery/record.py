@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import metrics
 from app.campaigns import service as campaigns
-from app.delivery import recover, sql
+from app.delivery import recover, sql, sql_writes
 from app.delivery.jobs import UNKNOWN, Handover, Job
 from app.delivery.sql import NewAttempt, RecipientRow, RecoveredAttempt
 from app.kit.clock import utcnow
@@ -135,7 +135,9 @@ async def _record(
             written.append(row)
             if row.status in (rules.Status.delivered.value, rules.Status.failed.value):
                 finished.add(row.campaign_id)
-        await session.execute(*sql.write_record(written, attempts.created, attempts.recovered, now))
+        await session.execute(
+            *sql_writes.write_record(written, attempts.created, attempts.recovered, now)
+        )
         # After the writes: the opt-out cancels the number's other waiting recipients as
         # they now stand (this batch's included, their rows locked above).
         await opt_outs.opted_out_at_provider(session, opted_out)

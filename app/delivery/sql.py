@@ -6,36 +6,23 @@ kind of change back in one statement (`write_claim`, `write_record`): the ORM's 
 map and unit of work cost several times the SQL itself at that size. The rare paths
 (opt-outs, completion, loading a school that changed) keep the ORM.
 
-Each column list is written once: a row shape's fields name its columns, and the UPDATE
-and INSERT statements over `unnest` arrays are built from one mapping of column to type.
-The receipt applier's statements, built the same way, have a module of their own
-(`app.delivery.sql_applier`).
+Each column list is written once: a row shape's fields name its columns. This module holds
+the row shapes and the reads; the writes, UPDATE and INSERT statements over `unnest` arrays
+built from one mapping of column to type, are in `app.delivery.sql_writes`; the receipt
+applier's statements, built the same way, in `app.delivery.sql_applier`. Three modules
+only to keep each a readable size.
 """
 
 from __future__ import annotations
 
 import operator
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    ColumnElement,
-    Row,
-    Select,
-    TextClause,
-    Uuid,
-    and_,
-    any_,
-    bindparam,
-    or_,
-    select,
-    text,
-    tuple_,
-)
+from sqlalchemy import BigInteger, Row, Select, Uuid, any_, bindparam, func, select, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY, distinct_on
 from sqlalchemy.orm import aliased
 
@@ -109,6 +96,38 @@ class Previous:
         return cls(
             row.previous_id, row.previous_provider, row.previous_status, row.previous_created_at
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SendSlots:
+    """An account's next free send slot and last promised turn, as a claim leaves them."""
+
+    school_id: uuid.UUID
+    next_send_at: datetime
+    deferred_until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewAttempt:
+    """An attempt row the record inserts."""
+
+    recipient_id: int
+    provider: str
+    provider_message_id: str | None
+    status: str
+    error_code: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveredAttempt:
+    """What the record learnt of an attempt whose outcome was unknown (its id known)."""
+
+    id: int
+    provider_message_id: str | None
+    status: str
+    failed: bool
+    error_code: str | None
 
 
 # -- the claim -------------------------------------------------------------------------
@@ -198,27 +217,30 @@ TAKEN = (
 
 # -- the record ------------------------------------------------------------------------
 
-# A numbers's waiting recipients, for a batch in which it opted out at the provider: the
-# opt-out fails them (`opt_outs.opted_out_at_provider`), so the batch locks them with its
-# own recipients, in one id order (`app.sending.locks`), never after them.
+# A batch's recipients (`ids`) with, for a batch in which some (`opted_out`) opted out at
+# the provider, the waiting recipients of their numbers: the opt-out fails those
+# (`opt_outs.opted_out_at_provider`), so the batch locks them with its own, in one id order
+# (`app.sending.locks`), never after them. The record's and the receipt applier's
+# (`sql_applier.LOCK_APPLIED`). Found as one array of ids (the waiting ones looked up first,
+# by number), which the primary key's index scans for: an OR of the two conditions is
+# checked against every recipient in the table.
 _opted = aliased(Recipient)
-
-
-def waiting_of_opted_out(recipient: type[Recipient]) -> ColumnElement[bool]:
-    """Whether `recipient` (the entity or an alias) waits, its number one of those of the
-    recipients `opted_out` (the record's, and the receipt applier's `LOCK_APPLIED`)."""
-    return and_(
-        tuple_(recipient.school_id, recipient.phone).in_(
+_waiting = aliased(Recipient)
+_WAITING_IDS = (
+    select(_waiting.id)
+    .where(
+        tuple_(_waiting.school_id, _waiting.phone).in_(
             select(_opted.school_id, _opted.phone).where(
                 _opted.id == any_(bindparam("opted_out", type_=ARRAY(BigInteger)))
             )
         ),
-        recipient.status.in_([s.value for s in rules.WAITING]),
+        _waiting.status.in_([s.value for s in rules.WAITING]),
     )
-
-
-_WAITING_OF_OPTED_OUT = waiting_of_opted_out(Recipient)
-_BATCH = Recipient.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
+    .scalar_subquery()
+)
+_IDS = bindparam("ids", type_=ARRAY(BigInteger))
+BATCH = Recipient.id == any_(_IDS)
+BATCH_AND_WAITING = Recipient.id == any_(func.array_cat(_IDS, func.array(_WAITING_IDS)))
 
 
 def record(opted_out: bool) -> Select[*tuple[Any, ...]]:
@@ -227,7 +249,7 @@ def record(opted_out: bool) -> Select[*tuple[Any, ...]]:
     return (
         select(*RECIPIENT_COLUMNS)
         .join(Campaign, Campaign.id == Recipient.campaign_id)
-        .where(or_(_BATCH, _WAITING_OF_OPTED_OUT) if opted_out else _BATCH)
+        .where(BATCH_AND_WAITING if opted_out else BATCH)
         .order_by(Recipient.id)
         .with_for_update(of=Recipient)
     )
@@ -240,201 +262,6 @@ def recorded_messages(keys: Sequence[tuple[str, str]]) -> Select[str, str | None
     )
 
 
-# -- writes: one statement each, over arrays (`unnest`) ---------------------------------
-
-
-def unnest(columns: Mapping[str, str], prefix: str = "") -> str:
-    """`unnest(...) AS v (...)` over one array parameter per column (`prefix` + name)."""
-    params = ", ".join(f"CAST(:{prefix}{name} AS {kind}[])" for name, kind in columns.items())
-    return f"unnest({params}) AS v ({', '.join(columns)})"
-
-
-def arrays(columns: Iterable[str], rows: Sequence[Any], prefix: str = "") -> dict[str, list[Any]]:
-    """The parameters of `unnest`: each column's values across `rows` (read by name)."""
-    return {f"{prefix}{name}": [getattr(row, name) for row in rows] for name in columns}
-
-
-# A `RecipientRow`'s columns that the worker may change, with their types: written back
-# whole, one statement for a batch (`updated_at` is the statement's `now`).
-WRITTEN = {
-    "id": "bigint",
-    "status": "text",
-    "failed_reason": "text",
-    "failed_definition": "int",
-    "provider_error_code": "text",
-    "attempts": "int",
-    "next_attempt_at": "timestamptz",
-    "first_attempt_at": "timestamptz",
-    "claimed_at": "timestamptz",
-    "claimed_by": "uuid",
-}
-
-
-def update_recipients(columns: Mapping[str, str]) -> str:
-    """An UPDATE of recipients by `id` to the `columns` of `unnest`'s arrays, and their
-    `updated_at` to the statement's `now`."""
-    assigned = ", ".join(f"{name} = v.{name}" for name in columns if name != "id")
-    return f"""
-    UPDATE recipients AS r SET {assigned}, updated_at = :now
-    FROM {unnest(columns)}
-    WHERE r.id = v.id
-"""
-
-
-UPDATE_RECIPIENTS = update_recipients(WRITTEN)
-
-# The claim's write: the recipients settled without a hand-over (rare, written whole), then
-# the leased ones, all into one state, each with its own attempt count and times.
-_LEASED = {
-    "id": "bigint",
-    "attempts": "int",
-    "first_attempt_at": "timestamptz",
-    "claimed_at": "timestamptz",
-}
-_WRITE_CLAIM = text(
-    f"""
-    WITH settled AS ({UPDATE_RECIPIENTS})
-    UPDATE recipients AS r
-    SET status = :leased_status, failed_reason = :leased_failed_reason,
-        failed_definition = :leased_failed_definition,
-        provider_error_code = :leased_provider_error_code, next_attempt_at = :lease_until,
-        attempts = v.attempts, first_attempt_at = v.first_attempt_at,
-        claimed_at = v.claimed_at, claimed_by = :claim, updated_at = :now
-    FROM {unnest(_LEASED, "leased_")}
-    WHERE r.id = v.id
-    """
-)
-
-
-@dataclass(frozen=True, slots=True)
-class SendSlots:
-    """An account's next free send slot and last promised turn, as a claim leaves them."""
-
-    school_id: uuid.UUID
-    next_send_at: datetime
-    deferred_until: datetime | None
-
-
-_SLOTS = {"school_id": "uuid", "next_send_at": "timestamptz", "deferred_until": "timestamptz"}
-_WRITE_SLOTS = text(
-    f"""
-    UPDATE provider_accounts AS a
-    SET next_send_at = v.next_send_at, deferred_until = v.deferred_until
-    FROM {unnest(_SLOTS)}
-    WHERE a.school_id = v.school_id
-    """
-)
-
-
-def write_claim(
-    changed: Sequence[RecipientRow],
-    leased: Sequence[RecipientRow],
-    leasing: rules.State,
-    lease_until: datetime,
-    claim: uuid.UUID,
-    now: datetime,
-) -> tuple[TextClause, dict[str, Any]]:
-    """The claim's write and its parameters: `changed` rows whole, `leased` ones into
-    `leasing` with the lease."""
-    return _WRITE_CLAIM, {
-        **arrays(WRITTEN, changed),
-        **arrays(_LEASED, leased, "leased_"),
-        "leased_status": leasing.status.value,
-        "leased_failed_reason": leasing.failed_reason,
-        "leased_failed_definition": leasing.definition,
-        "leased_provider_error_code": leasing.provider_error_code,
-        "lease_until": lease_until,
-        "claim": claim,
-        "now": now,
-    }
-
-
-def write_slots(slots: Sequence[SendSlots]) -> tuple[TextClause, dict[str, Any]]:
-    return _WRITE_SLOTS, arrays(_SLOTS, slots)
-
-
-@dataclass(frozen=True, slots=True)
-class NewAttempt:
-    """An attempt row the record inserts."""
-
-    recipient_id: int
-    provider: str
-    provider_message_id: str | None
-    status: str
-    error_code: str | None
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class RecoveredAttempt:
-    """What the record learnt of an attempt whose outcome was unknown (its id known)."""
-
-    id: int
-    provider_message_id: str | None
-    status: str
-    failed: bool
-    error_code: str | None
-
-
-_NEW = {
-    "recipient_id": "bigint",
-    "provider": "text",
-    "provider_message_id": "text",
-    "status": "text",
-    "error_code": "text",
-    "created_at": "timestamptz",
-}
-_RECOVERED = {
-    "id": "bigint",
-    "provider_message_id": "text",
-    "status": "text",
-    "failed": "boolean",
-    "error_code": "text",
-}
-# The record's writes, one statement: the attempts recovered (an accepted one keeps the
-# error code it had), the new attempts (a message id already recorded, by a worker that
-# took the hand-over over, is not recorded twice), then the recipients.
-_WRITE_RECORD = text(
-    f"""
-    WITH recovered AS (
-        UPDATE attempts AS a
-        SET provider_message_id = coalesce(v.provider_message_id, a.provider_message_id),
-            status = v.status,
-            error_code = CASE WHEN v.failed THEN v.error_code ELSE a.error_code END,
-            updated_at = :now
-        FROM {unnest(_RECOVERED, "recovered_")}
-        WHERE a.id = v.id
-    ),
-    created AS (
-        INSERT INTO attempts ({", ".join(_NEW)}, updated_at)
-        SELECT {", ".join(f"v.{name}" for name in _NEW)}, :now
-        FROM {unnest(_NEW, "new_")}
-        ON CONFLICT (provider, provider_message_id) DO NOTHING
-    )
-    {UPDATE_RECIPIENTS}
-    """
-)
-
-
-def write_record(
-    rows: Sequence[RecipientRow],
-    created: Sequence[NewAttempt],
-    recovered: Sequence[RecoveredAttempt],
-    now: datetime,
-) -> tuple[TextClause, dict[str, Any]]:
-    """The record's write and its parameters."""
-    return _WRITE_RECORD, {
-        **arrays(WRITTEN, rows),
-        **arrays(_NEW, created, "new_"),
-        **arrays(_RECOVERED, recovered, "recovered_"),
-        "now": now,
-    }
-
-
-# -- the admission (`app.delivery.admission`), straight on the driver -----------------
-
-# One round's locks: those of the sends answered let go, then each candidate's tried.
-# A session that holds a lock already gets it again whatever waits for it, so for a key
 # this connection holds, a stop waiting for it (an ungranted advisory lock on the same key,
 # which pg_locks shows as two 32-bit halves) refuses the candidate instead: the stop goes
 # ahead once this connection's sends of that campaign are answered.

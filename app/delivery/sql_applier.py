@@ -1,8 +1,8 @@
 """The receipt applier's hand-written SQL and the row shapes it reads (`app.delivery.applier`),
-built as the claim's and the record's are (`app.delivery.sql`, whose recipient columns
-and helpers it shares): plain rows read by column name, and one statement over
-`unnest` arrays for everything a batch writes. Its module of its own only to keep
-`app.delivery.sql` a readable size.
+built as the claim's and the record's are (`app.delivery.sql` and `sql_writes`, whose
+recipient columns and helpers it shares): plain rows read by column name, and one statement over
+`unnest` arrays for everything a batch writes. A module of its own only to keep each
+a readable size.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from typing import Any
 
 from sqlalchemy import BigInteger, TextClause, any_, bindparam, func, select, text, true
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import aliased
 
-from app.delivery import sql
+from app.delivery import sql, sql_writes
 from app.delivery.sql import AnyRow, RecipientRow
 from app.models import Attempt, Campaign, ProviderAccount, Recipient, School, StoredReceipt
 
@@ -61,19 +60,9 @@ DUE = (
 
 # The recipients of a batch's receipts (`ids`) and the waiting recipients of the numbers
 # of those that opted out (`opted_out`), which the opt-out fails: locked first, in id
-# order (`app.sending.locks`). Found as one array of ids (the waiting ones looked up first,
-# by number), which the primary key's index scans for: an OR of the two conditions, as in
-# `sql.record`, is checked against every recipient in the table.
-_waiting = aliased(Recipient)
-_WAITING_IDS = select(_waiting.id).where(sql.waiting_of_opted_out(_waiting)).scalar_subquery()
+# order (`app.sending.locks`), as the record locks its own (`sql.BATCH_AND_WAITING`).
 LOCK_APPLIED = (
-    select(Recipient.id)
-    .where(
-        Recipient.id
-        == any_(func.array_cat(bindparam("ids", type_=ARRAY(BigInteger)), func.array(_WAITING_IDS)))
-    )
-    .order_by(Recipient.id)
-    .with_for_update()
+    select(Recipient.id).where(sql.BATCH_AND_WAITING).order_by(Recipient.id).with_for_update()
 )
 
 
@@ -129,7 +118,7 @@ _APPLIED = {"id": "bigint", "attempt_id": "bigint"}
 _MOVED = {"id": "bigint", "status": "text", "error_code": "text"}
 # A recipient's columns that a receipt may change (`app.sending.state.apply_change`'s).
 _CHANGED = {
-    name: sql.WRITTEN[name]
+    name: sql_writes.WRITTEN[name]
     for name in (
         "id",
         "status",
@@ -145,15 +134,15 @@ _WRITE_APPLIED = text(
     f"""
     WITH applied AS (
         UPDATE receipts AS t SET applied_at = :now, attempt_id = v.attempt_id
-        FROM {sql.unnest(_APPLIED, "receipt_")}
+        FROM {sql_writes.unnest(_APPLIED, "receipt_")}
         WHERE t.id = v.id
     ),
     moved AS (
         UPDATE attempts AS a SET status = v.status, error_code = v.error_code, updated_at = :now
-        FROM {sql.unnest(_MOVED, "attempt_")}
+        FROM {sql_writes.unnest(_MOVED, "attempt_")}
         WHERE a.id = v.id
     )
-    {sql.update_recipients(_CHANGED)}
+    {sql_writes.update_recipients(_CHANGED)}
     """
 )
 
@@ -167,8 +156,8 @@ def write_applied(
     """The batch's write and its parameters: `receipts` (`DUE` rows) applied at `now`, the
     `moved` attempts and the `changed` recipients as they now stand."""
     return _WRITE_APPLIED, {
-        **sql.arrays(_APPLIED, receipts, "receipt_"),
-        **sql.arrays(_MOVED, moved, "attempt_"),
-        **sql.arrays(_CHANGED, changed),
+        **sql_writes.arrays(_APPLIED, receipts, "receipt_"),
+        **sql_writes.arrays(_MOVED, moved, "attempt_"),
+        **sql_writes.arrays(_CHANGED, changed),
         "now": now,
     }

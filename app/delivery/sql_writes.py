@@ -1,0 +1,178 @@
+"""The delivery worker's writes: one statement each for all a batch changes, over arrays
+(`unnest`), built from one mapping of column to type (the row shapes and the reads are in
+`app.delivery.sql`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import TextClause, text
+
+from app.delivery.sql import NewAttempt, RecipientRow, RecoveredAttempt, SendSlots
+from app.sending import status as rules
+
+
+def unnest(columns: Mapping[str, str], prefix: str = "") -> str:
+    """`unnest(...) AS v (...)` over one array parameter per column (`prefix` + name)."""
+    params = ", ".join(f"CAST(:{prefix}{name} AS {kind}[])" for name, kind in columns.items())
+    return f"unnest({params}) AS v ({', '.join(columns)})"
+
+
+def arrays(columns: Iterable[str], rows: Sequence[Any], prefix: str = "") -> dict[str, list[Any]]:
+    """The parameters of `unnest`: each column's values across `rows` (read by name)."""
+    return {f"{prefix}{name}": [getattr(row, name) for row in rows] for name in columns}
+
+
+# A `RecipientRow`'s columns that the worker may change, with their types: written back
+# whole, one statement for a batch (`updated_at` is the statement's `now`).
+WRITTEN = {
+    "id": "bigint",
+    "status": "text",
+    "failed_reason": "text",
+    "failed_definition": "int",
+    "provider_error_code": "text",
+    "attempts": "int",
+    "next_attempt_at": "timestamptz",
+    "first_attempt_at": "timestamptz",
+    "claimed_at": "timestamptz",
+    "claimed_by": "uuid",
+}
+
+
+def update_recipients(columns: Mapping[str, str]) -> str:
+    """An UPDATE of recipients by `id` to the `columns` of `unnest`'s arrays, and their
+    `updated_at` to the statement's `now`."""
+    assigned = ", ".join(f"{name} = v.{name}" for name in columns if name != "id")
+    return f"""
+    UPDATE recipients AS r SET {assigned}, updated_at = :now
+    FROM {unnest(columns)}
+    WHERE r.id = v.id
+"""
+
+
+UPDATE_RECIPIENTS = update_recipients(WRITTEN)
+
+# The claim's write: the recipients settled without a hand-over (rare, written whole), then
+# the leased ones, all into one state, each with its own attempt count and times.
+_LEASED = {
+    "id": "bigint",
+    "attempts": "int",
+    "first_attempt_at": "timestamptz",
+    "claimed_at": "timestamptz",
+}
+_WRITE_CLAIM = text(
+    f"""
+    WITH settled AS ({UPDATE_RECIPIENTS})
+    UPDATE recipients AS r
+    SET status = :leased_status, failed_reason = :leased_failed_reason,
+        failed_definition = :leased_failed_definition,
+        provider_error_code = :leased_provider_error_code, next_attempt_at = :lease_until,
+        attempts = v.attempts, first_attempt_at = v.first_attempt_at,
+        claimed_at = v.claimed_at, claimed_by = :claim, updated_at = :now
+    FROM {unnest(_LEASED, "leased_")}
+    WHERE r.id = v.id
+    """
+)
+
+
+_SLOTS = {"school_id": "uuid", "next_send_at": "timestamptz", "deferred_until": "timestamptz"}
+_WRITE_SLOTS = text(
+    f"""
+    UPDATE provider_accounts AS a
+    SET next_send_at = v.next_send_at, deferred_until = v.deferred_until
+    FROM {unnest(_SLOTS)}
+    WHERE a.school_id = v.school_id
+    """
+)
+
+
+def write_claim(
+    changed: Sequence[RecipientRow],
+    leased: Sequence[RecipientRow],
+    leasing: rules.State,
+    lease_until: datetime,
+    claim: uuid.UUID,
+    now: datetime,
+) -> tuple[TextClause, dict[str, Any]]:
+    """The claim's write and its parameters: `changed` rows whole, `leased` ones into
+    `leasing` with the lease."""
+    return _WRITE_CLAIM, {
+        **arrays(WRITTEN, changed),
+        **arrays(_LEASED, leased, "leased_"),
+        "leased_status": leasing.status.value,
+        "leased_failed_reason": leasing.failed_reason,
+        "leased_failed_definition": leasing.definition,
+        "leased_provider_error_code": leasing.provider_error_code,
+        "lease_until": lease_until,
+        "claim": claim,
+        "now": now,
+    }
+
+
+def write_slots(slots: Sequence[SendSlots]) -> tuple[TextClause, dict[str, Any]]:
+    return _WRITE_SLOTS, arrays(_SLOTS, slots)
+
+
+_NEW = {
+    "recipient_id": "bigint",
+    "provider": "text",
+    "provider_message_id": "text",
+    "status": "text",
+    "error_code": "text",
+    "created_at": "timestamptz",
+}
+_RECOVERED = {
+    "id": "bigint",
+    "provider_message_id": "text",
+    "status": "text",
+    "failed": "boolean",
+    "error_code": "text",
+}
+# The record's writes, one statement: the attempts recovered (an accepted one keeps the
+# error code it had), the new attempts (a message id already recorded, by a worker that
+# took the hand-over over, is not recorded twice), then the recipients.
+_WRITE_RECORD = text(
+    f"""
+    WITH recovered AS (
+        UPDATE attempts AS a
+        SET provider_message_id = coalesce(v.provider_message_id, a.provider_message_id),
+            status = v.status,
+            error_code = CASE WHEN v.failed THEN v.error_code ELSE a.error_code END,
+            updated_at = :now
+        FROM {unnest(_RECOVERED, "recovered_")}
+        WHERE a.id = v.id
+    ),
+    created AS (
+        INSERT INTO attempts ({", ".join(_NEW)}, updated_at)
+        SELECT {", ".join(f"v.{name}" for name in _NEW)}, :now
+        FROM {unnest(_NEW, "new_")}
+        ON CONFLICT (provider, provider_message_id) DO NOTHING
+    )
+    {UPDATE_RECIPIENTS}
+    """
+)
+
+
+def write_record(
+    rows: Sequence[RecipientRow],
+    created: Sequence[NewAttempt],
+    recovered: Sequence[RecoveredAttempt],
+    now: datetime,
+) -> tuple[TextClause, dict[str, Any]]:
+    """The record's write and its parameters."""
+    return _WRITE_RECORD, {
+        **arrays(WRITTEN, rows),
+        **arrays(_NEW, created, "new_"),
+        **arrays(_RECOVERED, recovered, "recovered_"),
+        "now": now,
+    }
+
+
+# -- the admission (`app.delivery.admission`), straight on the driver -----------------
+
+# One round's locks: those of the sends answered let go, then each candidate's tried.
+# A session that holds a lock already gets it again whatever waits for it, so for a key
