@@ -16,7 +16,7 @@ and the batch reads its attempts and recipients in a statement issued after its 
 granted (READ COMMITTED: it sees what the other batch committed).
 
 A batch reads plain rows by column name and writes back in one statement over arrays
-(`app.delivery.sql_applier`), as the delivery engine's claim and record do: hundreds of
+(`app.delivery.sql.receipts`), as the delivery engine's claim and record do: hundreds of
 receipts a batch, where ORM entities and per-row UPDATEs would cost several times the SQL.
 
 Receipts that never find their message stay stored (applied_at null); `report_unmatched`
@@ -38,10 +38,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import metrics
 from app.campaigns import service as campaigns
-from app.delivery import sql_applier
+from app.delivery import sql
 from app.delivery.school_cache import SchoolCache, Versions
-from app.delivery.sql import AnyRow, RecipientRow
-from app.delivery.sql_applier import AttemptRow
+from app.delivery.sql import AnyRow, AttemptRow, RecipientRow
 from app.kit.clock import utcnow
 from app.models import School, StoredReceipt
 from app.opt_outs import service as opt_outs
@@ -74,18 +73,16 @@ async def apply_stored(
     caller's transaction; what each did, in that order (empty: nothing to apply).
     `schools`: the schools as the caller last loaded them (a loop's cache), else loaded."""
     connection = await session.connection()  # plain rows, as in the claim and the record
-    due = (await connection.execute(sql_applier.DUE, {"limit": limit})).all()
+    due = (await connection.execute(sql.DUE_RECEIPTS, {"limit": limit})).all()
     if not due:
         return []
     recipient_ids = sorted({row.recipient_id for row in due})
     opted_out = sorted({row.recipient_id for row in due if row.reason == OPTED_OUT})
     # The recipients' locks first, in the lock order (`app.sending.locks`), those an
     # opt-out will fail included; everything read after them.
-    await connection.execute(
-        sql_applier.LOCK_APPLIED, {"ids": recipient_ids, "opted_out": opted_out}
-    )
+    await connection.execute(sql.LOCK_APPLIED, {"ids": recipient_ids, "opted_out": opted_out})
     found = await connection.execute(
-        sql_applier.TARGETS,
+        sql.RECEIPT_TARGETS,
         {"ids": list({row.attempt_id for row in due}), "recipient_ids": recipient_ids},
     )
     targets = await _targets(session, found, schools or SchoolCache())
@@ -100,7 +97,7 @@ async def apply_stored(
     for (provider, result), count in counts.items():
         metrics.receipts_applied.labels(provider, result.value).inc(count)
     moved, changed = list(effects.moved.values()), list(effects.changed.values())
-    await connection.execute(*sql_applier.write_applied(due, moved, changed, now))
+    await connection.execute(*sql.write_applied(due, moved, changed, now))
     if effects.opted_out:  # (rare: not a query a batch for nothing)
         # After the writes: the opt-out cancels the number's other waiting recipients as
         # they now stand (this batch's included, their rows locked above; the session holds
@@ -114,13 +111,14 @@ async def report_unmatched(session: AsyncSession) -> int:
     """Count (gauge) and log the receipts that have waited for their message longer than
     UNMATCHED_AFTER: they stay stored (applied_at null) and are applied if it ever comes."""
     cutoff = utcnow() - UNMATCHED_AFTER
-    count, oldest = (
+    found = (
         await session.execute(
-            select(func.count(), func.min(StoredReceipt.received_at)).where(
-                StoredReceipt.applied_at.is_(None), StoredReceipt.received_at < cutoff
-            )
+            select(
+                func.count().label("waiting"), func.min(StoredReceipt.received_at).label("oldest")
+            ).where(StoredReceipt.applied_at.is_(None), StoredReceipt.received_at < cutoff)
         )
     ).one()
+    count, oldest = found.waiting, found.oldest
     metrics.receipts_unmatched.set(count)
     if count:
         log.warning(
@@ -173,9 +171,7 @@ async def _targets(
     for row in rows:
         recipient = recipients[row.id]
         school = loaded[recipient.school_id]
-        targets[row.attempt_id] = _Target(
-            sql_applier.attempt_of(row), recipient, row.is_latest, school
-        )
+        targets[row.attempt_id] = _Target(sql.attempt_of(row), recipient, row.is_latest, school)
     return targets
 
 

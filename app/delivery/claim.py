@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.campaigns import service as campaigns
 from app.config import Settings
-from app.delivery import pacing, recover, sql, sql_writes
+from app.delivery import pacing, recover, sql
 from app.delivery.jobs import UNRESOLVED, Claim, Job, Sender
 from app.delivery.school_cache import SchoolCache
 from app.delivery.sql import AnyRow, Previous, RecipientRow
@@ -69,12 +69,10 @@ async def claim(
         # (No row leased: the leased part updates nothing, whatever its state.)
         leasing = taken.leasing.state if taken.leasing else rules.State(rules.Status.queued)
         await connection.execute(
-            *sql_writes.write_claim(
-                taken.changed, taken.leased, leasing, taken.lease_until, taken.id, now
-            )
+            *sql.write_claim(taken.changed, taken.leased, leasing, taken.lease_until, taken.id, now)
         )
     if taken.slots:
-        await connection.execute(*sql_writes.write_slots(pacing.written(taken.slots)))
+        await connection.execute(*sql.write_slots(pacing.written(taken.slots)))
     await recover.mark_taken(session, taken.jobs)
     # After the write: the completion rule reads the recipients' stored statuses.
     await campaigns.complete_finished(session, taken.expired)

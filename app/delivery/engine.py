@@ -10,8 +10,7 @@ call, each in a module of its own:
 
 The worker pipelines the cycles (`run_pipelined`): the record of one batch runs while the
 next is claimed and sent, at most one record in flight, and a stop waits for it (`drain`).
-The SQL of all three is in `app.delivery.sql` (reads) and `sql_writes`; the words are in
-the README's glossary.
+The SQL of all three is in `app.delivery.sql`; the words are in the README's glossary.
 """
 
 from __future__ import annotations

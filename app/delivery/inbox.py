@@ -6,16 +6,9 @@ the webhook is answered at once."""
 from __future__ import annotations
 
 from app import metrics
+from app.delivery import sql
 from app.kit.db import Inbox
 from app.providers.base import Receipt
-
-_INSERT = """
-    INSERT INTO receipts (provider, event_id, provider_message_id, provider_status,
-                          error_code, reason, soft, definition, occurred_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-    ON CONFLICT DO NOTHING
-    RETURNING id
-"""
 
 
 async def keep(inbox: Inbox, receipt: Receipt) -> bool:
@@ -23,7 +16,7 @@ async def keep(inbox: Inbox, receipt: Receipt) -> bool:
     its own. Whether it was new (False: the same event came before; nothing changes)."""
     classification = receipt.classification
     stored = await inbox.fetchval(
-        _INSERT,
+        sql.KEEP_RECEIPT,
         receipt.provider,
         receipt.event_id,
         receipt.provider_message_id,

@@ -88,7 +88,7 @@ class Claim:
     )
     slots: dict[uuid.UUID, Slots] = field(default_factory=dict)
     jobs: list[Job] = field(default_factory=list)
-    # Rows leased for a hand-over into `leasing` (one state for all: `sql_writes.write_claim`), and
+    # Rows leased for a hand-over into `leasing` (one state for all: `sql.write_claim`), and
     # any other row changed (written back whole).
     leasing: rules.Change | None = None
     leased: list[RecipientRow] = field(default_factory=list)

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import metrics
 from app.campaigns import service as campaigns
-from app.delivery import recover, sql, sql_writes
+from app.delivery import recover, sql
 from app.delivery.jobs import UNKNOWN, Handover, Job
 from app.delivery.sql import NewAttempt, RecipientRow, RecoveredAttempt
 from app.kit.clock import utcnow
@@ -90,8 +90,8 @@ async def _record(
     async with unit_of_work(sessionmaker) as session:
         now = utcnow()
         ids = sorted({o.job.recipient_id for o in outcomes})
-        # Locked with them, in one id order: the waiting recipients of numbers that opted
-        # out at the provider, which the opt-out below fails.
+        # Locked with them, in one id order (`app.sending.locks`): the waiting recipients of
+        # numbers that opted out at the provider, which the opt-out below fails.
         opted = [o.job.recipient_id for o in outcomes if o.result and _is_opt_out(o.result)]
         connection = await session.connection()  # plain rows, as in the claim
         statement = sql.record(opted_out=bool(opted))
@@ -135,9 +135,7 @@ async def _record(
             written.append(row)
             if row.status in (rules.Status.delivered.value, rules.Status.failed.value):
                 finished.add(row.campaign_id)
-        await session.execute(
-            *sql_writes.write_record(written, attempts.created, attempts.recovered, now)
-        )
+        await session.execute(*sql.write_record(written, attempts.created, attempts.recovered, now))
         # After the writes: the opt-out cancels the number's other waiting recipients as
         # they now stand (this batch's included, their rows locked above).
         await opt_outs.opted_out_at_provider(session, opted_out)

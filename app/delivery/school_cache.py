@@ -40,7 +40,8 @@ class SchoolCache:
             if (known := self.known.get(i)) is None or known.versions != v
         ]
         if changed:
-            for school, account in await session.execute(sql.SCHOOLS, {"ids": changed}):
+            for row in await session.execute(sql.SCHOOLS, {"ids": changed}):
+                school, account = row.School, row.ProviderAccount
                 version = (school.updated_at, account.updated_at if account else None)
                 # Out of the session: kept as loaded, whatever becomes of its transaction.
                 session.expunge(school)

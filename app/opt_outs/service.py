@@ -49,7 +49,7 @@ async def opted_out_at_provider(session: AsyncSession, addressees: Iterable[Addr
     """The provider says these numbers opted out (Twilio 21610, at create time or in a
     receipt): recorded as any opt-out, source `provider`, naming the campaign. The caller
     (the record, the receipt applier) holds their waiting recipients' locks already
-    (`app.delivery.sql.record`, `sql_applier.LOCK_APPLIED`), so this takes no lock out of order."""
+    (`app.delivery.sql.record`, `sql.LOCK_APPLIED`), so this takes no lock out of order."""
     await _opt_out(
         session,
         [

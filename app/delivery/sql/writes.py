@@ -1,7 +1,5 @@
-"""The delivery worker's writes: one statement each for all a batch changes, over arrays
-(`unnest`), built from one mapping of column to type (the row shapes and the reads are in
-`app.delivery.sql`).
-"""
+"""The worker's writes (`app.delivery.sql`): one statement for all a batch changes, over
+arrays (`unnest`), its columns and their types taken from the row shapes (`columns`)."""
 
 from __future__ import annotations
 
@@ -12,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import TextClause, text
 
-from app.delivery.sql import NewAttempt, RecipientRow, RecoveredAttempt, SendSlots
+from app.delivery.sql.shapes import NewAttempt, RecipientRow, RecoveredAttempt, SendSlots, columns
 from app.sending import status as rules
 
 
@@ -29,18 +27,19 @@ def arrays(columns: Iterable[str], rows: Sequence[Any], prefix: str = "") -> dic
 
 # A `RecipientRow`'s columns that the worker may change, with their types: written back
 # whole, one statement for a batch (`updated_at` is the statement's `now`).
-WRITTEN = {
-    "id": "bigint",
-    "status": "text",
-    "failed_reason": "text",
-    "failed_definition": "int",
-    "provider_error_code": "text",
-    "attempts": "int",
-    "next_attempt_at": "timestamptz",
-    "first_attempt_at": "timestamptz",
-    "claimed_at": "timestamptz",
-    "claimed_by": "uuid",
-}
+WRITTEN = columns(
+    RecipientRow,
+    "id",
+    "status",
+    "failed_reason",
+    "failed_definition",
+    "provider_error_code",
+    "attempts",
+    "next_attempt_at",
+    "first_attempt_at",
+    "claimed_at",
+    "claimed_by",
+)
 
 
 def update_recipients(columns: Mapping[str, str]) -> str:
@@ -58,12 +57,7 @@ UPDATE_RECIPIENTS = update_recipients(WRITTEN)
 
 # The claim's write: the recipients settled without a hand-over (rare, written whole), then
 # the leased ones, all into one state, each with its own attempt count and times.
-_LEASED = {
-    "id": "bigint",
-    "attempts": "int",
-    "first_attempt_at": "timestamptz",
-    "claimed_at": "timestamptz",
-}
+_LEASED = columns(RecipientRow, "id", "attempts", "first_attempt_at", "claimed_at")
 _WRITE_CLAIM = text(
     f"""
     WITH settled AS ({UPDATE_RECIPIENTS})
@@ -79,7 +73,7 @@ _WRITE_CLAIM = text(
 )
 
 
-_SLOTS = {"school_id": "uuid", "next_send_at": "timestamptz", "deferred_until": "timestamptz"}
+_SLOTS = columns(SendSlots)
 _WRITE_SLOTS = text(
     f"""
     UPDATE provider_accounts AS a
@@ -117,21 +111,8 @@ def write_slots(slots: Sequence[SendSlots]) -> tuple[TextClause, dict[str, Any]]
     return _WRITE_SLOTS, arrays(_SLOTS, slots)
 
 
-_NEW = {
-    "recipient_id": "bigint",
-    "provider": "text",
-    "provider_message_id": "text",
-    "status": "text",
-    "error_code": "text",
-    "created_at": "timestamptz",
-}
-_RECOVERED = {
-    "id": "bigint",
-    "provider_message_id": "text",
-    "status": "text",
-    "failed": "boolean",
-    "error_code": "text",
-}
+_NEW = columns(NewAttempt)
+_RECOVERED = columns(RecoveredAttempt)
 # The record's writes, one statement: the attempts recovered (an accepted one keeps the
 # error code it had), the new attempts (a message id already recorded, by a worker that
 # took the hand-over over, is not recorded twice), then the recipients.
@@ -170,9 +151,3 @@ def write_record(
         **arrays(_RECOVERED, recovered, "recovered_"),
         "now": now,
     }
-
-
-# -- the admission (`app.delivery.admission`), straight on the driver -----------------
-
-# One round's locks: those of the sends answered let go, then each candidate's tried.
-# A session that holds a lock already gets it again whatever waits for it, so for a key

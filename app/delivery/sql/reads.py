@@ -1,134 +1,19 @@
-"""The delivery worker's hand-written SQL and the row shapes it reads, in one place.
-
-Claim and record handle hundreds of recipients a cycle, so they read plain rows with the
-columns they need (`RecipientRow`, not ORM entities), always by column name, and write each
-kind of change back in one statement (`write_claim`, `write_record`): the ORM's identity
-map and unit of work cost several times the SQL itself at that size. The rare paths
-(opt-outs, completion, loading a school that changed) keep the ORM.
-
-Each column list is written once: a row shape's fields name its columns. This module holds
-the row shapes and the reads; the writes, UPDATE and INSERT statements over `unnest` arrays
-built from one mapping of column to type, are in `app.delivery.sql_writes`; the receipt
-applier's statements, built the same way, in `app.delivery.sql_applier`. Three modules
-only to keep each a readable size.
-"""
+"""The worker's reads (`app.delivery.sql`): the claim's, the record's and the admission's,
+each with the locks it takes (`app.sending.locks`)."""
 
 from __future__ import annotations
 
-import operator
-import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, fields
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import BigInteger, Row, Select, Uuid, any_, bindparam, func, select, tuple_
+from sqlalchemy import BigInteger, Select, Uuid, any_, bindparam, func, select, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY, distinct_on
 from sqlalchemy.orm import aliased
 
-from app.models import Attempt, Campaign, CampaignStatus, ProviderAccount, Recipient, School
+from app.delivery.sql.shapes import RECIPIENT_COLUMNS, Previous
+from app.models import Attempt, Campaign, ProviderAccount, Recipient, School
 from app.sending import status as rules
-
-# -- row shapes ------------------------------------------------------------------------
-
-# A result row of the statements below, read by column name.
-AnyRow = Row[*tuple[Any, ...]]
-
-
-@dataclass(slots=True, eq=False)
-class RecipientRow:
-    """A locked recipient's columns that the worker reads and writes: changed in place,
-    written back by `write_claim` or `write_record`. Its fields are the columns' names."""
-
-    id: int
-    campaign_id: uuid.UUID
-    school_id: uuid.UUID
-    phone: str
-    status: str
-    failed_reason: str | None
-    failed_definition: int
-    provider_error_code: str | None
-    attempts: int
-    next_attempt_at: datetime | None
-    first_attempt_at: datetime | None
-    claimed_at: datetime | None
-    claimed_by: uuid.UUID | None
-    updated_at: datetime
-    campaign_status: CampaignStatus
-
-    @classmethod
-    def of(cls, row: AnyRow) -> RecipientRow:
-        """The recipient of a result row that selected `RECIPIENT_COLUMNS` (by name)."""
-        return cls(*(getattr(row, name) for name in _RECIPIENT_FIELDS))
-
-    @classmethod
-    def reader(cls, keys: Iterable[str]) -> Callable[[AnyRow], RecipientRow]:
-        """`of` for every row of a result whose columns are `keys` (`Result.keys()`), each
-        column found by its name once for them all rather than once a row: hundreds of
-        rows a batch, and a row's attribute costs as much as the rest of `of`."""
-        index = {key: i for i, key in enumerate(keys)}
-        columns = operator.itemgetter(*(index[name] for name in _RECIPIENT_FIELDS))
-        return lambda row: cls(*columns(row))
-
-
-_RECIPIENT_FIELDS = tuple(f.name for f in fields(RecipientRow))
-# `RecipientRow`'s columns, named as its fields.
-RECIPIENT_COLUMNS = (
-    *(getattr(Recipient, name) for name in _RECIPIENT_FIELDS[:-1]),
-    Campaign.status.label("campaign_status"),
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Previous:
-    """A recipient's latest attempt, as the claim needs it."""
-
-    id: int
-    provider: str
-    status: str
-    created_at: datetime
-
-    @classmethod
-    def of(cls, row: AnyRow) -> Previous | None:
-        """The latest attempt in a claimed row (`CLAIM`), if the recipient has one."""
-        if row.previous_id is None:
-            return None
-        return cls(
-            row.previous_id, row.previous_provider, row.previous_status, row.previous_created_at
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class SendSlots:
-    """An account's next free send slot and last promised turn, as a claim leaves them."""
-
-    school_id: uuid.UUID
-    next_send_at: datetime
-    deferred_until: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class NewAttempt:
-    """An attempt row the record inserts."""
-
-    recipient_id: int
-    provider: str
-    provider_message_id: str | None
-    status: str
-    error_code: str | None
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class RecoveredAttempt:
-    """What the record learnt of an attempt whose outcome was unknown (its id known)."""
-
-    id: int
-    provider_message_id: str | None
-    status: str
-    failed: bool
-    error_code: str | None
-
 
 # -- the claim -------------------------------------------------------------------------
 
@@ -161,10 +46,7 @@ _due = (
 _latest = (
     select(
         Attempt.recipient_id,
-        Attempt.id.label("previous_id"),
-        Attempt.provider.label("previous_provider"),
-        Attempt.status.label("previous_status"),
-        Attempt.created_at.label("previous_created_at"),
+        *(getattr(Attempt, f.name).label(f"previous_{f.name}") for f in fields(Previous)),
     )
     # A first hand-over (no attempt counted yet) has no attempt to look for.
     .where(Attempt.recipient_id.in_(select(_due.c.id).where(_due.c.attempts > 0)))
@@ -175,10 +57,7 @@ _latest = (
 CLAIM = (
     select(
         *_due.c,
-        _latest.c.previous_id,
-        _latest.c.previous_provider,
-        _latest.c.previous_status,
-        _latest.c.previous_created_at,
+        *(column for column in _latest.c if column.name != "recipient_id"),
     )
     .select_from(_due)
     .outerjoin(_latest, _latest.c.recipient_id == _due.c.id)
@@ -221,7 +100,7 @@ TAKEN = (
 # the provider, the waiting recipients of their numbers: the opt-out fails those
 # (`opt_outs.opted_out_at_provider`), so the batch locks them with its own, in one id order
 # (`app.sending.locks`), never after them. The record's and the receipt applier's
-# (`sql_applier.LOCK_APPLIED`). Found as one array of ids (the waiting ones looked up first,
+# (`receipts.LOCK_APPLIED`). Found as one array of ids (the waiting ones looked up first,
 # by number), which the primary key's index scans for: an OR of the two conditions is
 # checked against every recipient in the table.
 _opted = aliased(Recipient)
@@ -262,6 +141,10 @@ def recorded_messages(keys: Sequence[tuple[str, str]]) -> Select[str, str | None
     )
 
 
+# -- the admission (`app.delivery.admission`), straight on the driver -----------------
+
+# One round's locks: those of the sends answered let go, then each candidate's tried.
+# A session that holds a lock already gets it again whatever waits for it, so for a key
 # this connection holds, a stop waiting for it (an ungranted advisory lock on the same key,
 # which pg_locks shows as two 32-bit halves) refuses the candidate instead: the stop goes
 # ahead once this connection's sends of that campaign are answered.

@@ -1,23 +1,31 @@
-"""The receipt applier's hand-written SQL and the row shapes it reads (`app.delivery.applier`),
-built as the claim's and the record's are (`app.delivery.sql` and `sql_writes`, whose
-recipient columns and helpers it shares): plain rows read by column name, and one statement over
-`unnest` arrays for everything a batch writes. A module of its own only to keep each
-a readable size.
-"""
+"""The receipts' SQL (`app.delivery.sql`): the inbox's INSERT (`app.delivery.inbox`), and
+the receipt applier's statements (`app.delivery.applier`), built as the claim's and the
+record's are: plain rows read by column name, and one statement over `unnest` arrays for
+everything a batch writes."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, TextClause, any_, bindparam, func, select, text, true
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from app.delivery import sql, sql_writes
-from app.delivery.sql import AnyRow, RecipientRow
+from app.delivery.sql.reads import BATCH_AND_WAITING
+from app.delivery.sql.shapes import RECIPIENT_COLUMNS, AnyRow, AttemptRow, RecipientRow, columns
+from app.delivery.sql.writes import arrays, unnest, update_recipients
 from app.models import Attempt, Campaign, ProviderAccount, Recipient, School, StoredReceipt
+
+# A receipt kept for the applier, once per provider event (`$2`, the event id): the id it
+# is kept under, none if the same event came before.
+KEEP_RECEIPT = """
+    INSERT INTO receipts (provider, event_id, provider_message_id, provider_status,
+                          error_code, reason, soft, definition, occurred_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    ON CONFLICT DO NOTHING
+    RETURNING id
+"""
 
 # -- reads -----------------------------------------------------------------------------
 
@@ -38,7 +46,7 @@ _match = (
     .limit(1)  # unique anyway; and a subquery with a LIMIT is never flattened into a join
     .lateral("match")
 )
-DUE = (
+DUE_RECEIPTS = (
     select(
         StoredReceipt.id,
         StoredReceipt.provider,
@@ -60,41 +68,31 @@ DUE = (
 
 # The recipients of a batch's receipts (`ids`) and the waiting recipients of the numbers
 # of those that opted out (`opted_out`), which the opt-out fails: locked first, in id
-# order (`app.sending.locks`), as the record locks its own (`sql.BATCH_AND_WAITING`).
+# order (`app.sending.locks`), as the record locks its own (`BATCH_AND_WAITING`).
 LOCK_APPLIED = (
-    select(Recipient.id).where(sql.BATCH_AND_WAITING).order_by(Recipient.id).with_for_update()
+    select(Recipient.id).where(BATCH_AND_WAITING).order_by(Recipient.id).with_for_update()
 )
-
-
-@dataclass(slots=True, eq=False)
-class AttemptRow:
-    """An attempt a batch's receipts are about: changed in place, written back by
-    `write_applied` if a receipt moved it. Its fields are the columns' names."""
-
-    id: int
-    status: str
-    error_code: str | None
 
 
 # Each recipient's latest attempt (a receipt for an older one never reschedules it), found
 # by recipient id among the batch's (GROUP BY, never a max() per recipient, which the
-# planner may turn into a backward walk of the primary key: see `sql.CLAIM`).
+# planner may turn into a backward walk of the primary key: see `reads.CLAIM`).
 _latest = (
     select(Attempt.recipient_id, func.max(Attempt.id).label("latest"))
     .where(Attempt.recipient_id == any_(bindparam("recipient_ids", type_=ARRAY(BigInteger))))
     .group_by(Attempt.recipient_id)
     .subquery("latest")
 )
-# The batch's attempts (`ids`), each with its recipient as `sql.RECIPIENT_COLUMNS`, whether
+# The batch's attempts (`ids`), each with its recipient as `RECIPIENT_COLUMNS`, whether
 # it is the recipient's latest, and the versions of the school and its provider account
 # (`app.delivery.school_cache`). Read once the recipients are locked.
-TARGETS = (
+RECEIPT_TARGETS = (
     select(
         Attempt.id.label("attempt_id"),
         Attempt.status.label("attempt_status"),
         Attempt.error_code.label("attempt_error_code"),
         (_latest.c.latest == Attempt.id).label("is_latest"),
-        *sql.RECIPIENT_COLUMNS,
+        *RECIPIENT_COLUMNS,
         School.updated_at.label("school_version"),
         ProviderAccount.updated_at.label("account_version"),
     )
@@ -108,41 +106,39 @@ TARGETS = (
 
 
 def attempt_of(row: AnyRow) -> AttemptRow:
-    """The attempt of a `TARGETS` row (its recipient: `RecipientRow.of`)."""
+    """The attempt of a `RECEIPT_TARGETS` row (its recipient: `RecipientRow.of`)."""
     return AttemptRow(row.attempt_id, row.attempt_status, row.attempt_error_code)
 
 
 # -- the write: one statement, over arrays (`unnest`) ----------------------------------
 
 _APPLIED = {"id": "bigint", "attempt_id": "bigint"}
-_MOVED = {"id": "bigint", "status": "text", "error_code": "text"}
+_MOVED = columns(AttemptRow)
 # A recipient's columns that a receipt may change (`app.sending.state.apply_change`'s).
-_CHANGED = {
-    name: sql_writes.WRITTEN[name]
-    for name in (
-        "id",
-        "status",
-        "failed_reason",
-        "failed_definition",
-        "provider_error_code",
-        "next_attempt_at",
-    )
-}
+_CHANGED = columns(
+    RecipientRow,
+    "id",
+    "status",
+    "failed_reason",
+    "failed_definition",
+    "provider_error_code",
+    "next_attempt_at",
+)
 # Every receipt of the batch applied (and linked to its attempt), the attempts its
 # receipts moved forward, then the recipients they changed.
 _WRITE_APPLIED = text(
     f"""
     WITH applied AS (
         UPDATE receipts AS t SET applied_at = :now, attempt_id = v.attempt_id
-        FROM {sql_writes.unnest(_APPLIED, "receipt_")}
+        FROM {unnest(_APPLIED, "receipt_")}
         WHERE t.id = v.id
     ),
     moved AS (
         UPDATE attempts AS a SET status = v.status, error_code = v.error_code, updated_at = :now
-        FROM {sql_writes.unnest(_MOVED, "attempt_")}
+        FROM {unnest(_MOVED, "attempt_")}
         WHERE a.id = v.id
     )
-    {sql_writes.update_recipients(_CHANGED)}
+    {update_recipients(_CHANGED)}
     """
 )
 
@@ -153,11 +149,11 @@ def write_applied(
     changed: Sequence[RecipientRow],
     now: datetime,
 ) -> tuple[TextClause, dict[str, Any]]:
-    """The batch's write and its parameters: `receipts` (`DUE` rows) applied at `now`, the
+    """The batch's write and its parameters: `receipts` (`DUE_RECEIPTS` rows) applied at `now`, the
     `moved` attempts and the `changed` recipients as they now stand."""
     return _WRITE_APPLIED, {
-        **sql_writes.arrays(_APPLIED, receipts, "receipt_"),
-        **sql_writes.arrays(_MOVED, moved, "attempt_"),
-        **sql_writes.arrays(_CHANGED, changed),
+        **arrays(_APPLIED, receipts, "receipt_"),
+        **arrays(_MOVED, moved, "attempt_"),
+        **arrays(_CHANGED, changed),
         "now": now,
     }
