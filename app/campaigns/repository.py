@@ -149,7 +149,8 @@ async def stop_attempts(session: AsyncSession, campaign_id: uuid.UUID) -> None:
     )
     # The send turns its sender promised to recipients waiting for its rate are void now:
     # the next campaign's need not wait behind them. Best effort: a claim of that account
-    # holding its row right now keeps them (waiting for it could deadlock with the claim).
+    # holding its row right now keeps them (waiting for it would take an account's lock
+    # after recipients', against the lock order: `app.sending.locks`).
     await session.execute(_FORGET_TURNS, {"campaign_id": campaign_id})
 
 

@@ -78,8 +78,9 @@ async def lock_rated(
     connection: AsyncConnection, accounts: Mapping[uuid.UUID, ProviderAccount]
 ) -> dict[uuid.UUID, tuple[datetime | None, datetime | None]]:
     """The next free send slot and last promised turn of each account under a rate,
-    locked: claims in other worker processes for that account queue behind this one until
-    it commits what it took (`written`)."""
+    locked in school id order, after the claim's recipients (`app.sending.locks`): claims in
+    other worker processes for that account queue behind this one until it commits what
+    it took (`written`)."""
     rated = sorted(i for i, account in accounts.items() if account.max_messages_per_second)
     if not rated:
         return {}

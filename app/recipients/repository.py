@@ -10,6 +10,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Attempt, Recipient
+from app.sending import status as rules
+from app.sending.state import bulk_values
 from app.sending.status import Status
 
 
@@ -97,18 +99,15 @@ async def lock_failed(session: AsyncSession, campaign_id: uuid.UUID) -> list[tup
     return [(id_, reason or "") for id_, reason in await session.execute(query)]
 
 
-async def requeue_failed(session: AsyncSession, ids: Sequence[int]) -> int:
-    """Queue a fresh attempt now for these failed recipients (locked by the caller)."""
+async def requeue_failed(session: AsyncSession, ids: Sequence[int], change: rules.Change) -> int:
+    """Queue a fresh attempt now for these failed recipients (locked by the caller): the
+    resend's `change` (`app.sending.status.on_resend`), written for them all at once."""
     result = await session.execute(
         update(Recipient)
         .where(Recipient.id == any_(bindparam("ids", ids, type_=ARRAY(BigInteger))))
         .values(
-            status=Status.queued.value,
-            failed_reason=None,
-            failed_definition=0,
-            provider_error_code=None,
-            next_attempt_at=func.now(),
-            first_attempt_at=None,
+            **bulk_values(change, func.now()),
+            first_attempt_at=None,  # the retry age starts again
             claimed_at=None,  # a new hand-over, even if an earlier one was never recorded
             claimed_by=None,
             updated_at=func.now(),

@@ -156,11 +156,16 @@ async def resend_failed(
     campaign = await campaigns.get(session, school, campaign_id)  # 404 first; no lock yet
     failed = await repository.lock_failed(session, campaign.id)
     await campaigns.lock(session, campaign)
-    refusal = rules.resend_refusal(rules.State(Status.failed, "unknown"), campaign.status)
+    resendable = rules.State(Status.failed, "unknown")
+    refusal = rules.resend_refusal(resendable, campaign.status)
     if refusal is not None:
         raise Conflict(refusal)
     allowed = set(resendable_reasons(campaign))
-    queued = await repository.requeue_failed(session, [i for i, r in failed if r in allowed])
+    queued = await repository.requeue_failed(
+        session,
+        [i for i, r in failed if r in allowed],
+        rules.on_resend(resendable, campaign.status),  # the same for every reason allowed
+    )
     if queued:
         await campaigns.reopen(session, campaign)
     skipped = Counter(reason for _, reason in failed if reason not in allowed)

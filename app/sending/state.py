@@ -5,7 +5,7 @@ opt-outs)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from app.kit.clock import utcnow
 from app.sending import status as rules
@@ -55,3 +55,18 @@ def apply_change(
     elif recipient.claimed_at is None:
         recipient.next_attempt_at = None
     recipient.updated_at = now or utcnow()
+
+
+def bulk_values(change: rules.Change, due_at: Any) -> dict[str, Any]:
+    """`apply_change` for many recipients that all take one change with a retry (a bulk
+    resend), as the values of one UPDATE: the state's columns and the next attempt at
+    `due_at` (a value or an SQL expression)."""
+    assert change.retry, "without a retry, each recipient's lease decides (apply_change)"
+    state = change.state
+    return {
+        "status": state.status.value,
+        "failed_reason": state.failed_reason,
+        "failed_definition": state.definition,
+        "provider_error_code": state.provider_error_code,
+        "next_attempt_at": due_at,
+    }
