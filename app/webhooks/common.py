@@ -202,3 +202,22 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
         "Nothing changed."
     ),
 }
+
+
+def signature_headers(described: dict[str, str]) -> dict[str, Any]:
+    """The OpenAPI parameters (`openapi_extra`) of a webhook's signature headers: required,
+    as the provider always sends them. The code that checks a signature reads its headers
+    from the request itself, so that a missing one is refused as any bad signature is
+    (403), never as a validation error (422): the entry lists no 422."""
+    return {
+        "parameters": [
+            {
+                "name": name,
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": description,
+            }
+            for name, description in described.items()
+        ]
+    }

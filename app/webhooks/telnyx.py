@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.delivery.inbox import keep
@@ -44,6 +44,7 @@ from app.webhooks.common import (
     account_cache,
     receiving_schools,
     refusals,
+    signature_headers,
     signing_accounts,
 )
 
@@ -74,17 +75,15 @@ async def _accounts(sessionmaker: async_sessionmaker[AsyncSession]) -> Accounts:
 async def signed_event(
     request: Request,
     sessionmaker: SessionmakerDep,
-    telnyx_signature_ed25519: Annotated[
-        str | None, Header(description="Base64 Ed25519 signature of `timestamp|body`")
-    ] = None,
-    telnyx_timestamp: Annotated[
-        str | None, Header(description="Unix seconds; refused more than 300 s from now")
-    ] = None,
 ) -> SignedEvent:
     """The request's JSON body, once the key of a Telnyx account of ours verifies it."""
     with refusals(PROVIDER):
         raw_body = await request.body()
-        signed = signature.signed_message(raw_body, telnyx_signature_ed25519, telnyx_timestamp)
+        signed = signature.signed_message(
+            raw_body,
+            request.headers.get(signature.SIGNATURE_HEADER),
+            request.headers.get(signature.TIMESTAMP_HEADER),
+        )
 
         def signers(accounts: Accounts) -> Accounts:
             key = signed.signer(dict.fromkeys(a.secret for a in accounts))
@@ -150,7 +149,15 @@ TELNYX_BODY: dict[str, Any] = {
         },
         **REFUSALS,
     },
-    openapi_extra=TELNYX_BODY,
+    openapi_extra={
+        **TELNYX_BODY,
+        **signature_headers(
+            {
+                signature.SIGNATURE_HEADER: "Base64 Ed25519 signature of `timestamp|body`",
+                signature.TIMESTAMP_HEADER: "Unix seconds; refused more than 300 s from now",
+            }
+        ),
+    },
 )
 async def telnyx_webhook(
     event: Annotated[Receipt | Inbound | None, Depends(telnyx_event)],

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.delivery.inbox import keep
@@ -39,6 +39,7 @@ from app.webhooks.common import (
     public_url,
     receiving_schools,
     refusals,
+    signature_headers,
     signing_accounts,
 )
 
@@ -84,16 +85,12 @@ async def signed_form(
     sessionmaker: SessionmakerDep,
     settings: SettingsDep,
     box: SecretBoxDep,
-    x_twilio_signature: Annotated[
-        str | None,
-        Header(description="Base64 HMAC-SHA1 of the URL and the sorted form, by the auth token"),
-    ] = None,
 ) -> SignedForm:
     """The request's form, once a Twilio account of ours is shown to have signed it."""
     with refusals(PROVIDER):
-        if not x_twilio_signature:
+        given = request.headers.get(signature.HEADER)
+        if not given:
             raise InvalidSignature(f"missing {signature.HEADER}")
-        given = x_twilio_signature
         params = parse_form(await request.body())
         account_sid = twilio_events.account_sid(params)
         if account_sid is None:
@@ -149,6 +146,12 @@ def _form_body(fields: dict[str, str]) -> dict[str, Any]:
     }
 
 
+SIGNED = signature_headers(
+    {
+        signature.HEADER: "Base64 HMAC-SHA1 of PUBLIC_BASE_URL + path (+ query) and the sorted "
+        "form, by the auth token of an account named by `AccountSid`"
+    }
+)
 STATUS_FORM = _form_body(
     {
         "AccountSid": "The Twilio account; its auth token verifies the signature",
@@ -174,7 +177,7 @@ INBOUND_FORM = _form_body(
     operation_id="twilio_status_callback",
     response_class=Response,
     responses={200: {"description": "Stored (once per event); applied moments later"}, **REFUSALS},
-    openapi_extra=STATUS_FORM,
+    openapi_extra={**STATUS_FORM, **SIGNED},
 )
 async def twilio_status_callback(
     receipt: Annotated[Receipt, Depends(status_receipt)], inbox: InboxDep
@@ -197,7 +200,7 @@ async def twilio_status_callback(
         },
         **REFUSALS,
     },
-    openapi_extra=INBOUND_FORM,
+    openapi_extra={**INBOUND_FORM, **SIGNED},
 )
 async def twilio_inbound(
     message: Annotated[Inbound, Depends(inbound_message)], session: SessionDep

@@ -20,7 +20,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import errors
 from app.providers import callbacks
-from app.providers.twilio import signature
 from app.webhooks.twilio import signed_form, status_receipt, twilio_status_callback
 
 
@@ -46,13 +45,7 @@ async def answer(request: Request) -> Response:
     """A signed status callback stored once (200), or refused before anything is written."""
     state = request.app.state
     try:
-        form = await signed_form(
-            request,
-            state.sessionmaker,
-            state.settings,
-            state.secret_box,
-            request.headers.get(signature.HEADER),
-        )
+        form = await signed_form(request, state.sessionmaker, state.settings, state.secret_box)
         receipt = await status_receipt(form)
     except errors.AppError as exc:
         return errors.problem(exc.status_code, exc.slug, exc.title, exc.detail, **exc.extra)
