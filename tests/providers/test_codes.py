@@ -47,13 +47,24 @@ SPEC_DECISIONS: list[tuple[str, str, str, bool, int]] = [
     # docs/providers.md §1.5 / §2.4 as the code tables settle them
     ("twilio", "21211", "invalid_number", False, 0),
     ("twilio", "21614", "invalid_number", False, 0),
-    ("twilio", "21401", "invalid_number", False, 0),
     ("twilio", "30005", "invalid_number", False, 1),
     ("twilio", "30004", "blocked", False, 1),
     ("twilio", "30007", "blocked", False, 0),
     ("twilio", "21408", "international_number", False, 0),
-    ("twilio", "21612", "international_number", False, 0),
-    ("twilio", "30018", "international_number", False, 0),
+    # SPEC §4: the sender or its configuration, not the contact (resendable once fixed)
+    ("twilio", "21401", "sending_error", False, 0),
+    ("twilio", "30018", "sending_error", False, 0),
+    ("twilio", "21608", "sending_error", False, 0),
+    ("twilio", "21659", "sending_error", False, 0),
+    ("twilio", "21660", "sending_error", False, 0),
+    ("twilio", "30042", "sending_error", False, 0),
+    # SPEC §4: no SMS route to that number (landline, unsupported carrier)
+    ("twilio", "21612", "unreachable_number", False, 1),
+    # SPEC §4: Twilio's own failures, "try again"
+    ("twilio", "30500", "sending_error", True, 0),
+    ("twilio", "30021", "sending_error", True, 0),
+    ("twilio", "63038", "sending_error", True, 0),
+    ("twilio", "30019", "failed_to_create", False, 0),
     ("twilio", "21635", "unreachable_number", False, 1),
     ("twilio", "30008", "unknown", False, 0),
     ("twilio", "30009", "partial_failure", False, 0),
@@ -71,6 +82,10 @@ SPEC_DECISIONS: list[tuple[str, str, str, bool, int]] = [
     ("telnyx", "40004", "unknown", False, 0),
     ("telnyx", "40010", "sending_error", False, 0),
     ("telnyx", "40333", "sending_error", False, 0),
+    ("telnyx", "10002", "invalid_number", False, 0),
+    ("telnyx", "10016", "invalid_number", False, 0),
+    ("telnyx", "10007", "sending_error", True, 0),
+    ("telnyx", "10008", "sending_error", True, 0),
 ]
 
 
@@ -86,12 +101,18 @@ def test_decided_mappings(
     [
         *[
             ("twilio", c)
-            for c in ("30001", "30017", "30022", "30023", "30036", "30410", "30450", "20429")
+            for c in (
+                *("30001", "30017", "30022", "30023", "30036", "30410", "30450", "20429"),
+                *("30500", "30021", "63038"),
+            )
         ],
         ("twilio", "21611"),
         *[
             ("telnyx", c)
-            for c in ("40006", "40008", "40011", "40014", "40016", "40018", "40318", "40005")
+            for c in (
+                *("40006", "40008", "40011", "40014", "40016", "40018", "40318", "40005"),
+                *("10007", "10008"),
+            )
         ],
     ],
 )
@@ -99,6 +120,15 @@ def test_soft_codes(provider: str, code: str) -> None:
     classification = codes.classify(provider, code, "create")
     assert classification.soft
     assert classification.reason != "reattempting"  # the reason it fails with if retries end
+
+
+@pytest.mark.parametrize("code", ["21401", "30018", "21612"])
+def test_sender_and_route_codes_never_blame_the_number_format_or_country(code: str) -> None:
+    """SPEC §4: 21401 and 30018 are the school's setup (resendable once fixed); 21612 is a
+    number Twilio cannot route SMS to (never resent): none is invalid or international."""
+    classification = codes.classify("twilio", code, "create")
+    assert classification.reason not in ("invalid_number", "international_number")
+    assert reasons.get(classification.reason).resendable is (code != "21612")
 
 
 def test_unknown_code_falls_back_by_phase() -> None:
