@@ -16,6 +16,7 @@ from app.kit.pagination import decode_cursor, page_of, text_key
 from app.kit.phones import InvalidPhone, parse_phone
 from app.models import OptOut, OptOutSource, School
 from app.opt_outs import keywords, repository
+from app.providers.base import InboundMessage
 from app.schools import service as schools
 from app.sending import status as rules
 from app.sending.locks import hold_back_sends
@@ -135,16 +136,19 @@ async def opt_in_if_listed(session: AsyncSession, school_id: uuid.UUID, phone: s
 
 
 async def on_inbound(
-    session: AsyncSession, school_ids: Sequence[uuid.UUID], sender: str, body: str
+    session: AsyncSession, school_ids: Sequence[uuid.UUID], message: InboundMessage
 ) -> keywords.Keyword | None:
     """A message a contact sent to the schools' number (README, Webhooks): an opt-out keyword
     opts the sender out of each school (source `keyword`, cancelling their waiting messages),
-    an opt-in keyword takes them off each school's list; anything else changes nothing.
+    an opt-in keyword takes them off each school's list; anything else changes nothing. The
+    provider's own classification (Twilio's OptOutType) wins over the words
+    (`keywords.classify`).
 
     The keyword found, or None. A sender that is not a phone number (short code, alphanumeric
     sender) cannot be on a list and is ignored.
     """
-    keyword = keywords.match(body)
+    sender = message.from_number
+    keyword = keywords.classify(message.body, message.opt_out_type)
     if keyword is None:
         return None
     requests: list[OptOutRequest] = []

@@ -62,6 +62,9 @@ class InboundMessage:
     from_number: str
     to_number: str
     body: str
+    # The provider's own opt-out classification, when it made one: Twilio's Advanced
+    # Opt-Out `OptOutType` ("STOP", "START", "HELP"); None otherwise (Telnyx, plain Twilio).
+    opt_out_type: str | None = None
 
 
 class WebhookError(Exception):

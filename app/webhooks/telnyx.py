@@ -169,7 +169,5 @@ async def telnyx_webhook(
     if isinstance(event, Receipt):
         await keep(inbox, event)
     elif isinstance(event, Inbound):
-        await opt_outs.on_inbound(
-            session, event.school_ids, event.message.from_number, event.message.body
-        )
+        await opt_outs.on_inbound(session, event.school_ids, event.message)
     return Response(status_code=200)

@@ -168,6 +168,8 @@ INBOUND_FORM = _form_body(
         "To": "The school's number",
         "Body": "The text; a whole-message opt-out or opt-in keyword is acted on",
         "MessagingServiceSid": "Set when the number belongs to a messaging service",
+        "OptOutType": "STOP, START or HELP when Twilio's Advanced Opt-Out classified the "
+        "message (a custom keyword, any language): honoured whatever the words",
     }
 )
 
@@ -207,7 +209,5 @@ async def twilio_inbound(
 ) -> Response:
     """Twilio inbound SMS: opt-out keywords (STOP...) opt the number out of the school that
     received it, opt-in keywords (START...) back in; answered with empty TwiML."""
-    await opt_outs.on_inbound(
-        session, message.school_ids, message.message.from_number, message.message.body
-    )
+    await opt_outs.on_inbound(session, message.school_ids, message.message)
     return Response(EMPTY_TWIML, media_type="text/xml")

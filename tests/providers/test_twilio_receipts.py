@@ -103,6 +103,9 @@ def test_inbound_message() -> None:
     assert parse_inbound(params) == InboundMessage(
         "twilio", "SM" + "c" * 32, "+14155550123", "+15005550006", " Stop "
     )
+    assert parse_inbound(params).opt_out_type is None
+    classified = parse_inbound([*params, ("OptOutType", "STOP")])
+    assert classified.opt_out_type == "STOP"
     no_body = [p for p in params if p[0] != "Body"]
     assert parse_inbound(no_body).body == ""
     with pytest.raises(MalformedWebhook):

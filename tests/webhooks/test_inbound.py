@@ -52,6 +52,13 @@ PARENT = "+12015550123"
         ("\uff33\uff34\uff2f\uff30", "STOP"),  # full-width letters
         ("STOP 🛑", "STOP"),
         ("StopAll", "STOPALL"),
+        ("STOP ALL", "STOP ALL"),
+        ("stop all", "STOP ALL"),
+        ("Stop  All!", "STOP ALL"),
+        ("REVOKE", "REVOKE"),
+        ("revoke.", "REVOKE"),
+        ("OptOut", "OPTOUT"),
+        ("optout!", "OPTOUT"),
         ("unsubscribe", "UNSUBSCRIBE"),
         ("Cancel.", "CANCEL"),
         ("end", "END"),
@@ -85,7 +92,9 @@ def test_opt_in_keywords(body: str, word: str) -> None:
         "S.T.O.P",
         "S T O P",
         "stopp",
-        "stop all",
+        "stop all please",
+        "opt out",
+        "revoked",
         "don't text",
         "do not text me",
         "yes please",
@@ -106,11 +115,16 @@ def test_normalize() -> None:
 
 
 async def _inbound(
-    client: httpx.AsyncClient, account: TwilioAccount, body: str, sender: str = PARENT
+    client: httpx.AsyncClient,
+    account: TwilioAccount,
+    body: str,
+    sender: str = PARENT,
+    opt_out_type: str | None = None,
 ) -> httpx.Response:
-    response = await post_twilio(
-        client, TWILIO_INBOUND, inbound_form(account, sender, body), account.auth_token
-    )
+    form = inbound_form(account, sender, body)
+    if opt_out_type is not None:  # Twilio's Advanced Opt-Out classified the message
+        form.append(("OptOutType", opt_out_type))
+    response = await post_twilio(client, TWILIO_INBOUND, form, account.auth_token)
     assert response.status_code == 200, response.text
     assert response.text == EMPTY_TWIML
     assert response.headers["content-type"].startswith("text/xml")
@@ -201,6 +215,9 @@ async def test_stop_opts_out_and_cancels_waiting_messages_in_every_campaign(
         ("End", "END"),
         ("quit", "QUIT"),
         ("STOPALL", "STOPALL"),
+        ("Stop all", "STOP ALL"),
+        ("revoke", "REVOKE"),
+        ("OPTOUT", "OPTOUT"),
         ("Do not message", "do not message"),
         ("do not text!", "do not text"),
         ("Take me off your list", "take me off your list"),
@@ -228,6 +245,56 @@ async def test_other_replies_change_nothing(
     campaign = await launched(client, twilio_school.auth, people(PARENT))
     await _inbound(client, twilio_school.account, body)
     assert await opt_out_rows(sessionmaker, twilio_school.id) == []
+    statuses = await _statuses(client, twilio_school.auth, campaign["id"])
+    assert statuses == {PARENT: ("queued", None)}
+
+
+def test_a_provider_classification_wins_over_the_words() -> None:
+    stop, start = Action.opt_out, Action.opt_in
+    assert keywords.classify("ARRET", "STOP") == keywords.Keyword(stop, "arret")
+    assert keywords.classify("Alto.", "stop") == keywords.Keyword(stop, "alto")
+    assert keywords.classify("quit", "STOP") == keywords.Keyword(stop, "QUIT")  # ours, kept
+    assert keywords.classify("", "STOP") == keywords.Keyword(stop, "STOP")
+    assert keywords.classify("x" * 200, "STOP") == keywords.Keyword(stop, "x" * 64)
+    assert keywords.classify("REPRENDRE", "START") == keywords.Keyword(start, "reprendre")
+    assert keywords.classify("STOP", "START") == keywords.Keyword(start, "stop")
+    assert keywords.classify("STOP", "HELP") is None
+    assert keywords.classify("AIDE", "HELP") is None
+    # No classification, or one we do not know: the words decide.
+    assert keywords.classify("STOP", None) == keywords.Keyword(stop, "STOP")
+    assert keywords.classify("STOP", "") == keywords.Keyword(stop, "STOP")
+    assert keywords.classify("STOP", "SUBSCRIBE") == keywords.Keyword(stop, "STOP")
+    assert keywords.classify("ARRET", None) is None
+
+
+async def test_twilio_opt_out_type_stop_opts_out_whatever_the_words(
+    client: httpx.AsyncClient, twilio_school: TwilioSchool, sessionmaker: Sessions
+) -> None:
+    """Advanced Opt-Out: a school's custom keyword in another language, classified STOP by
+    Twilio (which now blocks the number), opts the parent out here too."""
+    campaign = await launched(client, twilio_school.auth, people(PARENT))
+    await _inbound(client, twilio_school.account, "Arrêt", opt_out_type="STOP")
+    [record] = await opt_out_rows(sessionmaker, twilio_school.id)
+    assert (record.phone, record.source, record.keyword) == (PARENT, "keyword", "arrêt")
+    statuses = await _statuses(client, twilio_school.auth, campaign["id"])
+    assert statuses == {PARENT: ("failed", "opted_out")}
+
+
+async def test_twilio_opt_out_type_start_opts_in_and_help_changes_nothing(
+    client: httpx.AsyncClient, twilio_school: TwilioSchool, sessionmaker: Sessions
+) -> None:
+    account = twilio_school.account
+    await _inbound(client, account, "STOP")
+    assert len(await opt_out_rows(sessionmaker, twilio_school.id)) == 1
+    # HELP, whatever the words (even STOP), changes nothing.
+    await _inbound(client, account, "START", opt_out_type="HELP")
+    assert len(await opt_out_rows(sessionmaker, twilio_school.id)) == 1
+    # START in another language: back in.
+    await _inbound(client, account, "Reanudar", opt_out_type="START")
+    assert await opt_out_rows(sessionmaker, twilio_school.id) == []
+    await _inbound(client, account, "STOP", opt_out_type="HELP")
+    assert await opt_out_rows(sessionmaker, twilio_school.id) == []
+    campaign = await launched(client, twilio_school.auth, people(PARENT))
     statuses = await _statuses(client, twilio_school.auth, campaign["id"])
     assert statuses == {PARENT: ("queued", None)}
 

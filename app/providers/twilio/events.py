@@ -71,7 +71,8 @@ def parse_status_callback(params: Form, *, provider: str = "twilio") -> Receipt:
 
 
 def parse_inbound(params: Form, *, provider: str = "twilio") -> InboundMessage:
-    """An inbound SMS (From, To, Body); MalformedWebhook when From, To or the sid is missing."""
+    """An inbound SMS (From, To, Body, and OptOutType when Twilio's Advanced Opt-Out
+    classified it); MalformedWebhook when From, To or the sid is missing."""
     form = pairs(params)
     sid = form_value(form, "MessageSid") or form_value(form, "SmsSid")
     sender = form_value(form, "From")
@@ -79,4 +80,5 @@ def parse_inbound(params: Form, *, provider: str = "twilio") -> InboundMessage:
     if sid is None or sender is None or to is None:
         raise MalformedWebhook("inbound message without MessageSid, From or To")
     body = next((value for key, value in form if key == "Body"), "")
-    return InboundMessage(provider, sid, sender, to, body)
+    opt_out_type = form_value(form, "OptOutType")
+    return InboundMessage(provider, sid, sender, to, body, opt_out_type)
