@@ -26,7 +26,7 @@ from app.kit.db import unit_of_work
 from app.kit.deps import InboxDep, SecretBoxDep, SessionDep, SessionmakerDep, SettingsDep
 from app.opt_outs import service as opt_outs
 from app.providers import callbacks
-from app.providers.base import InvalidSignature, Receipt
+from app.providers.base import InvalidSignature, MalformedWebhook, Receipt
 from app.providers.twilio import events as twilio_events
 from app.providers.twilio import signature
 from app.schools import service as schools
@@ -61,11 +61,21 @@ class SignedForm:
 def parse_form(body: bytes) -> list[tuple[str, str]]:
     """Every (name, value) of a form-encoded body, blank values and repeated names kept.
 
-    A body that is not UTF-8 cannot be what Twilio signed: InvalidSignature."""
+    A body that is not UTF-8 cannot be what Twilio signed: InvalidSignature (403). A field
+    holding a NUL byte (raw or %00) is not text (README, Webhooks): MalformedWebhook (400),
+    before any field is looked up in the database. Both the route and the status callback's
+    fast path read forms here; the NUL check costs two substring scans of the body, and the
+    fields are searched only when one of them hits."""
     try:
-        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, errors="strict")
+        text = body.decode("utf-8")
+        params = parse_qsl(text, keep_blank_values=True, errors="strict")
     except ValueError as exc:  # UnicodeDecodeError, raw or percent-encoded
         raise InvalidSignature("form body is not UTF-8") from exc
+    if ("\x00" in text or "%00" in text) and any(
+        "\x00" in name or "\x00" in value for name, value in params
+    ):
+        raise MalformedWebhook("a form field holds a NUL byte, which is not text")
+    return params
 
 
 async def _accounts(

@@ -61,12 +61,37 @@ def _phone(value: Any, where: str) -> str:
     return _text(value, where)
 
 
+def _is_text(value: Any) -> bool:
+    """Whether every string in a decoded JSON value (keys too) is text PostgreSQL can store:
+    no NUL, no lone surrogate."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, from a \ud800 escape
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_is_text(key) and _is_text(item) for key, item in value.items())
+    if isinstance(value, list):
+        return all(_is_text(item) for item in value)
+    return True
+
+
 def decode(raw_body: bytes | str) -> dict[str, Any]:
-    """The webhook's JSON object; MalformedWebhook when it is not one."""
+    r"""The webhook's JSON object; MalformedWebhook when it is not one, or when a field is not
+    text (README, Webhooks): a body that is not UTF-8, a NUL (\u0000) or a lone surrogate.
+
+    Only a `\u` escape can put a NUL or a surrogate into a string that strict UTF-8 decoding
+    and strict JSON let through, so the fields are searched only when the body has one."""
     try:
-        document = json.loads(raw_body)
+        text = raw_body.decode("utf-8") if isinstance(raw_body, bytes) else raw_body
+        document = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedWebhook(f"body is not JSON: {exc}") from exc
+    if "\\u" in text and not _is_text(document):
+        raise MalformedWebhook("a field is not text (a NUL or a lone surrogate)")
     return _object(document, "body")
 
 
