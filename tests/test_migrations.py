@@ -137,3 +137,52 @@ async def test_downgrade_to_base_and_back_with_data(fresh_database: str) -> None
 
     await alembic(url, lambda config: command.upgrade(config, "head"))
     assert await run_sync(url, schema_differences) == []
+
+
+# -- recipients.delivery_confirmed (SPEC §5.3) -------------------------------------------
+
+DELIVERY_CONFIRMED = "d5e8a2c4f017"
+
+
+def set_statuses(connection: Connection) -> None:
+    """Ada delivered (by a carrier's receipt, the only way to it before the column), Grace
+    still queued."""
+    connection.execute(
+        text("UPDATE recipients SET status = 'delivered' WHERE phone = '+13125550101'")
+    )
+
+
+def confirmations(connection: Connection) -> dict[str, tuple[str, bool | None]]:
+    rows = connection.execute(text("SELECT phone, status, delivery_confirmed FROM recipients"))
+    return {phone: (status, confirmed) for phone, status, confirmed in rows}
+
+
+def recipient_columns(connection: Connection) -> set[str]:
+    rows = connection.execute(
+        text("SELECT column_name FROM information_schema.columns WHERE table_name = 'recipients'")
+    )
+    return set(rows.scalars())
+
+
+async def test_delivery_confirmed_upgrades_and_downgrades_with_data(fresh_database: str) -> None:
+    url = fresh_database
+    revision = ScriptDirectory.from_config(alembic_config("")).get_revision(DELIVERY_CONFIRMED)
+    assert revision is not None and isinstance(revision.down_revision, str)
+    before: str = revision.down_revision
+    await alembic(url, lambda config: command.upgrade(config, first_revision()))
+    await run_sync(url, seed)
+    await alembic(url, lambda config: command.upgrade(config, before))
+    await run_sync(url, set_statuses)
+
+    await alembic(url, lambda config: command.upgrade(config, DELIVERY_CONFIRMED))
+    assert await run_sync(url, confirmations) == {
+        "+13125550101": ("delivered", True),  # delivered by a carrier's receipt: confirmed
+        "+13125550102": ("queued", None),  # not delivered: null
+    }
+
+    await alembic(url, lambda config: command.downgrade(config, before))
+    assert "delivery_confirmed" not in await run_sync(url, recipient_columns)
+    assert await run_sync(url, count_recipients) == 2
+
+    await alembic(url, lambda config: command.upgrade(config, "head"))
+    assert (await run_sync(url, confirmations))["+13125550101"] == ("delivered", True)

@@ -20,9 +20,21 @@ class StatusColumns(Protocol):
     failed_reason: str | None
     failed_definition: int
     provider_error_code: str | None
+    delivery_confirmed: bool | None
     next_attempt_at: datetime | None
     claimed_at: datetime | None
     updated_at: datetime
+
+
+# The columns that hold a `rules.State`, as `state_values` names them: what every writer of a
+# recipient's status writes (the worker's SQL takes its column lists from here).
+STATE_COLUMNS = (
+    "status",
+    "failed_reason",
+    "failed_definition",
+    "provider_error_code",
+    "delivery_confirmed",
+)
 
 
 def state_of(recipient: StatusColumns) -> rules.State:
@@ -31,7 +43,20 @@ def state_of(recipient: StatusColumns) -> rules.State:
         recipient.failed_reason,
         recipient.provider_error_code,
         recipient.failed_definition,
+        recipient.delivery_confirmed,
     )
+
+
+def state_values(state: rules.State) -> dict[str, Any]:
+    """A state as its columns' values (`STATE_COLUMNS`): `delivery_confirmed` is the
+    state's, so it is null again whenever a recipient is not delivered."""
+    return {
+        "status": state.status.value,
+        "failed_reason": state.failed_reason,
+        "failed_definition": state.definition,
+        "provider_error_code": state.provider_error_code,
+        "delivery_confirmed": state.delivery_confirmed,
+    }
 
 
 def apply_change(
@@ -50,6 +75,7 @@ def apply_change(
     recipient.failed_reason = state.failed_reason
     recipient.failed_definition = state.definition
     recipient.provider_error_code = state.provider_error_code
+    recipient.delivery_confirmed = state.delivery_confirmed
     if change.retry:
         recipient.next_attempt_at = due_at
     elif recipient.claimed_at is None:
@@ -62,11 +88,4 @@ def bulk_values(change: rules.Change, due_at: Any) -> dict[str, Any]:
     resend), as the values of one UPDATE: the state's columns and the next attempt at
     `due_at` (a value or an SQL expression)."""
     assert change.retry, "without a retry, each recipient's lease decides (apply_change)"
-    state = change.state
-    return {
-        "status": state.status.value,
-        "failed_reason": state.failed_reason,
-        "failed_definition": state.definition,
-        "provider_error_code": state.provider_error_code,
-        "next_attempt_at": due_at,
-    }
+    return {**state_values(change.state), "next_attempt_at": due_at}

@@ -8,12 +8,22 @@ Two levels of order:
   duplicated receipt for an attempt is recognised as such;
 - a recipient follows its latest attempt, except that `delivered` from any attempt wins
   (late delivered cancels the pending retry), and an archived campaign freezes it.
+
+A delivered recipient says whether the carrier confirmed it (`State.delivery_confirmed`,
+SPEC §5.3): `True` for a confirmed delivery (Twilio `delivered`/`read`, Telnyx
+`delivered`), `False` for one taken as delivered without confirmation (a Telnyx
+`delivery_unconfirmed` receipt; a message still `sent` UNCONFIRMED_AFTER_SECONDS after
+its hand-over, `on_receipt_overdue`), `None` in every other status. Delivered never goes
+back, and the confirmation only goes up: a confirmed delivery that comes after an
+unconfirmed one makes it confirmed; an unconfirmed one (or anything else) after a
+confirmed one changes nothing.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from app.models.campaign import CampaignStatus
 from app.sending.outcomes import Classification, Outcome
@@ -59,8 +69,11 @@ class Phase(enum.IntEnum):
 
     queued = 0  # queued / accepted / sending at the provider
     sent = 1  # handed to the carrier
-    failed = 2  # failed / undelivered
-    delivered = 3  # final and best: beats a failure reported for the same attempt
+    failed = 2  # failed / undelivered / expired
+    # Final: delivered as far as anyone will say, without the carrier's confirmation (Telnyx
+    # `delivery_unconfirmed`). A delivery, so it beats a failure for the same attempt.
+    unconfirmed = 3
+    delivered = 4  # final and best: the carrier confirmed it; beats everything else
 
 
 PROVIDER_PHASES: dict[str, Phase] = {
@@ -75,11 +88,15 @@ PROVIDER_PHASES: dict[str, Phase] = {
     "undelivered": Phase.failed,
     "failed": Phase.failed,
     "canceled": Phase.failed,
-    # Telnyx
+    # Telnyx (docs/providers.md §2.2): `read`, `delivered` as Twilio's; `expired` is a
+    # failure (a soft `sending_error`, SPEC §4); `delivery_unconfirmed` is not (§5.3).
     "sending_failed": Phase.failed,
     "delivery_failed": Phase.failed,
-    "delivery_unconfirmed": Phase.failed,
+    "expired": Phase.failed,
+    "delivery_unconfirmed": Phase.unconfirmed,
 }
+# Phases that make a recipient delivered, with or without the carrier's confirmation.
+DELIVERED_PHASES: frozenset[Phase] = frozenset({Phase.unconfirmed, Phase.delivered})
 
 
 def phase_of(provider_status: str) -> Phase | None:
@@ -96,6 +113,8 @@ class State:
     provider_error_code: str | None = None
     # Index of the reason's definition that fits the provider error.
     definition: int = 0
+    # Delivered only: whether the carrier confirmed the delivery; None in any other status.
+    delivery_confirmed: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +153,20 @@ def _failure(
 
 def _frozen(current: State, campaign: CampaignStatus) -> bool:
     return campaign is CampaignStatus.archived or current.status is Status.delivered
+
+
+# The two delivered states: one object each, not one per recipient.
+_DELIVERED = Change(State(Status.delivered, delivery_confirmed=True))
+_DELIVERED_UNCONFIRMED = Change(State(Status.delivered, delivery_confirmed=False))
+
+
+def _delivered(current: State, *, confirmed: bool) -> Change | None:
+    """A delivery (the campaign not archived): it wins over every other status, from any
+    attempt (a retry due is cancelled). Once delivered, only a confirmation changes the
+    recipient: an unconfirmed delivery becomes confirmed, never the other way."""
+    if current.status is Status.delivered and (current.delivery_confirmed or not confirmed):
+        return None
+    return _DELIVERED if confirmed else _DELIVERED_UNCONFIRMED
 
 
 def on_claim(current: State, campaign: CampaignStatus) -> Change | None:
@@ -181,10 +214,10 @@ def on_receipt(
     retry_allowed: bool,
 ) -> Change | None:
     """A receipt that moved its attempt forward (see `advance`): what the recipient becomes."""
-    if _frozen(current, campaign):
+    if campaign is CampaignStatus.archived:
         return None
-    if receipt is Phase.delivered:
-        return Change(State(Status.delivered))  # wins, even for an earlier attempt
+    if receipt in DELIVERED_PHASES:  # wins, even for an earlier attempt
+        return _delivered(current, confirmed=receipt is Phase.delivered)
     if not latest_attempt or current.status in FINAL:
         return None
     if receipt is Phase.queued:
@@ -195,6 +228,32 @@ def on_receipt(
         return Change(State(Status.pending))
     assert classification is not None, "a failure receipt carries its classification"
     return _failure(campaign, classification, error_code, retry_allowed=retry_allowed)
+
+
+def on_receipt_overdue(
+    current: State,
+    campaign: CampaignStatus,
+    attempt: Phase | None,
+    handed_over_at: datetime,
+    now: datetime,
+    *,
+    unconfirmed_after_seconds: float,
+) -> Change | None:
+    """No final receipt came for the recipient's latest attempt (`attempt`: its phase,
+    handed over at `handed_over_at`): once the carrier has accepted the message (`sent`,
+    the recipient Pending) and UNCONFIRMED_AFTER_SECONDS have passed since the hand-over,
+    it is taken as delivered, unconfirmed (SPEC §5.3), so the campaign can complete and
+    nobody resends a message that most likely arrived. A message the carrier never
+    accepted (still queued at the provider) is not: it is the reconciliation's to find.
+    The attempt keeps the provider's word: a confirmed `delivered` that comes later still
+    moves it, and makes the recipient's delivery confirmed (`on_receipt`)."""
+    if campaign is CampaignStatus.archived or current.status is not Status.pending:
+        return None
+    if attempt is not Phase.sent:
+        return None
+    if now - handed_over_at < timedelta(seconds=unconfirmed_after_seconds):
+        return None
+    return _DELIVERED_UNCONFIRMED
 
 
 def on_retry_expired(current: State, last_reason: str | None) -> Change | None:

@@ -12,6 +12,8 @@ import ast
 import inspect
 import itertools
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ import pytest
 from app.models.campaign import CampaignStatus
 from app.sending import reasons, status
 from app.sending.outcomes import Classification, Outcome
+from app.sending.state import STATE_COLUMNS, apply_change, bulk_values, state_of, state_values
 from app.sending.status import (
     Change,
     Phase,
@@ -30,6 +33,7 @@ from app.sending.status import (
     on_claim,
     on_opt_out,
     on_receipt,
+    on_receipt_overdue,
     on_resend,
     on_retry_expired,
     on_send_result,
@@ -43,12 +47,16 @@ CODE = "30450"
 SOFT = Classification("blocked", soft=True)  # e.g. Twilio 30450, a soft code
 HARD = Classification("unreachable_number", soft=False, definition_index=1)  # e.g. 30006
 
+# Delivered, confirmed by the carrier or taken as delivered without a confirmation (§5.3).
+CONFIRMED = State(S.delivered, delivery_confirmed=True)
+UNCONFIRMED = State(S.delivered, delivery_confirmed=False)
 # One recipient state per status, with what a recipient in it really carries.
 STATES: tuple[State, ...] = (
     State(S.queued),
     State(S.pending),
     State(S.scheduled, "reattempting", "30001"),
-    State(S.delivered),
+    CONFIRMED,
+    UNCONFIRMED,
     State(S.failed, "unknown", "30008"),
     State(S.failed, "opted_out"),
 )
@@ -62,6 +70,8 @@ def case(*values: Any, id: str) -> Any:
 
 
 def name(state: State) -> str:
+    if state.status is S.delivered:
+        return f"{state.status}/{'confirmed' if state.delivery_confirmed else 'unconfirmed'}"
     return f"{state.status}/{state.failed_reason}" if state.failed_reason else str(state.status)
 
 
@@ -106,10 +116,17 @@ def expected_receipt(
     latest: bool,
     retry_allowed: bool,
 ) -> Change | None:
-    if frozen(current, campaign):
+    if campaign is C.archived:
         return None
-    if receipt is Phase.delivered:
-        return Change(State(S.delivered))  # from any attempt; the retry is cancelled
+    if receipt in (Phase.unconfirmed, Phase.delivered):
+        # From any attempt (the retry is cancelled); once delivered, only a confirmation
+        # changes it, from unconfirmed to confirmed (§5.3).
+        confirmed = receipt is Phase.delivered
+        if current.status is S.delivered and (current.delivery_confirmed or not confirmed):
+            return None
+        return Change(State(S.delivered, delivery_confirmed=confirmed))
+    if current.status is S.delivered:
+        return None  # final: nothing undoes a delivery
     if not latest or current.status is S.failed:
         return None  # a recipient follows its latest attempt; failed is final
     if receipt is Phase.queued:
@@ -208,6 +225,7 @@ def receipt_cases() -> Iterator[Any]:
         (Phase.sent, None),
         (Phase.failed, SOFT),
         (Phase.failed, HARD),
+        (Phase.unconfirmed, None),
         (Phase.delivered, None),
     ]
     for current, campaign, (receipt, classification), latest, retry_allowed in itertools.product(
@@ -260,7 +278,7 @@ def test_receipt_matrix(
     ids=lambda p: "none" if p is None else p.name,
 )
 def test_advance_matrix(attempt: Phase | None, receipt: Phase) -> None:
-    order = [Phase.queued, Phase.sent, Phase.failed, Phase.delivered]
+    order = [Phase.queued, Phase.sent, Phase.failed, Phase.unconfirmed, Phase.delivered]
     moves = attempt is None or order.index(receipt) > order.index(attempt)
     assert advance(attempt, receipt) is moves
 
@@ -297,7 +315,8 @@ RESEND_STATES = (
     State(S.queued),
     State(S.pending),
     State(S.scheduled, "reattempting", "30001"),
-    State(S.delivered),
+    CONFIRMED,
+    UNCONFIRMED,
     *(State(S.failed, code, "21211") for code in FINAL_REASONS),
 )
 
@@ -330,7 +349,7 @@ def test_sent_after_delivered_changes_nothing() -> None:
     # Another attempt's `sent` (or any receipt) cannot undo a delivered recipient.
     for receipt, latest in itertools.product(Phase, (True, False)):
         change = on_receipt(
-            State(S.delivered),
+            CONFIRMED,
             C.active,
             receipt,
             SOFT if receipt is Phase.failed else None,
@@ -407,7 +426,7 @@ def test_late_delivered_for_an_earlier_attempt_wins(
         latest_attempt=False,
         retry_allowed=True,
     )
-    assert change == Change(State(S.delivered), retry=False)  # the retry is cancelled
+    assert change == Change(CONFIRMED, retry=False)  # the retry is cancelled
 
 
 def test_delivered_beats_a_failure_reported_for_the_same_attempt() -> None:
@@ -415,7 +434,7 @@ def test_delivered_beats_a_failure_reported_for_the_same_attempt() -> None:
     assert not advance(Phase.delivered, Phase.failed)
     for order in itertools.permutations([Phase.failed, Phase.delivered]):
         state, retry, _, _ = apply_receipts(list(order))
-        assert (state, retry) == (State(S.delivered), False)
+        assert (state, retry) == (CONFIRMED, False)
 
 
 @pytest.mark.parametrize("current", STATES, ids=name)
@@ -492,7 +511,7 @@ def test_closed_campaign_still_takes_receipts() -> None:
             None,
             latest_attempt=True,
             retry_allowed=False,
-        ) == Change(State(S.delivered))
+        ) == Change(CONFIRMED)
     assert on_receipt(
         State(S.queued),
         C.closed,
@@ -603,7 +622,7 @@ def test_opt_out_cancels_queued_and_scheduled_only(campaign: CampaignStatus) -> 
     cancelled = Change(State(S.failed, "opted_out"), retry=False)
     assert on_opt_out(State(S.queued), campaign) == cancelled
     assert on_opt_out(State(S.scheduled, "reattempting", "30001"), campaign) == cancelled
-    for untouched in (State(S.pending), State(S.delivered), State(S.failed, "blocked", "1")):
+    for untouched in (State(S.pending), CONFIRMED, UNCONFIRMED, State(S.failed, "blocked", "1")):
         assert on_opt_out(untouched, campaign) is None
 
 
@@ -721,8 +740,10 @@ def test_every_reason_the_module_uses_is_in_the_catalog() -> None:
         ("canceled", Phase.failed),
         ("sending_failed", Phase.failed),
         ("delivery_failed", Phase.failed),
-        # docs/providers.md §2.2: Telnyx unconfirmed is `unknown`
-        ("delivery_unconfirmed", Phase.failed),
+        # docs/providers.md §2.2, SPEC §4 and §5.3: Telnyx `expired` is a (soft) failure,
+        # `delivery_unconfirmed` a delivery the carrier did not confirm.
+        ("expired", Phase.failed),
+        ("delivery_unconfirmed", Phase.unconfirmed),
         ("DELIVERED", Phase.delivered),
         ("Sent", Phase.sent),
         ("receiving", None),
@@ -735,7 +756,7 @@ def test_provider_status_words(word: str, phase: Phase | None) -> None:
 
 
 def test_phases_only_move_up_in_spec_order() -> None:
-    assert Phase.queued < Phase.sent < Phase.failed < Phase.delivered
+    assert Phase.queued < Phase.sent < Phase.failed < Phase.unconfirmed < Phase.delivered
 
 
 # -- order does not matter: every sequence of receipts for one attempt ---------------------
@@ -751,6 +772,7 @@ STARTS = [
     (State(S.queued), False),  # an earlier attempt's receipts after a resend
     (State(S.scheduled, "reattempting", "30001"), False),  # ... while a retry is due
     (State(S.failed, "unknown", "30008"), False),  # ... after the recipient failed
+    (UNCONFIRMED, True),  # taken as delivered unconfirmed (overdue), its receipts late
 ]
 
 
@@ -778,3 +800,227 @@ def test_receipts_in_any_order_end_in_the_same_state(
             assert shuffled == ordered, (receipts, options)
             assert shuffled[2] is max(receipts)
             assert changes <= len(in_order)
+
+
+# -- delivery_confirmed (SPEC §5.3) --------------------------------------------------------
+
+
+def every_change() -> Iterator[Change]:
+    """Every change any rule makes, over all the inputs the matrices use."""
+    for opted_out, allowed in itertools.product((True, False), repeat=2):
+        yield Change(launch_state(opted_out=opted_out, country_allowed=allowed))
+    for current, campaign in itertools.product(STATES, CAMPAIGNS):
+        found: list[Change | None] = [on_claim(current, campaign), on_opt_out(current, campaign)]
+        found.append(on_retry_expired(current, "blocked"))
+        if resend_refusal(current, campaign) is None:
+            found.append(on_resend(current, campaign))
+        for outcome, retry in itertools.product(Outcome, (True, False)):
+            classification = FAILURES.get(outcome)
+            found.append(
+                on_send_result(
+                    current, campaign, outcome, classification, CODE, retry_allowed=retry
+                )
+            )
+        for (receipt, classification), latest, retry in itertools.product(
+            [(p, SOFT if p is Phase.failed else None) for p in Phase], (True, False), (True, False)
+        ):
+            found.append(
+                on_receipt(
+                    current,
+                    campaign,
+                    receipt,
+                    classification,
+                    CODE if classification else None,
+                    latest_attempt=latest,
+                    retry_allowed=retry,
+                )
+            )
+        for attempt in (None, *Phase):
+            found.append(overdue(current, campaign, attempt, HANDED_OVER + THREE_DAYS))
+        yield from (c for c in found if c is not None)
+
+
+def test_every_state_a_rule_gives_is_confirmed_or_not_exactly_when_delivered() -> None:
+    """`true`/`false` for delivered, `null` for any other status: each rule's state says
+    so, and `app.sending.state` writes it with the status (so a recipient that leaves
+    delivered, if one ever did, would be `null` again)."""
+    changes = list(every_change())
+    assert {c.state.delivery_confirmed for c in changes} == {True, False, None}
+    for change in changes:
+        delivered = change.state.status is S.delivered
+        assert (change.state.delivery_confirmed is not None) is delivered, change
+
+
+@pytest.mark.parametrize("latest", [True, False], ids=["latest", "earlier"])
+@pytest.mark.parametrize(
+    "current",
+    [State(S.queued), State(S.pending), State(S.scheduled, "reattempting", "30001")],
+    ids=name,
+)
+def test_telnyx_delivery_unconfirmed_is_delivered_unconfirmed(current: State, latest: bool) -> None:
+    """Not a failure (SPEC §4): Delivered, `delivery_confirmed` false, no retry; from an
+    earlier attempt too, as a late delivered is."""
+    assert phase_of("delivery_unconfirmed") is Phase.unconfirmed
+    change = on_receipt(
+        current, C.active, Phase.unconfirmed, None, None, latest_attempt=latest, retry_allowed=True
+    )
+    assert change == Change(UNCONFIRMED, retry=False)
+
+
+def test_a_confirmation_after_an_unconfirmed_delivery_upgrades_it() -> None:
+    # The same attempt: delivery_unconfirmed, then delivered (or the other way round).
+    for order in itertools.permutations([Phase.unconfirmed, Phase.delivered]):
+        state, retry, phase, _ = apply_receipts([Phase.sent, *order])
+        assert (state, retry, phase) == (CONFIRMED, False, Phase.delivered)
+    # Taken as delivered by the overdue rule, then the carrier's late `delivered` comes.
+    assert on_receipt(
+        UNCONFIRMED, C.active, Phase.delivered, None, None, latest_attempt=True, retry_allowed=True
+    ) == Change(CONFIRMED)
+    assert on_receipt(
+        UNCONFIRMED,
+        C.complete,
+        Phase.delivered,
+        None,
+        None,
+        latest_attempt=False,
+        retry_allowed=True,
+    ) == Change(CONFIRMED)
+
+
+def test_nothing_downgrades_a_delivery() -> None:
+    for current, receipt, latest in itertools.product(
+        (CONFIRMED, UNCONFIRMED), [p for p in Phase if p is not Phase.delivered], (True, False)
+    ):
+        failed = receipt is Phase.failed
+        change = on_receipt(
+            current,
+            C.active,
+            receipt,
+            HARD if failed else None,
+            CODE if failed else None,
+            latest_attempt=latest,
+            retry_allowed=True,
+        )
+        assert change is None, (current, receipt)
+    assert (
+        on_receipt(
+            CONFIRMED,
+            C.active,
+            Phase.delivered,
+            None,
+            None,
+            latest_attempt=True,
+            retry_allowed=True,
+        )
+        is None
+    )  # applied once
+
+
+def test_an_archived_campaign_keeps_an_unconfirmed_delivery_as_it_is() -> None:
+    assert (
+        on_receipt(
+            UNCONFIRMED,
+            C.archived,
+            Phase.delivered,
+            None,
+            None,
+            latest_attempt=True,
+            retry_allowed=True,
+        )
+        is None
+    )
+
+
+# -- the overdue rule: the carrier accepted, no final receipt came -------------------------
+
+HANDED_OVER = datetime(2026, 11, 2, 15, 0, tzinfo=UTC)
+AFTER = 259_200  # UNCONFIRMED_AFTER_SECONDS' default
+THREE_DAYS = timedelta(seconds=AFTER)
+
+
+def overdue(
+    current: State, campaign: CampaignStatus, attempt: Phase | None, now: datetime
+) -> Change | None:
+    return on_receipt_overdue(
+        current, campaign, attempt, HANDED_OVER, now, unconfirmed_after_seconds=AFTER
+    )
+
+
+@pytest.mark.parametrize("campaign", [C.active, C.closed, C.complete])
+def test_sent_and_silent_for_unconfirmed_after_seconds_is_delivered_unconfirmed(
+    campaign: CampaignStatus,
+) -> None:
+    pending = State(S.pending)
+    assert overdue(pending, campaign, Phase.sent, HANDED_OVER + THREE_DAYS) == Change(UNCONFIRMED)
+    later = HANDED_OVER + THREE_DAYS + timedelta(days=30)
+    assert overdue(pending, campaign, Phase.sent, later) == Change(UNCONFIRMED)
+
+
+def test_not_overdue_before_unconfirmed_after_seconds() -> None:
+    for now in (HANDED_OVER, HANDED_OVER + THREE_DAYS - timedelta(microseconds=1)):
+        assert overdue(State(S.pending), C.active, Phase.sent, now) is None
+
+
+@pytest.mark.parametrize("attempt", [None, *Phase], ids=lambda p: "none" if p is None else p.name)
+@pytest.mark.parametrize("campaign", CAMPAIGNS)
+@pytest.mark.parametrize("current", STATES, ids=name)
+def test_overdue_matrix(current: State, campaign: CampaignStatus, attempt: Phase | None) -> None:
+    """Only a Pending recipient whose latest attempt the carrier accepted (`sent`), on a
+    campaign that is not archived. A message still queued at the provider was never accepted
+    by a carrier; a final receipt (or a failure, a retry) has said what became of it; a
+    delivered recipient stays as it is (only a receipt confirms it)."""
+    accepted = current.status is S.pending and attempt is Phase.sent
+    expected = Change(UNCONFIRMED) if accepted and campaign is not C.archived else None
+    assert overdue(current, campaign, attempt, HANDED_OVER + THREE_DAYS) == expected
+
+
+def test_the_overdue_rule_reads_the_setting() -> None:
+    pending, an_hour = State(S.pending), timedelta(hours=1)
+    now = HANDED_OVER + an_hour
+    for seconds, expected in ((3600, Change(UNCONFIRMED)), (3601, None)):
+        change = on_receipt_overdue(
+            pending, C.active, Phase.sent, HANDED_OVER, now, unconfirmed_after_seconds=seconds
+        )
+        assert change == expected
+
+
+# -- writing it: app.sending.state -------------------------------------------------------
+
+
+def columns_of(state: State, **others: Any) -> SimpleNamespace:
+    """A recipient's status columns (a plain row, as the worker's)."""
+    return SimpleNamespace(
+        **state_values(state),
+        next_attempt_at=None,
+        claimed_at=None,
+        updated_at=HANDED_OVER,
+        **others,
+    )
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (State(S.pending), CONFIRMED),
+        (State(S.pending), UNCONFIRMED),
+        (UNCONFIRMED, CONFIRMED),
+        # Resend cannot start from delivered, but a change out of it would clear the column.
+        (CONFIRMED, State(S.queued)),
+        (UNCONFIRMED, State(S.failed, "unknown", "30008")),
+    ],
+    ids=lambda s: name(s),
+)
+def test_apply_change_writes_delivery_confirmed_with_the_status(
+    before: State, after: State
+) -> None:
+    row = columns_of(before)
+    apply_change(row, Change(after), now=HANDED_OVER)
+    assert state_of(row) == after
+    assert row.delivery_confirmed is after.delivery_confirmed
+    assert set(STATE_COLUMNS) == set(state_values(after))
+
+
+def test_bulk_values_clear_delivery_confirmed() -> None:
+    values = bulk_values(on_resend(State(S.failed, "unknown"), C.active), "now()")
+    assert values["delivery_confirmed"] is None
+    assert set(values) == {*STATE_COLUMNS, "next_attempt_at"}

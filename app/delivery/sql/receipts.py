@@ -16,6 +16,7 @@ from app.delivery.sql.reads import BATCH_AND_WAITING
 from app.delivery.sql.shapes import RECIPIENT_COLUMNS, AnyRow, AttemptRow, RecipientRow, columns
 from app.delivery.sql.writes import arrays, unnest, update_recipients
 from app.models import Attempt, Campaign, ProviderAccount, Recipient, School, StoredReceipt
+from app.sending.state import STATE_COLUMNS
 
 # A receipt kept for the applier, once per provider event (`$2`, the event id): the id it
 # is kept under, none if the same event came before.
@@ -115,15 +116,7 @@ def attempt_of(row: AnyRow) -> AttemptRow:
 _APPLIED = {"id": "bigint", "attempt_id": "bigint"}
 _MOVED = columns(AttemptRow)
 # A recipient's columns that a receipt may change (`app.sending.state.apply_change`'s).
-_CHANGED = columns(
-    RecipientRow,
-    "id",
-    "status",
-    "failed_reason",
-    "failed_definition",
-    "provider_error_code",
-    "next_attempt_at",
-)
+_CHANGED = columns(RecipientRow, "id", *STATE_COLUMNS, "next_attempt_at")
 # Every receipt of the batch applied (and linked to its attempt), the attempts its
 # receipts moved forward, then the recipients they changed.
 _WRITE_APPLIED = text(

@@ -31,6 +31,7 @@ class RecipientRow:
     failed_reason: str | None
     failed_definition: int
     provider_error_code: str | None
+    delivery_confirmed: bool | None
     attempts: int
     next_attempt_at: datetime | None
     first_attempt_at: datetime | None

@@ -12,6 +12,7 @@ from sqlalchemy import TextClause, text
 
 from app.delivery.sql.shapes import NewAttempt, RecipientRow, RecoveredAttempt, SendSlots, columns
 from app.sending import status as rules
+from app.sending.state import STATE_COLUMNS, state_values
 
 
 def unnest(columns: Mapping[str, str], prefix: str = "") -> str:
@@ -26,14 +27,12 @@ def arrays(columns: Iterable[str], rows: Sequence[Any], prefix: str = "") -> dic
 
 
 # A `RecipientRow`'s columns that the worker may change, with their types: written back
-# whole, one statement for a batch (`updated_at` is the statement's `now`).
+# whole, one statement for a batch (`updated_at` is the statement's `now`). Its state's
+# columns are those `app.sending.state` writes.
 WRITTEN = columns(
     RecipientRow,
     "id",
-    "status",
-    "failed_reason",
-    "failed_definition",
-    "provider_error_code",
+    *STATE_COLUMNS,
     "attempts",
     "next_attempt_at",
     "first_attempt_at",
@@ -58,13 +57,12 @@ UPDATE_RECIPIENTS = update_recipients(WRITTEN)
 # The claim's write: the recipients settled without a hand-over (rare, written whole), then
 # the leased ones, all into one state, each with its own attempt count and times.
 _LEASED = columns(RecipientRow, "id", "attempts", "first_attempt_at", "claimed_at")
+_LEASING = ", ".join(f"{name} = :leased_{name}" for name in STATE_COLUMNS)
 _WRITE_CLAIM = text(
     f"""
     WITH settled AS ({UPDATE_RECIPIENTS})
     UPDATE recipients AS r
-    SET status = :leased_status, failed_reason = :leased_failed_reason,
-        failed_definition = :leased_failed_definition,
-        provider_error_code = :leased_provider_error_code, next_attempt_at = :lease_until,
+    SET {_LEASING}, next_attempt_at = :lease_until,
         attempts = v.attempts, first_attempt_at = v.first_attempt_at,
         claimed_at = v.claimed_at, claimed_by = :claim, updated_at = :now
     FROM {unnest(_LEASED, "leased_")}
@@ -97,10 +95,7 @@ def write_claim(
     return _WRITE_CLAIM, {
         **arrays(WRITTEN, changed),
         **arrays(_LEASED, leased, "leased_"),
-        "leased_status": leasing.status.value,
-        "leased_failed_reason": leasing.failed_reason,
-        "leased_failed_definition": leasing.definition,
-        "leased_provider_error_code": leasing.provider_error_code,
+        **{f"leased_{name}": value for name, value in state_values(leasing).items()},
         "lease_until": lease_until,
         "claim": claim,
         "now": now,
