@@ -48,7 +48,7 @@ class Receipt:
     # Idempotency key: the provider's event id, or a digest of (message, status, code).
     event_id: str
     occurred_at: datetime | None = None
-    # Set on a failure receipt (failed, undelivered, delivery_unconfirmed...): what the error
+    # Set on a failure receipt (failed, undelivered, delivery_failed...): what the error
     # code means through the code table (a failure without a code is `unknown`, hard).
     classification: Classification | None = None
 

@@ -11,6 +11,7 @@ import pytest
 from app.providers.base import InboundMessage, MalformedWebhook, Receipt
 from app.providers.telnyx.events import parse_event, parse_webhook
 from app.sending.outcomes import Classification
+from app.sending.status import Phase, phase_of
 
 MESSAGE_ID = "40317159-3f0a-4dc0-a4a1-a1b3c1d2e3f4"
 
@@ -82,9 +83,10 @@ def test_finalized_delivered() -> None:
         ("sending_failed", [{"code": "40310"}], "40310", Classification("invalid_number", False)),
         ("sending_failed", [], None, Classification("unknown", False)),
         ("delivery_failed", [{"code": "49999"}], "49999", Classification("unknown", False)),
-        # docs/providers.md §2.2: delivery_unconfirmed is `unknown`, whatever code comes with it.
-        ("delivery_unconfirmed", [], None, Classification("unknown", False)),
-        ("delivery_unconfirmed", [{"code": "40002"}], "40002", Classification("unknown", False)),
+        # SPEC §4: `expired` is a soft `sending_error`, whatever code comes with it.
+        ("expired", [], None, Classification("sending_error", True)),
+        ("expired", [{"code": "40014"}], "40014", Classification("sending_error", True)),
+        ("expired", [{"code": "40003"}], "40003", Classification("sending_error", True)),
     ],
 )
 def test_failures(
@@ -95,6 +97,16 @@ def test_failures(
     assert receipt.provider_status == status
     assert receipt.error_code == code
     assert receipt.classification == expected
+
+
+@pytest.mark.parametrize("errors", [[], [{"code": "40002", "title": "Blocked as spam"}]])
+def test_delivery_unconfirmed_is_no_failure(errors: list[dict[str, Any]]) -> None:
+    """SPEC §5.3: a delivery the carrier did not confirm, not a failure (no classification,
+    whatever code comes with it); the status rules make it delivered, unconfirmed."""
+    receipt = parse_event(event("message.finalized", "delivery_unconfirmed", errors))
+    assert isinstance(receipt, Receipt)
+    assert (receipt.provider_status, receipt.classification) == ("delivery_unconfirmed", None)
+    assert phase_of(receipt.provider_status) is Phase.unconfirmed
 
 
 def test_message_received() -> None:

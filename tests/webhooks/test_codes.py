@@ -132,25 +132,3 @@ async def test_every_telnyx_code_in_a_receipt(
         )
         assert failure.status_code == 200, failure.text
     await check_all(client, telnyx_school.auth, campaign["id"], cases)
-
-
-async def test_telnyx_delivery_unconfirmed_is_unknown_error(
-    client: httpx.AsyncClient, telnyx_school: TelnyxSchool, sessionmaker: Sessions
-) -> None:
-    campaign = await launched(client, telnyx_school.auth, people("+12015550123"))
-    recipient = (await recipients(client, telnyx_school.auth, campaign["id"]))[0]
-    message_id = "40317a6e-0000-4000-8000-000000000001"
-    await record_attempt(sessionmaker, recipient["id"], "telnyx", message_id)
-    response = await post_telnyx(
-        client, telnyx_school.keys, telnyx_receipt(message_id, "delivery_unconfirmed")
-    )
-    assert response.status_code == 200, response.text
-    recipient = (await recipients(client, telnyx_school.auth, campaign["id"]))[0]
-    assert recipient["status"] == "failed"
-    assert recipient["failed_reason"] == {
-        "code": "unknown",
-        "label": "Unknown Error",
-        "definition": "This message delivery failed for an unknown reason",
-        "resendable": True,
-        "provider_error_code": None,
-    }

@@ -2,9 +2,13 @@
 
 `message.sent` and `message.finalized` become a Receipt: the event id `data.id` is Telnyx's
 idempotency key, the status is `payload.to[0].status` (we send to one number), the error
-code is `payload.errors[0].code`. `delivery_unconfirmed` is a failure we classify as
-`unknown` (docs/providers.md §2.2). `message.received` becomes an InboundMessage; other
-event types are not ours to read (None: acknowledge and ignore).
+code is `payload.errors[0].code`. What each status does (docs/providers.md §2.2; the status
+rules' `PROVIDER_PHASES`): `delivered` is a confirmed delivery; `delivery_unconfirmed` is
+not a failure but a delivery the carrier did not confirm (SPEC §5.3: no classification);
+`expired` is a soft `sending_error` whatever code comes with it (SPEC §4: rescheduled as
+the retry policy says); `sending_failed` and `delivery_failed` are classified by their error
+code. `message.received` becomes an InboundMessage; other event types are not ours to read
+(None: acknowledge and ignore).
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from app.sending.outcomes import Classification
 PROVIDER = "telnyx"
 RECEIPT_EVENTS = frozenset({"message.sent", "message.finalized"})
 INBOUND_EVENT = "message.received"
-FAILURE_STATUSES = frozenset({"sending_failed", "delivery_failed", "delivery_unconfirmed"})
-UNCONFIRMED = Classification("unknown", soft=False)
+FAILURE_STATUSES = frozenset({"sending_failed", "delivery_failed", "expired"})
+# The message expired before it could be delivered (its validity period ran out): a soft
+# bounce, sent again as the school's retry policy says (SPEC §4).
+EXPIRED = Classification("sending_error", soft=True)
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:
@@ -121,8 +127,8 @@ def parse_event(document: dict[str, Any]) -> Receipt | InboundMessage | None:
     status = _text(first.get("status"), "data.payload.to[0].status").lower()
     code = _error_code(payload)
     classification: Classification | None = None
-    if status == "delivery_unconfirmed":
-        classification = UNCONFIRMED
+    if status == "expired":
+        classification = EXPIRED
     elif status in FAILURE_STATUSES:
         classification = codes.classify(PROVIDER, code, "receipt")
     return Receipt(
