@@ -4,7 +4,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.kit.schemas import Id
 from app.sending import reasons
@@ -29,6 +29,16 @@ class Recipient(BaseModel):
     status_label: str
     status_group: Group
     failed_reason: FailedReason | None
+    delivery_confirmed: bool | None = Field(
+        description=(
+            "Only for a `delivered` recipient: `true` when the carrier confirmed the delivery; "
+            "`false` when the message is taken as delivered without a confirmation (the "
+            "carrier accepted it but never sent a final delivery receipt, or the provider "
+            "reported the delivery as unconfirmed), so it most likely arrived and is not "
+            "worth resending. `null` in every other status. A confirmation that comes "
+            "later turns `false` into `true`; it never goes back."
+        )
+    )
     attempts: int
     next_attempt_at: datetime | None
     updated_at: datetime

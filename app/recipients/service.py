@@ -46,6 +46,7 @@ def view(recipient: Recipient) -> schemas.Recipient:
         status_label=rules.LABELS[status],
         status_group=rules.GROUPS[status],
         failed_reason=failed_reason_view(recipient),
+        delivery_confirmed=recipient.delivery_confirmed,
         attempts=recipient.attempts,
         next_attempt_at=recipient.next_attempt_at,
         updated_at=recipient.updated_at,
@@ -184,7 +185,10 @@ EXPORT_COLUMNS = (
     "provider_error_code",
     "attempts",
     "updated_at",
+    "delivery_confirmed",  # last: the earlier columns keep their places
 )
+# `delivery_confirmed` in the export: true / false for a delivered recipient, empty otherwise.
+_CONFIRMED = {True: "true", False: "false", None: ""}
 
 
 def _cell(value: str | None) -> str:
@@ -214,6 +218,7 @@ async def export_csv(session: AsyncSession, campaign: Campaign) -> str:
                 reason.provider_error_code or "" if reason else "",
                 item.attempts,
                 item.updated_at.isoformat(),
+                _CONFIRMED[item.delivery_confirmed],
             )
         )
     return out.getvalue()

@@ -306,3 +306,38 @@ async def test_receipts_that_never_find_their_message_are_counted(
         await session.commit()
     assert metrics.receipts_unmatched._value.get() == 1
     assert [r.applied_at for r in await stored_receipts(sessionmaker, lost)] == [None]
+
+
+# -- delivery_confirmed (SPEC §5.3) ------------------------------------------------------
+
+
+async def test_twilio_delivered_is_confirmed_and_nothing_else_is(
+    client: httpx.AsyncClient, twilio_school: TwilioSchool, sessionmaker: Sessions
+) -> None:
+    """`delivery_confirmed` is null while the message is on its way, and after a failure
+    (scheduled or failed); a carrier's `delivered` makes it true."""
+    s = await story(client, twilio_school, sessionmaker)
+    sid = await s.attempt()
+    assert (await s.detail())["delivery_confirmed"] is None  # queued
+    await s.post(sid, "sent")
+    detail = await s.detail()
+    assert (detail["status"], detail["delivery_confirmed"]) == ("pending", None)
+    await s.post(sid, "failed", "30001")  # queue overflow: soft
+    detail = await s.detail()
+    assert (detail["status"], detail["delivery_confirmed"]) == ("scheduled", None)
+
+    retry = await s.attempt()
+    await s.post(retry, "sent")
+    await s.post(retry, "delivered")
+    detail = await s.detail()
+    assert (detail["status"], detail["delivery_confirmed"]) == ("delivered", True)
+    [listed] = await recipients(client, twilio_school.auth, s.campaign["id"])
+    assert listed["delivery_confirmed"] is True
+    # A late failure of the first attempt changes nothing.
+    await s.post(sid, "undelivered", "30003")
+    assert (await s.detail())["delivery_confirmed"] is True
+
+    hard = await Story(client, twilio_school, sessionmaker).launch("+12015550124")
+    await hard.post(await hard.attempt(), "undelivered", "30003")
+    detail = await hard.detail()
+    assert (detail["status"], detail["delivery_confirmed"]) == ("failed", None)

@@ -3,10 +3,13 @@ before the body is believed, the 300 s window, refusals that change nothing, rec
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import time
 import uuid
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -220,3 +223,94 @@ def test_signer_is_found_among_keys_and_headers_are_checked_first() -> None:
     stale = ours.headers(body, timestamp=int(time.time()) - 301)
     with pytest.raises(InvalidSignature, match="300 s"):
         signature.signed_message(body, stale["telnyx-signature-ed25519"], stale["telnyx-timestamp"])
+
+
+# -- delivery_unconfirmed and expired (SPEC §4, §5.3) ------------------------------------
+
+
+async def csv_rows(
+    client: httpx.AsyncClient, auth: dict[str, str], campaign_id: str
+) -> list[dict[str, str]]:
+    response = await client.get(f"/v1/campaigns/{campaign_id}/contacts.csv", headers=auth)
+    assert response.status_code == 200, response.text
+    return list(csv.DictReader(io.StringIO(response.text)))
+
+
+async def test_delivery_unconfirmed_is_delivered_unconfirmed_and_completes_the_campaign(
+    client: httpx.AsyncClient, telnyx_school: TelnyxSchool, sessionmaker: Sessions
+) -> None:
+    """Not Failed · Unknown Error (which invites a resend of a message that most likely
+    arrived): Delivered, `delivery_confirmed` false, in the API and the export; with the
+    other contact delivered and confirmed, the campaign is complete."""
+    auth = telnyx_school.auth
+    campaign = await launched(client, auth, people("+12015550123", "+12015550124"))
+    cid = campaign["id"]
+    ids = {r["phone"]: r["id"] for r in await recipients(client, auth, cid)}
+    confirmed_id = "40317a6e-0000-4000-8000-0000000000cc"
+    await record_attempt(sessionmaker, ids["+12015550123"], "telnyx", MESSAGE_ID)
+    await record_attempt(sessionmaker, ids["+12015550124"], "telnyx", confirmed_id)
+    for message_id, final in ((MESSAGE_ID, "delivery_unconfirmed"), (confirmed_id, "delivered")):
+        for status in ("sent", final):
+            body = telnyx_receipt(message_id, status)
+            response = await post_telnyx(client, telnyx_school.keys, body)
+            assert response.status_code == 200, response.text
+
+    listed = {r["phone"]: r for r in await recipients(client, auth, cid)}
+    unconfirmed = listed["+12015550123"]
+    assert (unconfirmed["status"], unconfirmed["status_label"]) == ("delivered", "Delivered")
+    assert unconfirmed["status_group"] == "delivered"
+    assert unconfirmed["failed_reason"] is None
+    assert unconfirmed["delivery_confirmed"] is False
+    assert listed["+12015550124"]["delivery_confirmed"] is True
+    detail = await recipient_detail(client, auth, cid, ids["+12015550123"])
+    assert detail["delivery_confirmed"] is False
+    assert detail["attempts_history"][0]["status"] == "delivery_unconfirmed"
+
+    rows = {row["phone"]: row for row in await csv_rows(client, auth, cid)}
+    assert (rows["+12015550123"]["status"], rows["+12015550123"]["delivery_confirmed"]) == (
+        "delivered",
+        "false",
+    )
+    assert rows["+12015550124"]["delivery_confirmed"] == "true"
+    assert rows["+12015550123"]["failed_reason"] == ""
+
+    response = await client.get(f"/v1/campaigns/{cid}", headers=auth)
+    assert response.json()["status"] == "complete"
+    assert response.json()["counts"]["delivered"] == 2
+
+    # Staff cannot resend it: only failed messages are resent.
+    resend = await client.post(
+        f"/v1/campaigns/{cid}/contacts/{ids['+12015550123']}/resend", headers=auth
+    )
+    assert resend.status_code == 409, resend.text
+
+
+async def test_a_confirmation_after_delivery_unconfirmed_makes_it_confirmed(
+    client: httpx.AsyncClient, telnyx_school: TelnyxSchool, sessionmaker: Sessions
+) -> None:
+    campaign_id, recipient_id = await sent_recipient(client, telnyx_school, sessionmaker)
+    for status in ("delivery_unconfirmed", "delivered", "delivery_unconfirmed"):
+        body = telnyx_receipt(MESSAGE_ID, status)
+        assert (await post_telnyx(client, telnyx_school.keys, body)).status_code == 200
+    detail = await recipient_detail(client, telnyx_school.auth, campaign_id, recipient_id)
+    assert (detail["status"], detail["delivery_confirmed"]) == ("delivered", True)
+    assert detail["attempts_history"][0]["status"] == "delivered"
+
+
+async def test_expired_is_a_soft_sending_error_rescheduled(
+    client: httpx.AsyncClient, telnyx_school: TelnyxSchool, sessionmaker: Sessions
+) -> None:
+    """SPEC §4: Scheduled, Re-attempting Delivery, its next attempt due as the retry policy
+    says (the retry itself: tests/delivery/test_telnyx_statuses.py)."""
+    campaign_id, recipient_id = await sent_recipient(client, telnyx_school, sessionmaker)
+    before = datetime.now(UTC)
+    body = telnyx_receipt(MESSAGE_ID, "expired", code="40014")
+    assert (await post_telnyx(client, telnyx_school.keys, body)).status_code == 200
+    detail = await recipient_detail(client, telnyx_school.auth, campaign_id, recipient_id)
+    assert (detail["status"], detail["status_label"]) == ("scheduled", "Scheduled")
+    assert detail["failed_reason"]["code"] == "reattempting"
+    assert detail["failed_reason"]["provider_error_code"] == "40014"
+    assert detail["delivery_confirmed"] is None
+    assert detail["next_attempt_at"] is not None
+    assert datetime.fromisoformat(detail["next_attempt_at"]) > before  # backoff: later
+    assert detail["attempts_history"][0]["status"] == "expired"
