@@ -1,4 +1,5 @@
-"""Backoff with jitter and the sending window (`app.sending.schedule`), without I/O.
+"""Backoff with jitter, the sending window and the seconds left in it
+(`app.sending.schedule`), without I/O.
 
 Expected instants are written out in UTC by hand (with the zone's offset of that day), not
 computed with the module's own arithmetic.
@@ -12,7 +13,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from app.sending.schedule import backoff_seconds, due_at, in_window, next_opening
+from app.sending.schedule import (
+    backoff_seconds,
+    due_at,
+    in_window,
+    next_opening,
+    seconds_until,
+    validity_seconds,
+    window_closes,
+)
 
 NEW_YORK = "America/New_York"
 DAY = (time(8, 0), time(21, 0))
@@ -249,3 +258,142 @@ def test_an_opening_is_never_in_the_past() -> None:
                     assert in_window(opening.astimezone(zone).time(), *window), where
                     # A day later at most, two when the opening fell in the spring gap.
                     assert opening - now <= timedelta(days=2), where
+
+
+# -- the seconds left in the window (Twilio's ValidityPeriod, SPEC §5.4) ----------------
+
+
+def test_no_window_means_no_validity_period() -> None:
+    now = utc(2025, 6, 2, 3, 0)
+    assert window_closes(now, NEW_YORK, None, None) is None
+    assert validity_seconds(now, NEW_YORK, None, None) is None
+    assert validity_seconds(now, NEW_YORK, time(8), None) is None
+
+
+@pytest.mark.parametrize(
+    ("now", "window", "closes", "seconds"),
+    [
+        # June: New York is UTC-4; 21:00 EDT is 01:00Z the next day.
+        pytest.param(utc(2025, 6, 2, 16, 0), DAY, utc(2025, 6, 3, 1, 0), 32_400, id="9h-left"),
+        pytest.param(utc(2025, 6, 3, 0, 59), DAY, utc(2025, 6, 3, 1, 0), 60, id="a-minute-left"),
+        pytest.param(utc(2025, 6, 2, 12, 0), DAY, utc(2025, 6, 3, 1, 0), 36_000, id="13h-left"),
+        # Wrapping midnight: 23:00 EDT (03:00Z) and 05:00 EDT (09:00Z) close at 06:00 EDT.
+        pytest.param(utc(2025, 6, 3, 3, 0), NIGHT, utc(2025, 6, 3, 10, 0), 25_200, id="wrap-eve"),
+        pytest.param(utc(2025, 6, 3, 9, 0), NIGHT, utc(2025, 6, 3, 10, 0), 3_600, id="wrap-morn"),
+        pytest.param(utc(2025, 6, 3, 2, 0), NIGHT, utc(2025, 6, 3, 10, 0), 28_800, id="wrap-start"),
+    ],
+)
+def test_seconds_left_in_the_window(
+    now: datetime, window: tuple[time, time], closes: datetime, seconds: int
+) -> None:
+    assert window_closes(now, NEW_YORK, *window) == closes
+    assert validity_seconds(now, NEW_YORK, *window) == seconds
+
+
+@pytest.mark.parametrize(
+    ("left", "seconds"),
+    [
+        (timedelta(hours=10), 36_000),
+        (timedelta(hours=10, seconds=1), 36_000),
+        (timedelta(hours=10) - timedelta(seconds=1), 35_999),
+        (timedelta(seconds=90, milliseconds=999), 90),  # rounded down: never past the close
+        (timedelta(seconds=1), 1),
+        (timedelta(milliseconds=400), 1),
+        (timedelta(0), 1),
+        (timedelta(minutes=-5), 1),  # closed since (a send that waited past it)
+    ],
+)
+def test_seconds_are_whole_and_within_twilios_range(left: timedelta, seconds: int) -> None:
+    now = utc(2025, 6, 2, 16, 0)
+    assert seconds_until(now + left, now) == seconds
+
+
+def test_outside_the_window_it_has_closed() -> None:
+    now = utc(2025, 6, 3, 2, 30)  # 22:30 EDT, after an 08:00-21:00 window
+    assert window_closes(now, NEW_YORK, *DAY) == now
+    assert validity_seconds(now, NEW_YORK, *DAY) == 1
+    assert validity_seconds(now, NEW_YORK, *NIGHT) == 27_000  # 06:00 EDT is 10:00Z
+
+
+def test_a_school_in_another_zone_closes_on_its_own_clock() -> None:
+    # 05:00 UTC is 10:30 in Kolkata (UTC+05:30): a 08:00-14:00 window closes at 08:30Z.
+    now = utc(2025, 6, 2, 5, 0)
+    assert window_closes(now, "Asia/Kolkata", time(8), time(14)) == utc(2025, 6, 2, 8, 30)
+    assert validity_seconds(now, "Asia/Kolkata", time(8), time(14)) == 12_600
+
+
+def test_window_closes_keeps_the_callers_time_zone() -> None:
+    now = datetime(2025, 6, 2, 12, 0, tzinfo=ZoneInfo(NEW_YORK))
+    closes = window_closes(now, NEW_YORK, *DAY)
+    assert closes == utc(2025, 6, 3, 1, 0)
+    assert closes is not None and closes.tzinfo is now.tzinfo
+
+
+# DST days in New York, as above: 2025-03-09 02:00 EST -> 03:00 EDT (07:00Z);
+# 2025-11-02 02:00 EDT -> 01:00 EST (06:00Z).
+
+
+def test_a_night_window_is_an_hour_shorter_when_the_clocks_go_forward() -> None:
+    # 23:00 EST on the 8th (04:00Z): 06:00 EDT on the 9th is 10:00Z, six hours away.
+    assert window_closes(utc(2025, 3, 9, 4, 0), NEW_YORK, *NIGHT) == utc(2025, 3, 9, 10, 0)
+    assert validity_seconds(utc(2025, 3, 9, 4, 0), NEW_YORK, *NIGHT) == 6 * 3600
+
+
+def test_a_night_window_is_an_hour_longer_when_the_clocks_go_back() -> None:
+    # 23:00 EDT on the 1st (03:00Z): 06:00 EST on the 2nd is 11:00Z, eight hours away.
+    assert window_closes(utc(2025, 11, 2, 3, 0), NEW_YORK, *NIGHT) == utc(2025, 11, 2, 11, 0)
+    assert validity_seconds(utc(2025, 11, 2, 3, 0), NEW_YORK, *NIGHT) == 8 * 3600
+
+
+def test_a_close_in_the_spring_forward_gap_is_the_clock_change() -> None:
+    # 01:00-02:30: at 01:30 EST (06:30Z) the clock jumps from 02:00 EST to 03:00 EDT at
+    # 07:00Z, past 02:30: the window closes then, not at "02:30 EST" (07:30Z).
+    now = utc(2025, 3, 9, 6, 30)
+    assert window_closes(now, NEW_YORK, time(1), time(2, 30)) == utc(2025, 3, 9, 7, 0)
+    assert validity_seconds(now, NEW_YORK, time(1), time(2, 30)) == 1800
+
+
+def test_falling_back_before_the_opening_closes_the_window() -> None:
+    # 01:30-05:00: at 01:45 EDT (05:45Z) the clock falls back from 02:00 EDT to 01:00 EST
+    # at 06:00Z, before 01:30: outside the window until 01:30 EST (06:30Z).
+    now = utc(2025, 11, 2, 5, 45)
+    window = (time(1, 30), time(5, 0))
+    assert window_closes(now, NEW_YORK, *window) == utc(2025, 11, 2, 6, 0)
+    assert next_opening(utc(2025, 11, 2, 6, 0), NEW_YORK, *window) == utc(2025, 11, 2, 6, 30)
+
+
+def test_a_close_in_the_repeated_hour_is_its_first_pass() -> None:
+    # 00:00-01:30 at 00:45 EDT (04:45Z): the clock reads 01:30 first at 01:30 EDT (05:30Z).
+    now = utc(2025, 11, 2, 4, 45)
+    assert window_closes(now, NEW_YORK, time(0), time(1, 30)) == utc(2025, 11, 2, 5, 30)
+
+
+def test_the_close_is_the_first_moment_outside_the_window() -> None:
+    """Every 7 minutes across both DST days, for a few windows: inside the window, the
+    close is later, the local clock then reads outside it, and it reads inside at every
+    whole minute before (the windows' edges and the clock changes are whole minutes)."""
+    zone = ZoneInfo(NEW_YORK)
+    windows = [
+        DAY,
+        NIGHT,
+        (time(1, 30), time(2, 30)),
+        (time(2, 15), time(3, 15)),
+        (time(1, 30), time(5, 0)),
+        (time(0, 0), time(1, 30)),
+    ]
+    for start in (utc(2025, 3, 8, 12, 0), utc(2025, 11, 1, 12, 0)):
+        for step in range(0, 48 * 60, 7):
+            now = start + timedelta(minutes=step, seconds=17)
+            for window in windows:
+                closes = window_closes(now, NEW_YORK, *window)
+                assert closes is not None
+                where = (now, window, closes)
+                if not in_window(now.astimezone(zone).time(), *window):
+                    assert closes == now, where
+                    continue
+                assert closes > now, where
+                assert not in_window(closes.astimezone(zone).time(), *window), where
+                minute = now.replace(second=0) + timedelta(minutes=1)
+                while minute < closes:
+                    assert in_window(minute.astimezone(zone).time(), *window), (where, minute)
+                    minute += timedelta(minutes=1)
