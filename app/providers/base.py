@@ -19,6 +19,12 @@ class OutboundMessage:
     to: str  # E.164
     body: str
     status_callback: str | None = None
+    # How long the provider may hold the message before giving up on it, in whole seconds
+    # (1-36,000): those left in the school's sending window when it is handed over (SPEC
+    # §5.4; `app.sending.schedule.validity_seconds`). None: no window, the provider's own
+    # limit applies. Twilio sends it as `ValidityPeriod`; Telnyx has no such parameter
+    # (docs/providers.md §1.1, §2.5).
+    validity_seconds: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

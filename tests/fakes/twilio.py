@@ -12,7 +12,8 @@ A tiny Starlette app served by uvicorn on a free port, in the test's event loop:
 
 It checks basic auth (401 with Twilio's error JSON otherwise), answers 201 with a message
 JSON, plays scripted answers per destination (an error code with its HTTP status, 429 with
-Retry-After, 5xx, a delay), records every create request, and lists messages for
+Retry-After, 5xx, a delay), refuses a `ValidityPeriod` outside 1-36,000 as Twilio does
+(400, 21624), records every create request, and lists messages for
 `find_sent` (`To`, `DateSent>=`, paging through `next_page_uri`).
 """
 
@@ -85,6 +86,7 @@ class CreateRequest:
     status_callback: str | None
     form: list[tuple[str, str]]
     authenticated: bool
+    validity_period: str | None = None  # `ValidityPeriod` as sent (absent: None)
 
 
 @dataclass
@@ -242,6 +244,7 @@ class FakeTwilio:
                 status_callback=values.get("StatusCallback"),
                 form=form,
                 authenticated=authenticated,
+                validity_period=values.get("ValidityPeriod"),
             )
         )
         if not authenticated:
@@ -252,6 +255,8 @@ class FakeTwilio:
             return self._error(400, 21602, "Message body is required.")
         if not (values.get("From") or values.get("MessagingServiceSid")):
             return self._error(400, 21603, "A 'From' phone number is required.")
+        if not _valid_period(values.get("ValidityPeriod")):
+            return self._error(400, 21624, "Invalid validity period value")
         answer = self._next_answer(to)
         if answer.delay and self._stopping is not None:
             with contextlib.suppress(TimeoutError):
@@ -348,3 +353,11 @@ class FakeTwilio:
                 "first_page_uri": f"{uri}?{urlencode({**query, 'Page': '0'})}",
             }
         )
+
+
+def _valid_period(value: str | None) -> bool:
+    """Twilio's `ValidityPeriod`: absent, or an integer from 1 to 36,000 (else error 21624,
+    https://www.twilio.com/docs/api/errors/21624)."""
+    if value is None:
+        return True
+    return value.isascii() and value.isdigit() and 1 <= int(value) <= 36_000

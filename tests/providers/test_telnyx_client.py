@@ -64,6 +64,19 @@ async def test_accepted() -> None:
     }
 
 
+async def test_the_window_left_is_not_sent_telnyx_has_no_such_parameter() -> None:
+    """docs/providers.md §2.5: Telnyx's message create documents no validity period."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"data": {"id": "msg-3", "to": [{"status": "queued"}]}})
+
+    telnyx, seen = provider_with(handler)
+    result = await telnyx.send(OutboundMessage(TO, "Hello", validity_seconds=600))
+    assert result.outcome is Outcome.accepted
+    [request] = seen
+    assert json.loads(request.content) == {"to": TO, "text": "Hello", "from": "+15005550006"}
+
+
 async def test_messaging_profile_and_api_base() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"data": {"id": "msg-2", "to": []}})

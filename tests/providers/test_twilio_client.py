@@ -62,6 +62,39 @@ async def test_messaging_service_sender(http: httpx.AsyncClient, fake_twilio: Fa
     assert request.status_callback is None
 
 
+@pytest.mark.parametrize("seconds", [1, 1800, 36_000])
+async def test_the_window_left_goes_as_validity_period(
+    twilio: TwilioProvider, fake_twilio: FakeTwilio, seconds: int
+) -> None:
+    result = await twilio.send(
+        OutboundMessage(to=TO, body="hi", status_callback=CALLBACK, validity_seconds=seconds)
+    )
+    assert result.outcome is Outcome.accepted  # (the fake refuses what Twilio refuses)
+    [request] = fake_twilio.requests
+    assert request.validity_period == str(seconds)
+
+
+@pytest.mark.parametrize("seconds", [0, 36_001])
+async def test_a_validity_period_out_of_twilios_range_is_refused(
+    twilio: TwilioProvider, fake_twilio: FakeTwilio, seconds: int
+) -> None:
+    """What the fake (as Twilio) does with a value the window arithmetic must never send."""
+    result = await twilio.send(OutboundMessage(to=TO, body="hi", validity_seconds=seconds))
+    assert result.outcome is not Outcome.accepted
+    assert result.error_code == "21624"
+    assert fake_twilio.messages == []
+
+
+async def test_no_window_sends_no_validity_period(
+    twilio: TwilioProvider, fake_twilio: FakeTwilio
+) -> None:
+    result = await twilio.send(message())
+    assert result.outcome is Outcome.accepted
+    [request] = fake_twilio.requests
+    assert request.validity_period is None
+    assert "ValidityPeriod" not in dict(request.form)
+
+
 def test_a_sender_is_required(http: httpx.AsyncClient) -> None:
     with pytest.raises(ValueError):
         TwilioProvider(http, account_sid="AC1", auth_token="t")

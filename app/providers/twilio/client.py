@@ -77,6 +77,13 @@ class TwilioProvider:
             form["From"] = self.from_number
         if message.status_callback:
             form["StatusCallback"] = message.status_callback
+        if message.validity_seconds is not None:
+            # How long Twilio may keep the message in its queue before giving up on it
+            # (error 30036): the seconds left in the school's sending window, so a queued
+            # message never goes out at night. An integer, 1 to 36,000 (the default):
+            # twilio-oai spec/json/twilio_api_v2010.json, Messages create `ValidityPeriod`
+            # (https://github.com/twilio/twilio-oai); docs/providers.md §1.1.
+            form["ValidityPeriod"] = str(message.validity_seconds)
         try:
             response = await self._http.post(
                 self.messages_url,
