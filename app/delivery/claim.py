@@ -59,6 +59,7 @@ async def claim(
             school,
             # Once per school and claim: the window does not move within it.
             policy.window_opening(school, now),
+            policy.window_closes(school, now),
             account,
             provider,
             registry.callback_url(provider.name),
@@ -196,6 +197,7 @@ def _add_job(
             recover_only=recover_only,
             expire_reason=expire,
             slots=slots,
+            window_closes=sender.closes,
         )
     )
 

@@ -53,6 +53,8 @@ class Job:
     # Message ids the school's other attempts to this number hold: a recovery that finds
     # one of them found another campaign's message (same text), not this attempt's.
     taken: frozenset[str] = frozenset()
+    # When the school's sending window closes (its Sender's `closes`; None: no window).
+    window_closes: datetime | None = None
 
 
 @dataclass
@@ -68,6 +70,9 @@ class Sender:
 
     school: School
     opening: datetime  # of its sending window: now, or when it next opens
+    # When the window open at the claim closes (None: no window): each send's message
+    # may wait at the provider only until then (`validity_seconds`, reckoned at the send).
+    closes: datetime | None
     account: ProviderAccount | None
     provider: Provider
     callback: str | None

@@ -1,19 +1,23 @@
 """The send, step 2 of a cycle, outside any transaction: each job's message handed to its
 provider, at most `WORKER_CONCURRENCY` at once, each in its rate slot
 (`app.delivery.pacing`), each admitted just before it starts (`app.delivery.admission`: not
-if staff stopped it meanwhile), a recovery asked about first (`app.delivery.recover`)."""
+if staff stopped it meanwhile), a recovery asked about first (`app.delivery.recover`), and
+given the seconds then left in its school's sending window (`_timed`)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.delivery.admission import Admission, Candidate
 from app.delivery.jobs import Handover, Job
 from app.delivery.recover import Finder
+from app.kit.clock import utcnow
 from app.kit.db import unit_of_work
-from app.providers.base import SendResult
+from app.providers.base import OutboundMessage, SendResult
+from app.sending import schedule
 from app.sending.outcomes import Outcome
 
 
@@ -43,7 +47,7 @@ async def send(
             if not await admission.admit(candidate):
                 return Handover(job, None)  # stopped meanwhile (close, archive, opt-out)
             try:
-                return Handover(job, await job.provider.send(job.message))
+                return Handover(job, await job.provider.send(_timed(job)))
             finally:
                 admission.release(candidate)  # answered: a stop may go ahead
 
@@ -55,3 +59,15 @@ async def send(
             return list(await asyncio.gather(*(one(job) for job in jobs)))
         finally:
             await admission.finish()
+
+
+def _timed(job: Job) -> OutboundMessage:
+    """The job's message with the seconds left in its school's sending window, reckoned
+    now, as the send starts (SPEC §5.4), rather than at the claim: a send may wait for its
+    rate slot or its turn, and the provider's hold must end when the window does, not that
+    long after. The window's close was found once per school at the claim; this is one
+    subtraction."""
+    if job.window_closes is None:
+        return job.message
+    validity = schedule.seconds_until(job.window_closes, utcnow())
+    return dataclasses.replace(job.message, validity_seconds=validity)

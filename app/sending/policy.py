@@ -69,3 +69,11 @@ def window_opening(school: School, now: datetime) -> datetime:
     return schedule.next_opening(
         now, school.timezone, school.sending_window_start, school.sending_window_end
     )
+
+
+def window_closes(school: School, now: datetime) -> datetime | None:
+    """When the school's sending window that contains `now` closes (`now` outside it);
+    None when the school has no window."""
+    return schedule.window_closes(
+        now, school.timezone, school.sending_window_start, school.sending_window_end
+    )

@@ -1,13 +1,16 @@
-"""The school's sending window: nothing is sent outside it, and a retry that falls after it
-waits for its opening. The real Engine against the fake Twilio on loopback.
+"""The school's sending window: nothing is sent outside it, a retry that falls after it
+waits for its opening, and what is sent inside it may wait at Twilio only until it closes
+(`ValidityPeriod`, SPEC §5.4). The real Engine against the fake Twilio on loopback.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
+import pytest
 
 from app.delivery.engine import Engine
 from tests.fakes.twilio import Answer
@@ -111,3 +114,80 @@ async def test_a_retry_that_falls_after_the_window_waits_for_its_opening(
     assert recipient["status"] == "scheduled"
     expected = next_local(window["start"], zone, before + timedelta(minutes=30))
     assert at(recipient["next_attempt_at"]) == expected
+
+
+async def open_window(
+    client: httpx.AsyncClient, school: TwilioSchool, zone: str, opened: timedelta, left: timedelta
+) -> dict[str, str]:
+    """Give the school a window open since `opened` ago, closing in about `left` (its end
+    is a whole minute: up to a minute sooner)."""
+    local = now().astimezone(ZoneInfo(zone))
+    window = {"start": hhmm(local - opened), "end": hhmm(local + left)}
+    response = await client.patch(
+        "/v1/school", json={"timezone": zone, "sending_window": window}, headers=school.auth
+    )
+    assert response.status_code == 200, response.text
+    return window
+
+
+@pytest.mark.parametrize("zone", ["Asia/Kolkata", "America/Chicago"])
+async def test_a_message_may_wait_at_twilio_only_until_the_window_closes(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    zone: str,
+) -> None:
+    window = await open_window(client, twilio_school, zone, timedelta(hours=1), timedelta(hours=2))
+    number = phone(0)
+    await launch(client, twilio_school, number)
+
+    before = now()  # before the claim
+    assert await delivery.run_once() == 1
+    after = now()  # after the send
+
+    closes = next_local(window["end"], ZoneInfo(zone), before)
+    [request] = twilio.requests
+    assert request.validity_period is not None
+    # The seconds left when the message was handed over, rounded down: the send happened
+    # between `before` and `after`, however long the busy machine took.
+    assert (
+        math.floor((closes - after).total_seconds())
+        <= int(request.validity_period)
+        <= math.floor((closes - before).total_seconds())
+    )
+    assert twilio.sends_to(number) == 1
+
+
+async def test_without_a_window_twilio_keeps_its_own_limit(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+) -> None:
+    number = phone(0)
+    await launch(client, twilio_school, number)  # (the school has no window)
+
+    assert await delivery.run_once() == 1
+
+    [request] = twilio.requests
+    assert request.validity_period is None
+    assert "ValidityPeriod" not in dict(request.form)
+
+
+async def test_more_than_ten_hours_left_is_twilios_longest_hold(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+) -> None:
+    await open_window(
+        client, twilio_school, "Europe/Berlin", timedelta(minutes=30), timedelta(hours=11)
+    )
+    number = phone(0)
+    await launch(client, twilio_school, number)
+
+    assert await delivery.run_once() == 1
+
+    [request] = twilio.requests
+    assert request.validity_period == "36000"
