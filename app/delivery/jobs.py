@@ -62,6 +62,9 @@ class Handover:
     job: Job
     result: SendResult | None  # None: released unsent (shutdown, or stopped meanwhile)
     expired: bool = False  # (with None) not sent because its retry age ran out
+    # (with None) a recovery whose provider could not tell whether the hand-over went out:
+    # nothing sent, asked again later (`app.delivery.recover.ask_again_at`)
+    undecided: bool = False
 
 
 @dataclass(slots=True)

@@ -114,7 +114,9 @@ async def _record(
             result = outcome.result
             if result is None:
                 if ours:
-                    if outcome.expired:
+                    if outcome.undecided:
+                        _ask_again(row, job, schools[row.school_id], now)
+                    elif outcome.expired:
                         _expire(row, job)
                         finished.add(row.campaign_id)
                     else:
@@ -170,6 +172,19 @@ def _expire(row: RecipientRow, job: Job) -> None:
     change = rules.on_retry_expired(state_of(row), job.expire_reason)
     if change is not None:
         apply_change(row, change)
+
+
+def _ask_again(row: RecipientRow, job: Job, school: School, now: datetime) -> None:
+    """The provider could not tell whether the hand-over went out: nothing was sent, the
+    recipient stays as it is (its hand-over still begun: `claimed_at`), and is due again
+    when it is time to ask (SPEC §5.2)."""
+    row.claimed_by = None
+    row.next_attempt_at = recover.ask_again_at(
+        job,
+        now,
+        float(school.retry_base_delay_seconds),
+        float(school.retry_max_delay_seconds),
+    )
 
 
 def _release(row: RecipientRow, job: Job, now: datetime) -> None:

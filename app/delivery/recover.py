@@ -5,11 +5,15 @@ A worker killed between its claim and its record leaves its recipients leased wi
 `claimed_at` set; when the lease runs out another worker claims them and asks the
 provider whether the message went out since then (`Provider.find_sent`), and only sends
 when it did not. The same holds for an attempt recorded as `unknown` (the provider's
-answer was lost). A recovery must find its own message, not another attempt's with the
-same text to the same number: the message ids other attempts hold are excluded
-(`mark_taken`), recoveries of one number and text take turns (`Finder`), and one that
-still finds a message another attempt holds is recorded as not known yet
-(`recorded_elsewhere`, `NOT_ITS_MESSAGE`).
+answer was lost). The provider answers sent, not sent, or can't tell (SPEC §5.2): can't tell
+never sends; the recipient stays as it is, its claim's hand-over begun, and is asked about
+again later (`ask_again_at`), until the provider could no longer be holding the message
+(`Provider.holding_seconds`), when it is taken as not sent.
+
+A recovery must find its own message, not another attempt's with the same text to the same
+number: the message ids other attempts hold are excluded (`mark_taken`), recoveries of one
+number and text take turns (`Finder`), and one that still finds a message another attempt
+holds is recorded as not known yet (`recorded_elsewhere`, `NOT_ITS_MESSAGE`).
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.delivery import sql
 from app.delivery.jobs import Handover, Job
-from app.providers.base import SendResult
+from app.kit.clock import utcnow
+from app.providers.base import Lookup, LookupAnswer, SendResult
 from app.providers.http_answers import SOFT_SENDING_ERROR
 from app.sending.outcomes import Outcome
 
@@ -63,18 +68,58 @@ class Finder:
         self._turns: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
         self._found: set[str] = set()
 
-    async def find(self, job: Job) -> str | None:
-        """The message id of the job's hand-over, if it went out."""
+    async def find(self, job: Job) -> Lookup:
+        """Whether the job's hand-over went out (with its message id if it did)."""
         to, body = job.message.to, job.message.body
         async with self._turns[to, body]:
-            sid = await job.provider.find_sent(
+            found = await job.provider.find_sent(
                 to, job.started, body, exclude=job.taken | self._found
             )
-            if sid is not None:
-                self._found.add(sid)
-        if sid is not None:
-            log.info("attempt %s went out as %s: not sent again", job.attempt_id, sid)
-        return sid
+            if found.provider_message_id is not None:
+                self._found.add(found.provider_message_id)
+        if found.answer is LookupAnswer.sent:
+            log.info(
+                "attempt %s went out as %s: not sent again",
+                job.attempt_id,
+                found.provider_message_id,
+            )
+        elif found.answer is LookupAnswer.cant_tell:
+            found = self._after_holding(job, found)
+        return found
+
+    @staticmethod
+    def _after_holding(job: Job, found: Lookup) -> Lookup:
+        """ "Can't tell" stays so until the provider could no longer hold the message: then,
+        no receipt having named the attempt (it would be resolved, not recovering), it is
+        taken as not sent (SPEC §5.2)."""
+        held = (utcnow() - job.started).total_seconds()
+        if held > job.provider.holding_seconds:
+            log.warning(
+                "recipient %s: %s cannot tell whether it went out (%s), and no receipt came "
+                "in %.0f s, longer than it holds a message: taken as not sent",
+                job.recipient_id,
+                job.provider.name,
+                found.why,
+                held,
+            )
+            return Lookup.not_sent()
+        log.warning(
+            "recipient %s: %s cannot tell whether it went out (%s): asked again later",
+            job.recipient_id,
+            job.provider.name,
+            found.why,
+        )
+        return found
+
+
+def ask_again_at(job: Job, now: datetime, base: float, cap: float) -> datetime:
+    """When a recovery that could not tell asks again: as long after now as the hand-over
+    is old, so the waits double (between the school's base and max retry delays), and never
+    later than just past the provider's holding time, when the answer no longer matters."""
+    age = (now - job.started).total_seconds()
+    wait = min(max(age, base), cap)
+    holding_ends = job.started + timedelta(seconds=job.provider.holding_seconds + 1)
+    return max(min(now + timedelta(seconds=wait), holding_ends), now + timedelta(seconds=1))
 
 
 async def recorded_elsewhere(session: AsyncSession, outcomes: list[Handover]) -> set[int]:

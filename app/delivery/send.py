@@ -16,7 +16,7 @@ from app.delivery.jobs import Handover, Job
 from app.delivery.recover import Finder
 from app.kit.clock import utcnow
 from app.kit.db import unit_of_work
-from app.providers.base import OutboundMessage, SendResult
+from app.providers.base import LookupAnswer, OutboundMessage, SendResult
 from app.sending import schedule
 from app.sending.outcomes import Outcome
 
@@ -38,9 +38,12 @@ async def send(
             if stopping.is_set():
                 return Handover(job, None)
             if job.recovering:
-                sid = await finder.find(job)
-                if sid is not None:
-                    return Handover(job, SendResult(Outcome.accepted, sid, "queued"))
+                found = await finder.find(job)
+                if found.answer is LookupAnswer.cant_tell:
+                    return Handover(job, None, undecided=True)  # never a send: ask again
+                if found.provider_message_id is not None:
+                    sent = SendResult(Outcome.accepted, found.provider_message_id, "queued")
+                    return Handover(job, sent)
             if job.recover_only:
                 return Handover(job, None, expired=job.expire_reason is not None)
             candidate = Candidate(job.recipient_id, job.campaign_id, job.claim)

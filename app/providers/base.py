@@ -6,6 +6,7 @@ what a recipient's status becomes (that is app.sending.status).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +42,37 @@ class SendResult:
     retry_after_seconds: float | None = None
     # The provider's (or the network's) words, for logs and the attempt history only.
     error_message: str | None = None
+
+
+class LookupAnswer(enum.StrEnum):
+    """What a provider says when asked whether a message went out (SPEC §5.2)."""
+
+    sent = "sent"  # it went out (or is in the provider's queue): its id is known
+    not_sent = "not_sent"  # the provider was asked and has no such message
+    cant_tell = "cant_tell"  # the question could not be answered (429, 5xx, timeout, page cap,
+    # or no lookup at all): never a reason to send
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """The answer to "did it go out?", with the message id when it did."""
+
+    answer: LookupAnswer
+    provider_message_id: str | None = None
+    # Why the provider could not tell (for logs only).
+    why: str | None = None
+
+    @classmethod
+    def sent(cls, provider_message_id: str) -> Lookup:
+        return cls(LookupAnswer.sent, provider_message_id)
+
+    @classmethod
+    def not_sent(cls) -> Lookup:
+        return cls(LookupAnswer.not_sent)
+
+    @classmethod
+    def cant_tell(cls, why: str) -> Lookup:
+        return cls(LookupAnswer.cant_tell, why=why)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +119,11 @@ class MalformedWebhook(WebhookError):
 
 class Provider(Protocol):
     name: str
+    # The longest a message can wait at the provider before it goes out or is dropped
+    # (Twilio: the largest ValidityPeriod, 36,000 s). A hand-over whose lookup keeps
+    # answering "can't tell", and that no receipt named, for longer than this is taken as
+    # not sent (SPEC §5.2).
+    holding_seconds: float
 
     async def send(self, message: OutboundMessage) -> SendResult:
         """Hand one message to the provider; never raises for provider or network errors."""
@@ -94,11 +131,12 @@ class Provider(Protocol):
 
     async def find_sent(
         self, to: str, since: datetime, body: str, exclude: Collection[str] = ()
-    ) -> str | None:
-        """The provider message id of a message to `to` created since `since`, if any,
-        other than the ids in `exclude`.
+    ) -> Lookup:
+        """Whether a message to `to` with this body, created since `since`, went out from
+        this sender, other than the ids in `exclude` (messages other attempts hold).
 
-        Used after an outcome_unknown send, before sending again. Never raises; None also
-        when the provider cannot be asked (or offers no listing), so a resend may duplicate.
+        Used after an outcome_unknown send or a hand-over cut short, before sending again.
+        Never raises: a lookup that failed, was cut short, or cannot be made is `cant_tell`,
+        never `not_sent`.
         """
         ...

@@ -13,8 +13,22 @@ A tiny Starlette app served by uvicorn on a free port, in the test's event loop:
 It checks basic auth (401 with Twilio's error JSON otherwise), answers 201 with a message
 JSON, plays scripted answers per destination (an error code with its HTTP status, 429 with
 Retry-After, 5xx, a delay), refuses a `ValidityPeriod` outside 1-36,000 as Twilio does
-(400, 21624), records every create request, and lists messages for
-`find_sent` (`To`, `DateSent>=`, paging through `next_page_uri`).
+(400, 21624), records every create request, fetches one message
+(`GET .../Messages/{sid}.json`), and lists messages for `find_sent`.
+
+The list keeps Twilio's documented contract, including its unkind parts
+(https://www.twilio.com/docs/messaging/api/message-resource#read-multiple-message-resources;
+twilio-oai `spec/json/twilio_api_v2010.json`, operation ListMessage):
+- sorted by `date_sent`, newest first; a message still in Twilio's queue (`queued`,
+  `accepted`, `scheduled`) has `date_sent` null, and where such messages sort is not
+  documented: `queued_placement` puts them `"first"` or `"last"` (tests try both);
+- filters `To`, `From` (exact), `DateSent` / `DateSent<` / `DateSent>` on the sent date (a
+  message with no `date_sent` never matches a date filter);
+- `PageSize` (default 50, at most 1000; `max_page_size` lowers the cap, as a test needs
+  small pages without thousands of messages), `next_page_uri` null on the last page;
+- list calls can be scripted to fail (`script_list`: 429, 5xx, slow past a timeout).
+A created message stays `queued` with no `date_sent` until the test says it went out
+(`mark_sent`), as at Twilio while its queue holds it.
 """
 
 from __future__ import annotations
@@ -26,8 +40,9 @@ import email.utils
 import socket
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -99,7 +114,11 @@ class FakeTwilio:
     list_requests: list[dict[str, str]] = field(default_factory=list)
     # Every message the fake holds, oldest first, as Twilio's Message JSON.
     messages: list[dict[str, Any]] = field(default_factory=list)
+    # Where messages with no date_sent (still queued) sort in the list: undocumented.
+    queued_placement: str = "last"
+    max_page_size: int = 1000
     _scripts: dict[str, deque[Answer]] = field(default_factory=dict)
+    _list_scripts: deque[Answer] = field(default_factory=deque)
     _always: dict[str, Answer] = field(default_factory=dict)
     _server: uvicorn.Server | None = None
     _task: asyncio.Task[None] | None = None
@@ -112,6 +131,18 @@ class FakeTwilio:
         """The next create calls to `to` get these answers, in order, then the default."""
         self._scripts.setdefault(to, deque()).extend(answers)
 
+    def script_list(self, *answers: Answer) -> None:
+        """The next list calls get these answers (a 2xx one lists), in order, then lists."""
+        self._list_scripts.extend(answers)
+
+    def mark_sent(self, sid: str, status: str = "sent", at: datetime | None = None) -> None:
+        """The message left Twilio's queue: it gets its date_sent (and a new status)."""
+        [message] = [m for m in self.messages if m["sid"] == sid]
+        sent = (at or datetime.now(UTC)).astimezone(UTC)
+        message["_sent"] = sent
+        message["date_sent"] = message["date_updated"] = email.utils.format_datetime(sent)
+        message["status"] = status
+
     def always(self, to: str, answer: Answer) -> None:
         """Every create call to `to` (after its scripted ones) gets this answer."""
         self._always[to] = answer
@@ -123,6 +154,9 @@ class FakeTwilio:
         self.messages.clear()
         self._scripts.clear()
         self._always.clear()
+        self._list_scripts.clear()
+        self.queued_placement = "last"
+        self.max_page_size = 1000
 
     def sends_to(self, to: str) -> int:
         """Create calls received for `to` (authenticated ones)."""
@@ -136,9 +170,20 @@ class FakeTwilio:
         created_at: datetime | None = None,
         direction: str = "outbound-api",
         status: str = "delivered",
+        from_number: str | None = None,
+        messaging_service_sid: str | None = None,
     ) -> str:
-        """Put a message in the account's log (as if sent earlier); its sid."""
-        message = self._store(to, body, self.from_number, None, created_at, direction, status)
+        """Put a message in the account's log (as if sent earlier); its sid. A message in
+        a queued state has no date_sent; any other was sent when it was created."""
+        message = self._store(
+            to,
+            body,
+            from_number or self.from_number,
+            messaging_service_sid,
+            created_at,
+            direction,
+            status,
+        )
         return str(message["sid"])
 
     @property
@@ -193,10 +238,12 @@ class FakeTwilio:
 
     def app(self) -> Starlette:
         path = f"/{API_VERSION}/Accounts/{{account_sid}}/Messages.json"
+        one = f"/{API_VERSION}/Accounts/{{account_sid}}/Messages/{{sid}}.json"
         return Starlette(
             routes=[
                 Route(path, self._create, methods=["POST"]),
                 Route(path, self._list, methods=["GET"]),
+                Route(one, self._fetch, methods=["GET"]),
             ]
         )
 
@@ -266,7 +313,9 @@ class FakeTwilio:
             message = self._store(
                 to,
                 values["Body"],
-                values.get("From") or self.from_number,
+                # A Messaging Service picks the sender later: `from` is null until then
+                # ("a sender hasn't yet been assigned", message-resource page, num_segments).
+                values.get("From"),
                 values.get("MessagingServiceSid"),
                 None,
                 "outbound-api",
@@ -288,7 +337,7 @@ class FakeTwilio:
         self,
         to: str,
         body: str,
-        from_number: str,
+        from_number: str | None,
         messaging_service_sid: str | None,
         created_at: datetime | None,
         direction: str,
@@ -297,6 +346,7 @@ class FakeTwilio:
         sid = "SM" + uuid.uuid4().hex
         created = (created_at or datetime.now(UTC)).astimezone(UTC)
         stamp = email.utils.format_datetime(created)
+        sent = None if status in QUEUED else created
         message: dict[str, Any] = {
             "sid": sid,
             "account_sid": self.account_sid,
@@ -315,44 +365,93 @@ class FakeTwilio:
             "price_unit": "USD",
             "date_created": stamp,
             "date_updated": stamp,
-            "date_sent": stamp,
+            "date_sent": None if sent is None else stamp,
             "uri": f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{sid}.json",
-            "_created": created,  # for filtering; dropped from answers
+            "_created": created,  # for sorting and filtering; dropped from answers
+            "_sent": sent,
         }
         self.messages.append(message)
         return {k: v for k, v in message.items() if not k.startswith("_")}
+
+    async def _fetch(self, request: Request) -> Response:
+        """`GET .../Messages/{sid}.json`: the message, or 404 with code 20404."""
+        if not self._authenticated(request):
+            return self._error(401, 20003, "Authenticate")
+        sid = request.path_params["sid"]
+        for message in self.messages:
+            if message["sid"] == sid:
+                return JSONResponse(_public(message))
+        return self._error(404, 20404, f"The requested resource {request.url.path} was not found")
 
     async def _list(self, request: Request) -> Response:
         if not self._authenticated(request):
             return self._error(401, 20003, "Authenticate")
         query = dict(request.query_params)
         self.list_requests.append(query)
+        if self._list_scripts:
+            answer = self._list_scripts.popleft()
+            if answer.delay and self._stopping is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), answer.delay)
+            if not 200 <= answer.status < 300:
+                headers = {"Retry-After": answer.retry_after} if answer.retry_after else None
+                code, message = answer.code or 20500, answer.message or "error"
+                return self._error(answer.status, code, message, headers)
         found = [m for m in self.messages if "To" not in query or m["to"] == query["To"]]
         if "From" in query:
             found = [m for m in found if m["from"] == query["From"]]
-        since = query.get("DateSent>=")
-        if since:
-            day = datetime.fromisoformat(since).date()
-            found = [m for m in found if m["_created"].date() >= day]
-        found.sort(key=lambda m: m["_created"], reverse=True)
-        size = max(1, min(1000, int(query.get("PageSize", "50"))))
+        for key, keep in _DATE_FILTERS.items():
+            if key in query:
+                day = date.fromisoformat(query[key].lstrip("=")[:10])
+                found = [m for m in found if m["_sent"] and keep(m["_sent"].date(), day)]
+        found.sort(key=self._order)
+        size = max(1, min(self.max_page_size, int(query.get("PageSize", "50"))))
         page = int(query.get("Page", "0"))
         chunk = found[page * size : (page + 1) * size]
         uri = request.url.path
         next_page_uri = None
         if (page + 1) * size < len(found):
-            next_page_uri = f"{uri}?{urlencode({**query, 'Page': str(page + 1)})}"
+            following = {**query, "Page": str(page + 1), "PageToken": f"PA{uuid.uuid4().hex}"}
+            next_page_uri = f"{uri}?{urlencode(following)}"
         return JSONResponse(
             {
-                "messages": [{k: v for k, v in m.items() if not k.startswith("_")} for m in chunk],
+                "messages": [_public(m) for m in chunk],
                 "page": page,
                 "page_size": size,
+                "start": page * size,
+                "end": page * size + max(len(chunk) - 1, 0),
                 "uri": f"{uri}?{request.url.query}",
                 "next_page_uri": next_page_uri,
                 "previous_page_uri": None,
                 "first_page_uri": f"{uri}?{urlencode({**query, 'Page': '0'})}",
             }
         )
+
+    def _order(self, message: dict[str, Any]) -> tuple[int, float, float]:
+        """Newest date_sent first; the messages with none first or last, newest created
+        first among them (that part is the fake's guess: Twilio does not say)."""
+        sent: datetime | None = message["_sent"]
+        created: datetime = message["_created"]
+        if sent is None:
+            group = 0 if self.queued_placement == "first" else 2
+            return group, -created.timestamp(), 0.0
+        return 1, -sent.timestamp(), -created.timestamp()
+
+
+# Statuses of a message Twilio still holds in its queue: no date_sent yet.
+QUEUED = frozenset({"queued", "accepted", "scheduled"})
+
+_DATE_FILTERS: dict[str, Callable[[date, date], bool]] = {
+    "DateSent": lambda sent, day: sent == day,
+    "DateSent<": lambda sent, day: sent <= day,
+    "DateSent>": lambda sent, day: sent >= day,
+    "DateSent<=": lambda sent, day: sent <= day,
+    "DateSent>=": lambda sent, day: sent >= day,
+}
+
+
+def _public(message: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in message.items() if not k.startswith("_")}
 
 
 def _valid_period(value: str | None) -> bool:

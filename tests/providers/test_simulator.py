@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.providers.base import OutboundMessage, Provider, Receipt
+from app.providers.base import Lookup, LookupAnswer, OutboundMessage, Provider, Receipt
 from app.providers.simulator import RULES, SimulatorProvider, rule_for
 from app.sending.outcomes import Classification, Outcome
 
@@ -159,10 +159,15 @@ async def test_find_sent(simulator: SimulatorProvider) -> None:
     since = datetime.now(UTC)
     to = number("08")
     result = await simulator.send(OutboundMessage(to, "Hello"))
-    assert await simulator.find_sent(to, since, "Hello") == result.provider_message_id
-    assert await simulator.find_sent(to, since, "Other") is None
-    assert await simulator.find_sent(to, since + timedelta(minutes=1), "Hello") is None
-    assert await simulator.find_sent(number("00"), since, "Hello") is None
+    assert result.provider_message_id is not None
+    sent = Lookup.sent(result.provider_message_id)
+    assert await simulator.find_sent(to, since, "Hello") == sent
+    assert await simulator.find_sent(to, since, "Other") == Lookup.not_sent()
+    assert await simulator.find_sent(to, since + timedelta(minutes=1), "Hello") == Lookup.not_sent()
+    assert await simulator.find_sent(number("00"), since, "Hello") == Lookup.not_sent()
+    # A hand-over begun before this simulator started (another process's): it cannot tell.
+    earlier = await simulator.find_sent(to, since - timedelta(hours=1), "Other")
+    assert earlier.answer is LookupAnswer.cant_tell
 
 
 async def test_receipts_come_after_the_delay_and_aclose_cancels(inbox: Inbox) -> None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from app.providers.base import OutboundMessage, Provider
+from app.providers.base import LookupAnswer, OutboundMessage, Provider
 from app.providers.telnyx.client import TelnyxProvider
 from app.sending.outcomes import Classification, Outcome
 
@@ -154,9 +154,14 @@ async def test_transport_errors_are_soft(exc: Exception, unknown: bool) -> None:
     assert result.outcome_unknown is unknown
 
 
-async def test_find_sent_has_no_listing() -> None:
+async def test_find_sent_cannot_tell_without_a_lookup() -> None:
+    """Telnyx has no per-number message list we can trust (README): never "not sent"."""
+
     def handler(request: httpx.Request) -> httpx.Response:
         raise AssertionError("find_sent must not call Telnyx")
 
     telnyx, _ = provider_with(handler)
-    assert await telnyx.find_sent(TO, datetime.now(UTC), "Hi") is None
+    found = await telnyx.find_sent(TO, datetime.now(UTC), "Hi")
+    assert found.answer is LookupAnswer.cant_tell
+    assert found.provider_message_id is None
+    assert telnyx.holding_seconds == 36_000

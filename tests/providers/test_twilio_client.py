@@ -6,11 +6,12 @@ import asyncio
 import email.utils
 import socket
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
 
-from app.providers.base import OutboundMessage, Provider
+from app.providers.base import Lookup, LookupAnswer, OutboundMessage, Provider
 from app.providers.twilio.client import TwilioProvider
 from app.sending.outcomes import Classification, Outcome
 from tests.fakes.twilio import Answer, FakeTwilio
@@ -207,8 +208,9 @@ async def test_connection_refused_is_soft_and_not_sent(http: httpx.AsyncClient) 
     assert not result.outcome_unknown
     assert result.classification == Classification("sending_error", True)
     assert result.error_message is not None and "ConnectError" in result.error_message
-    # Nor does the lookup raise.
-    assert await provider.find_sent(TO, datetime.now(UTC), "x") is None
+    # Nor does the lookup raise: it cannot tell.
+    found = await provider.find_sent(TO, datetime.now(UTC), "x")
+    assert found.answer is LookupAnswer.cant_tell
 
 
 async def test_bad_api_base_is_a_hard_sending_error(http: httpx.AsyncClient) -> None:
@@ -243,8 +245,8 @@ async def test_read_timeout_is_outcome_unknown_then_found(
             if fake_twilio.messages:
                 break
             await asyncio.sleep(0.05)
-        sid = await provider.find_sent(TO, since, message().body)
-        assert sid == fake_twilio.messages[-1]["sid"]
+        found = await provider.find_sent(TO, since, message().body)
+        assert found == Lookup.sent(fake_twilio.messages[-1]["sid"])
         assert fake_twilio.sends_to(TO) == 1
 
 
@@ -255,7 +257,8 @@ async def test_500_that_created_the_message_is_found(
     fake_twilio.script(TO, Answer.server_error(created=True))
     result = await twilio.send(message())
     assert result.outcome_unknown
-    assert await twilio.find_sent(TO, since, message().body) == fake_twilio.messages[-1]["sid"]
+    found = await twilio.find_sent(TO, since, message().body)
+    assert found == Lookup.sent(fake_twilio.messages[-1]["sid"])
 
 
 async def test_find_sent_matches_number_body_direction_and_time(
@@ -267,12 +270,13 @@ async def test_find_sent_matches_number_body_direction_and_time(
     fake_twilio.add_message(TO, "another text", created_at=now)
     fake_twilio.add_message(TO, body, created_at=now, direction="inbound")
     fake_twilio.add_message("+14155550999", body, created_at=now)
-    assert await twilio.find_sent(TO, now - timedelta(seconds=1), body) is None
+    fake_twilio.add_message(TO, body, created_at=now, from_number="+15005550001")  # not ours
+    assert await twilio.find_sent(TO, now - timedelta(seconds=1), body) == Lookup.not_sent()
 
     wanted = fake_twilio.add_message(TO, body, created_at=now + timedelta(seconds=1))
-    assert await twilio.find_sent(TO, now, body) == wanted
+    assert await twilio.find_sent(TO, now, body) == Lookup.sent(wanted)
     query = fake_twilio.list_requests[-1]
-    assert query["To"] == TO
+    assert (query["To"], query["From"]) == (TO, fake_twilio.from_number)
     # No DateSent filter: a message still queued at Twilio has no date_sent yet.
     assert "DateSent>=" not in query
 
@@ -285,7 +289,8 @@ async def test_find_sent_follows_next_page_uri(
     wanted = fake_twilio.add_message(TO, body, created_at=now)
     for i in range(150):  # newer messages to the same number push it to page two
         fake_twilio.add_message(TO, f"other {i}", created_at=now + timedelta(seconds=1))
-    assert await twilio.find_sent(TO, now, body) == wanted
+    fake_twilio.max_page_size = 100
+    assert await twilio.find_sent(TO, now, body) == Lookup.sent(wanted)
     assert len(fake_twilio.list_requests) == 2
     assert fake_twilio.list_requests[1]["Page"] == "1"
 
@@ -301,7 +306,8 @@ async def test_find_sent_is_none_when_twilio_refuses(
         from_number=fake_twilio.from_number,
         api_base=fake_twilio.url,
     )
-    assert await provider.find_sent(TO, datetime.now(UTC) - timedelta(minutes=1), "hi") is None
+    found = await provider.find_sent(TO, datetime.now(UTC) - timedelta(minutes=1), "hi")
+    assert found.answer is LookupAnswer.cant_tell
 
 
 async def test_sends_are_counted_per_number(
@@ -319,13 +325,138 @@ async def test_sends_are_counted_per_number(
     assert fake_twilio.sends_to(other) == 2
 
 
-async def test_find_sent_skips_excluded_and_stops_at_older_pages(
+async def test_find_sent_skips_excluded_messages(
     twilio: TwilioProvider, fake_twilio: FakeTwilio
 ) -> None:
     now = datetime.now(UTC)
     body = "Early dismissal at 1pm"
     first = fake_twilio.add_message(TO, body, created_at=now + timedelta(seconds=1))
     second = fake_twilio.add_message(TO, body, created_at=now + timedelta(seconds=2))
-    assert await twilio.find_sent(TO, now, body) == second
-    assert await twilio.find_sent(TO, now, body, exclude={second}) == first
-    assert await twilio.find_sent(TO, now, body, exclude={first, second}) is None
+    assert await twilio.find_sent(TO, now, body) == Lookup.sent(second)
+    assert await twilio.find_sent(TO, now, body, exclude={second}) == Lookup.sent(first)
+    assert await twilio.find_sent(TO, now, body, exclude={first, second}) == Lookup.not_sent()
+
+
+def small_pages(http: httpx.AsyncClient, fake: FakeTwilio, **extra: Any) -> TwilioProvider:
+    return TwilioProvider(
+        http,
+        account_sid=fake.account_sid,
+        auth_token=fake.auth_token,
+        from_number=fake.from_number,
+        api_base=fake.url,
+        page_size=20,
+        **extra,
+    )
+
+
+@pytest.mark.parametrize("placement", ["first", "last"])
+async def test_a_queued_message_is_found_wherever_the_list_puts_it(
+    http: httpx.AsyncClient, fake_twilio: FakeTwilio, placement: str
+) -> None:
+    """Twilio sorts by date_sent, newest first, and a message in its queue has none
+    (https://www.twilio.com/docs/messaging/api/message-resource#read-multiple-message-resources):
+    behind 30+ older messages on pages of 20, the queued one is found on the last page,
+    or on the first, and no page is skipped because its messages are older."""
+    fake_twilio.queued_placement = placement
+    now = datetime.now(UTC)
+    body = "Picture day tomorrow"
+    for i in range(35):
+        fake_twilio.add_message(TO, f"older {i}", created_at=now - timedelta(days=40 - i))
+    wanted = fake_twilio.add_message(TO, body, created_at=now, status="queued")
+    [queued] = [m for m in fake_twilio.messages if m["sid"] == wanted]
+    assert queued["date_sent"] is None
+
+    found = await small_pages(http, fake_twilio).find_sent(TO, now, body)
+
+    assert found == Lookup.sent(wanted)
+    pages = len(fake_twilio.list_requests)
+    assert pages == (1 if placement == "first" else 2)
+    assert all(q.get("PageSize", "20") == "20" for q in fake_twilio.list_requests)
+
+
+async def test_not_sent_only_once_the_whole_list_was_read(
+    http: httpx.AsyncClient, fake_twilio: FakeTwilio
+) -> None:
+    now = datetime.now(UTC)
+    for i in range(45):
+        fake_twilio.add_message(TO, f"older {i}", created_at=now - timedelta(days=50 - i))
+    assert await small_pages(http, fake_twilio).find_sent(TO, now, "hi") == Lookup.not_sent()
+    assert len(fake_twilio.list_requests) == 3
+    assert fake_twilio.list_requests[-1]["Page"] == "2"
+
+
+async def test_a_page_cap_reached_cannot_tell(
+    http: httpx.AsyncClient, fake_twilio: FakeTwilio
+) -> None:
+    now = datetime.now(UTC)
+    for i in range(45):
+        fake_twilio.add_message(TO, f"older {i}", created_at=now - timedelta(days=50 - i))
+    found = await small_pages(http, fake_twilio, max_pages=2).find_sent(TO, now, "hi")
+    assert found.answer is LookupAnswer.cant_tell
+    assert len(fake_twilio.list_requests) == 2
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [Answer.throttled(), Answer.server_error(), Answer.server_error(503)],
+    ids=["429", "500", "503"],
+)
+@pytest.mark.parametrize("on_page", [0, 1])
+async def test_a_failed_page_cannot_tell(
+    http: httpx.AsyncClient, fake_twilio: FakeTwilio, failure: Answer, on_page: int
+) -> None:
+    now = datetime.now(UTC)
+    for i in range(25):
+        fake_twilio.add_message(TO, f"older {i}", created_at=now - timedelta(days=30 - i))
+    if on_page:
+        fake_twilio.script_list(Answer(status=200))
+    fake_twilio.script_list(failure)
+    found = await small_pages(http, fake_twilio).find_sent(TO, now, "hi")
+    assert found.answer is LookupAnswer.cant_tell
+    assert len(fake_twilio.list_requests) == on_page + 1
+
+
+async def test_a_lookup_timing_out_cannot_tell(fake_twilio: FakeTwilio) -> None:
+    fake_twilio.script_list(Answer(status=200, delay=0.5))
+    async with httpx.AsyncClient(timeout=httpx.Timeout(0.1), trust_env=False) as http:
+        found = await small_pages(http, fake_twilio).find_sent(TO, datetime.now(UTC), "hi")
+    assert found.answer is LookupAnswer.cant_tell
+
+
+async def test_a_messaging_service_lookup_matches_the_service(
+    http: httpx.AsyncClient, fake_twilio: FakeTwilio
+) -> None:
+    """The list has no MessagingServiceSid filter (twilio-oai ListMessage): the service's
+    messages are told apart by their `messaging_service_sid`, `from` unset while queued."""
+    service = "MG" + "1" * 32
+    provider = TwilioProvider(
+        http,
+        account_sid=fake_twilio.account_sid,
+        auth_token=fake_twilio.auth_token,
+        messaging_service_sid=service,
+        api_base=fake_twilio.url,
+    )
+    now = datetime.now(UTC)
+    body = "Bus 12 is late"
+    fake_twilio.add_message(TO, body, created_at=now, messaging_service_sid="MG" + "2" * 32)
+    assert await provider.find_sent(TO, now, body) == Lookup.not_sent()
+    assert "From" not in fake_twilio.list_requests[-1]
+    result = await provider.send(OutboundMessage(TO, body))
+    assert result.provider_message_id is not None
+    assert await provider.find_sent(TO, now, body) == Lookup.sent(result.provider_message_id)
+
+
+async def test_fetch_one_message(http: httpx.AsyncClient, fake_twilio: FakeTwilio) -> None:
+    """`GET .../Messages/{sid}.json` (twilio-oai FetchMessage): the message, date_sent null
+    while queued; 404 with code 20404 for a sid it does not hold."""
+    sid = fake_twilio.add_message(TO, "hi", status="queued")
+    base = f"{fake_twilio.url}/2010-04-01/Accounts/{fake_twilio.account_sid}/Messages"
+    response = await http.get(f"{base}/{sid}.json", auth=fake_twilio.auth)
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["date_sent"]) == ("queued", None)
+    fake_twilio.mark_sent(sid, "delivered")
+    response = await http.get(f"{base}/{sid}.json", auth=fake_twilio.auth)
+    assert response.json()["status"] == "delivered"
+    assert response.json()["date_sent"] is not None
+    missing = await http.get(f"{base}/SM{'0' * 32}.json", auth=fake_twilio.auth)
+    assert (missing.status_code, missing.json()["code"]) == (404, 20404)

@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 
 from app.kit.clock import utcnow
 from app.providers import codes
-from app.providers.base import OutboundMessage, Receipt, SendResult
+from app.providers.base import Lookup, OutboundMessage, Receipt, SendResult
 from app.providers.http_answers import SOFT_SENDING_ERROR
 from app.providers.twilio import events as twilio_events
 from app.sending.outcomes import Outcome
@@ -109,6 +109,8 @@ class SimulatorProvider:
     """Decides each message's fate from its number and plays the receipts back."""
 
     name: str = "simulator"
+    # Nothing waits in the simulator: a message is accepted or refused at once.
+    holding_seconds: float = 0.0
 
     def __init__(
         self,
@@ -123,6 +125,7 @@ class SimulatorProvider:
         self._attempts: dict[str, int] = {}
         # What was accepted, newest last, for find_sent.
         self._sent: deque[_Sent] = deque(maxlen=history)
+        self._started = utcnow()
         self._closed = False
 
     async def send(self, message: OutboundMessage) -> SendResult:
@@ -193,16 +196,28 @@ class SimulatorProvider:
 
     async def find_sent(
         self, to: str, since: datetime, body: str, exclude: Collection[str] = ()
-    ) -> str | None:
-        """The newest accepted message to `to` with this body created at/after `since`."""
+    ) -> Lookup:
+        """The newest accepted message to `to` with this body created at/after `since`,
+        from what this process accepted. Asked about a hand-over older than the oldest
+        message it remembers (its history is bounded, and a restart forgets it all), it
+        cannot tell."""
         if since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
         for sent in reversed(self._sent):
             if sent.sid in exclude:
                 continue
             if sent.to == to and sent.body == body and sent.created_at >= since:
-                return sent.sid
-        return None
+                return Lookup.sent(sent.sid)
+        if since < self._remembers_since:
+            return Lookup.cant_tell("the simulator does not remember that far back")
+        return Lookup.not_sent()
+
+    @property
+    def _remembers_since(self) -> datetime:
+        """Since when the simulator knows every message it accepted."""
+        if self._sent.maxlen is not None and len(self._sent) == self._sent.maxlen:
+            return self._sent[0].created_at
+        return self._started
 
     @property
     def pending_receipts(self) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from app.providers.base import OutboundMessage, SendResult
+from app.providers.base import Lookup, OutboundMessage, SendResult
 from app.providers.http_answers import json_object, refused, transport_failure
 from app.sending.outcomes import Outcome
 
@@ -29,6 +29,9 @@ class TelnyxProvider:
     """One Telnyx account sending from a number or a messaging profile."""
 
     name: str = "telnyx"
+    # Telnyx documents no queue lifetime for a message (its create takes no validity
+    # period): the same bound as Twilio's longest, an assumption (docs/providers.md §2.6).
+    holding_seconds: float = 36_000.0
 
     def __init__(
         self,
@@ -83,14 +86,17 @@ class TelnyxProvider:
 
     async def find_sent(
         self, to: str, since: datetime, body: str, exclude: Collection[str] = ()
-    ) -> str | None:
-        """Always None: docs/providers.md documents no message listing for Telnyx.
+    ) -> Lookup:
+        """Always "can't tell" (docs/providers.md §2.6, README: What each provider can
+        promise about duplicates).
 
-        The Messaging API we rely on (§2) has create and webhooks only; an `Idempotency-Key`
-        on `POST /v2/messages` is unconfirmed (§2.5). So after an unknown outcome a resend
-        may duplicate the message; the receipts of both are still applied once each.
+        The Messaging API has create, retrieve-by-id and webhooks; no per-number list. The
+        detail-records search (`GET /v2/detail_records`, record type messaging) is a usage
+        report: nothing documents how soon a message appears in it, so a miss proves nothing.
+        A lost create answer therefore waits for a receipt naming its attempt, or for
+        `holding_seconds`, before the message is sent again.
         """
-        return None
+        return Lookup.cant_tell("Telnyx has no message lookup")
 
 
 def _first_status(data: dict[str, Any]) -> str | None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from app.providers.base import OutboundMessage, SendResult
+from app.providers.base import Lookup, OutboundMessage, SendResult
 from app.providers.http_answers import json_object, refused, transport_failure
 from app.sending.outcomes import Outcome
 
@@ -33,12 +33,17 @@ log = logging.getLogger(__name__)
 DEFAULT_API_BASE = "https://api.twilio.com"
 API_VERSION = "2010-04-01"
 THROTTLED = "20429"
+# https://www.twilio.com/docs/messaging/api/message-resource#create-a-message-resource
+# (ValidityPeriod: 1 to 36,000 seconds, the default 36,000).
+HOLDING_SECONDS = 36_000.0
 
 
 class TwilioProvider:
     """One Twilio account (or subaccount) sending from a number or a Messaging Service."""
 
     name: str = "twilio"
+    # The largest ValidityPeriod Twilio accepts: no message waits in its queue longer.
+    holding_seconds: float = HOLDING_SECONDS
 
     def __init__(
         self,
@@ -51,6 +56,7 @@ class TwilioProvider:
         api_base: str | None = None,
         clock_skew: timedelta = timedelta(seconds=5),
         max_pages: int = 20,
+        page_size: int = 1000,
     ) -> None:
         if not (from_number or messaging_service_sid):
             raise ValueError("a Twilio sender needs from_number or messaging_service_sid")
@@ -62,7 +68,10 @@ class TwilioProvider:
         self.api_base = (api_base or DEFAULT_API_BASE).rstrip("/")
         # Our clock and Twilio's (and its whole-second date_created) may disagree a little.
         self._clock_skew = clock_skew
+        # Pages read by one lookup, of `page_size` messages each (Twilio's largest, 1000):
+        # a parent with more messages than that from this sender is "can't tell".
         self._max_pages = max_pages
+        self._page_size = page_size
 
     @property
     def messages_url(self) -> str:
@@ -113,24 +122,30 @@ class TwilioProvider:
 
     async def find_sent(
         self, to: str, since: datetime, body: str, exclude: Collection[str] = ()
-    ) -> str | None:
-        """The sid of an outbound message to `to` with this body created at/after `since`,
-        other than the sids in `exclude` (messages other attempts already hold).
+    ) -> Lookup:
+        """Whether an outbound message to `to` from this sender with this body, created at or
+        after `since`, exists at Twilio, other than the sids in `exclude` (docs/providers.md
+        §1.7).
 
-        Lists `Messages.json?To=...` newest first, page by page, until the messages are older
-        than `since`. No `DateSent` filter: Twilio sets date_sent only once a message leaves
-        its queue, and a message still queued there must be found too. Never raises: None
-        when nothing matches or Twilio cannot be asked (logged).
+        Lists `Messages.json?To=...&From=...` (a Messaging Service has no list filter: its
+        messages are matched on `messaging_service_sid`) and reads every page until the list
+        ends. Twilio sorts the list by `date_sent`, newest first, and a message still in its
+        queue has no `date_sent`; where such messages sort is not documented, so no page is
+        skipped on a date: `not_sent` only once the whole list was read. A failed page (429,
+        5xx, timeout, an unreadable answer) or more than `max_pages` pages is `cant_tell`.
         """
         if since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
         earliest = since.astimezone(UTC).replace(microsecond=0) - self._clock_skew
         url: str | None = self.messages_url
-        params: dict[str, str] | None = {"To": to, "PageSize": "100"}
+        query = {"To": to, "PageSize": str(self._page_size)}
+        if self.from_number:
+            query["From"] = self.from_number
+        params: dict[str, str] | None = query
         try:
             for _ in range(self._max_pages):
                 if url is None:
-                    return None
+                    return Lookup.not_sent()
                 response = await self._http.get(
                     url,
                     params=params,
@@ -139,22 +154,60 @@ class TwilioProvider:
                 )
                 if response.status_code != 200:
                     log.warning("twilio: listing messages answered HTTP %s", response.status_code)
-                    return None
+                    return Lookup.cant_tell(
+                        f"listing messages answered HTTP {response.status_code}"
+                    )
                 page = json_object(response)
                 messages = page.get("messages")
-                sid = _match(messages, to, body, earliest, exclude)
+                if not isinstance(messages, list):
+                    return Lookup.cant_tell("listing messages answered no list")
+                sid = self._match(messages, to, body, earliest, exclude)
                 if sid is not None:
-                    return sid
-                if _older_than(messages, earliest):
-                    return None  # newest first: the rest is older still
+                    return Lookup.sent(sid)
                 next_uri = page.get("next_page_uri")
                 url = f"{self.api_base}{next_uri}" if isinstance(next_uri, str) else None
                 params = None  # the next page's URI carries its own query
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             log.warning("twilio: listing messages failed: %s: %s", type(exc).__name__, exc)
-            return None
-        log.warning("twilio: find_sent gave up after %d pages", self._max_pages)
+            return Lookup.cant_tell(f"listing messages failed: {type(exc).__name__}")
+        if url is None:
+            return Lookup.not_sent()
+        log.warning("twilio: find_sent stopped after %d pages", self._max_pages)
+        return Lookup.cant_tell(f"more than {self._max_pages} pages of messages")
+
+    def _match(
+        self,
+        messages: list[Any],
+        to: str,
+        body: str,
+        earliest: datetime,
+        exclude: Collection[str] = (),
+    ) -> str | None:
+        for item in messages:
+            if not isinstance(item, dict):
+                continue
+            direction = item.get("direction")
+            if not (isinstance(direction, str) and direction.startswith("outbound")):
+                continue
+            if item.get("to") != to or not _same_body(item.get("body"), body):
+                continue
+            if not self._ours(item):
+                continue
+            created = _rfc2822(item.get("date_created"))
+            if created is not None and created >= earliest:
+                sid = item.get("sid")
+                if isinstance(sid, str) and sid and sid not in exclude:
+                    return sid
         return None
+
+    def _ours(self, item: dict[str, Any]) -> bool:
+        """Whether a listed message came from this sender: its number (filtered by Twilio
+        too), or its Messaging Service (whose sender number may not be chosen yet)."""
+        if self.from_number and item.get("from") not in (None, self.from_number):
+            return False
+        if self.messaging_service_sid and not self.from_number:
+            return item.get("messaging_service_sid") == self.messaging_service_sid
+        return True
 
 
 def _error(body: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -165,35 +218,6 @@ def _error(body: dict[str, Any]) -> tuple[str | None, str | None]:
         str(code) if isinstance(code, int | str) and str(code).strip() else None,
         message if isinstance(message, str) else None,
     )
-
-
-def _older_than(messages: object, earliest: datetime) -> bool:
-    """Whether the last (oldest) message of a page was created before `earliest`."""
-    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
-        return False
-    created = _rfc2822(messages[-1].get("date_created"))
-    return created is not None and created < earliest
-
-
-def _match(
-    messages: object, to: str, body: str, earliest: datetime, exclude: Collection[str] = ()
-) -> str | None:
-    if not isinstance(messages, list):
-        return None
-    for item in messages:
-        if not isinstance(item, dict):
-            continue
-        direction = item.get("direction")
-        if not (isinstance(direction, str) and direction.startswith("outbound")):
-            continue
-        if item.get("to") != to or not _same_body(item.get("body"), body):
-            continue
-        created = _rfc2822(item.get("date_created"))
-        if created is not None and created >= earliest:
-            sid = item.get("sid")
-            if isinstance(sid, str) and sid and sid not in exclude:
-                return sid
-    return None
 
 
 def _same_body(listed: object, body: str) -> bool:
