@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     # How often an idle receipt applier looks for stored receipts to apply.
     receipts_poll_seconds: float = 0.2
 
-    # Receipts that never come (SPEC §5.3): a message at the provider with no final receipt
+    # Receipts that never come (README, Webhooks): a message at the provider with no final receipt
     # for this long is looked up by its message id, and again every as long after;
     reconcile_after_seconds: int = Field(default=43_200, gt=0)
     # and one the carrier accepted (`sent`) is taken as delivered, unconfirmed, this long

@@ -139,7 +139,7 @@ async def test_downgrade_to_base_and_back_with_data(fresh_database: str) -> None
     assert await run_sync(url, schema_differences) == []
 
 
-# -- recipients.delivery_confirmed (SPEC §5.3) -------------------------------------------
+# -- recipients.delivery_confirmed (README, Webhooks) -------------------------------------------
 
 DELIVERY_CONFIRMED = "d5e8a2c4f017"
 

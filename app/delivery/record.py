@@ -177,7 +177,7 @@ def _expire(row: RecipientRow, job: Job) -> None:
 def _ask_again(row: RecipientRow, job: Job, school: School, now: datetime) -> None:
     """The provider could not tell whether the hand-over went out: nothing was sent, the
     recipient stays as it is (its hand-over still begun: `claimed_at`), and is due again
-    when it is time to ask (SPEC §5.2)."""
+    when it is time to ask (README, Delivery)."""
     row.claimed_by = None
     row.next_attempt_at = recover.ask_again_at(
         job,

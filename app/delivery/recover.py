@@ -5,7 +5,7 @@ A worker killed between its claim and its record leaves its recipients leased wi
 `claimed_at` set; when the lease runs out another worker claims them and asks the
 provider whether the message went out since then (`Provider.find_sent`), and only sends
 when it did not. The same holds for an attempt recorded as `unknown` (the provider's
-answer was lost). The provider answers sent, not sent, or can't tell (SPEC §5.2): can't tell
+answer was lost). The provider answers sent, not sent, or can't tell (README, Delivery): can't tell
 never sends; the recipient stays as it is, its claim's hand-over begun, and is asked about
 again later (`ask_again_at`), until the provider could no longer be holding the message
 (`Provider.holding_seconds`), when it is taken as not sent.
@@ -91,7 +91,7 @@ class Finder:
     def _after_holding(job: Job, found: Lookup) -> Lookup:
         """ "Can't tell" stays so until the provider could no longer hold the message: then,
         no receipt having named the attempt (it would be resolved, not recovering), it is
-        taken as not sent (SPEC §5.2)."""
+        taken as not sent (README, Delivery)."""
         held = (utcnow() - job.started).total_seconds()
         if held > job.provider.holding_seconds:
             log.warning(

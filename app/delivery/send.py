@@ -66,7 +66,7 @@ async def send(
 
 def _timed(job: Job) -> OutboundMessage:
     """The job's message with the seconds left in its school's sending window, reckoned
-    now, as the send starts (SPEC §5.4), rather than at the claim: a send may wait for its
+    now, as the send starts (README, Delivery), rather than at the claim: a send may wait for its
     rate slot or its turn, and the provider's hold must end when the window does, not that
     long after. The window's close was found once per school at the claim; this is one
     subtraction."""

@@ -44,7 +44,7 @@ class Recipient(Base):
     # Which of the reason's definitions fits the provider error (0 or 1).
     failed_definition: Mapped[int] = mapped_column(server_default="0")
     provider_error_code: Mapped[str | None] = mapped_column(String(16))
-    # Delivered only: whether the carrier confirmed the delivery (SPEC §5.3); null in any
+    # Delivered only: whether the carrier confirmed the delivery (README, Webhooks); null in any
     # other status. Written with the status, from the status rules' state.
     delivery_confirmed: Mapped[bool | None]
     attempts: Mapped[int] = mapped_column(server_default="0")

@@ -21,8 +21,8 @@ class OutboundMessage:
     body: str
     status_callback: str | None = None
     # How long the provider may hold the message before giving up on it, in whole seconds
-    # (1-36,000): those left in the school's sending window when it is handed over (SPEC
-    # §5.4; `app.sending.schedule.validity_seconds`). None: no window, the provider's own
+    # (1-36,000): those left in the school's sending window when it is handed over (README,
+    # Delivery; `app.sending.schedule.validity_seconds`). None: no window, the provider's own
     # limit applies. Twilio sends it as `ValidityPeriod`; Telnyx has no such parameter
     # (docs/providers.md §1.1, §2.5).
     validity_seconds: int | None = None
@@ -45,7 +45,7 @@ class SendResult:
 
 
 class LookupAnswer(enum.StrEnum):
-    """What a provider says when asked whether a message went out (SPEC §5.2)."""
+    """What a provider says when asked whether a message went out (README, Delivery)."""
 
     sent = "sent"  # it went out (or is in the provider's queue): its id is known
     not_sent = "not_sent"  # the provider was asked and has no such message
@@ -122,7 +122,7 @@ class Provider(Protocol):
     # The longest a message can wait at the provider before it goes out or is dropped
     # (Twilio: the largest ValidityPeriod, 36,000 s). A hand-over whose lookup keeps
     # answering "can't tell", and that no receipt named, for longer than this is taken as
-    # not sent (SPEC §5.2).
+    # not sent (README, Delivery).
     holding_seconds: float
 
     async def send(self, message: OutboundMessage) -> SendResult:

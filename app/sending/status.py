@@ -10,7 +10,7 @@ Two levels of order:
   (late delivered cancels the pending retry), and an archived campaign freezes it.
 
 A delivered recipient says whether the carrier confirmed it (`State.delivery_confirmed`,
-SPEC §5.3): `True` for a confirmed delivery (Twilio `delivered`/`read`, Telnyx
+README, Webhooks): `True` for a confirmed delivery (Twilio `delivered`/`read`, Telnyx
 `delivered`), `False` for one taken as delivered without confirmation (a Telnyx
 `delivery_unconfirmed` receipt; a message still `sent` UNCONFIRMED_AFTER_SECONDS after
 its hand-over, `on_receipt_overdue`), `None` in every other status. Delivered never goes
@@ -89,7 +89,7 @@ PROVIDER_PHASES: dict[str, Phase] = {
     "failed": Phase.failed,
     "canceled": Phase.failed,
     # Telnyx (docs/providers.md §2.2): `read`, `delivered` as Twilio's; `expired` is a
-    # failure (a soft `sending_error`, SPEC §4); `delivery_unconfirmed` is not (§5.3).
+    # failure (a soft `sending_error`, docs/providers.md §2.2); `delivery_unconfirmed` is not.
     "sending_failed": Phase.failed,
     "delivery_failed": Phase.failed,
     "expired": Phase.failed,
@@ -242,7 +242,7 @@ def on_receipt_overdue(
     """No final receipt came for the recipient's latest attempt (`attempt`: its phase,
     handed over at `handed_over_at`): once the carrier has accepted the message (`sent`,
     the recipient Pending) and UNCONFIRMED_AFTER_SECONDS have passed since the hand-over,
-    it is taken as delivered, unconfirmed (SPEC §5.3), so the campaign can complete and
+    it is taken as delivered, unconfirmed (README, Webhooks), so the campaign can complete and
     nobody resends a message that most likely arrived. A message the carrier never
     accepted (still queued at the provider) is not: it is the reconciliation's to find.
     The attempt keeps the provider's word: a confirmed `delivered` that comes later still

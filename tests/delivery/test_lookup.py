@@ -1,4 +1,4 @@
-""" "Did it go out?" has three answers (SPEC §5.2): sent, not sent, can't tell. The real
+""" "Did it go out?" has three answers (README, Delivery): sent, not sent, can't tell. The real
 Engine against the fake Twilio on loopback, which lists messages as Twilio documents it
 (https://www.twilio.com/docs/messaging/api/message-resource#read-multiple-message-resources):
 sorted by date_sent, a message still queued with none, pages and next_page_uri."""

@@ -260,7 +260,7 @@ def test_an_opening_is_never_in_the_past() -> None:
                     assert opening - now <= timedelta(days=2), where
 
 
-# -- the seconds left in the window (Twilio's ValidityPeriod, SPEC §5.4) ----------------
+# -- the seconds left in the window (Twilio's ValidityPeriod, README, Delivery) ----------------
 
 
 def test_no_window_means_no_validity_period() -> None:

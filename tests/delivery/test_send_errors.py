@@ -55,9 +55,9 @@ CREATE_ERRORS: list[tuple[Answer, str, str, int, str, str]] = [
     (Answer.error(21211), "failed", "invalid_number", 0, "21211", "failed"),
     (Answer.error(21408), "failed", "international_number", 0, "21408", "failed"),
     (Answer.error(21610), "failed", "opted_out", 0, "21610", "failed"),
-    # SPEC §4: no SMS route to the number → unreachable (never resent), not international
+    # docs/providers.md §1.5: no SMS route to the number → unreachable (never resent)
     (Answer.error(21612), "failed", "unreachable_number", 1, "21612", "failed"),
-    # SPEC §4: the school's sender or account, not the contact → sending_error (resendable)
+    # docs/providers.md §1.5: the school's sender, not the contact → sending_error
     (Answer.error(21401), "failed", "sending_error", 0, "21401", "failed"),
     (Answer.error(21608), "failed", "sending_error", 0, "21608", "failed"),
     (Answer.error(21659), "failed", "sending_error", 0, "21659", "failed"),

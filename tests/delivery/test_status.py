@@ -740,7 +740,7 @@ def test_every_reason_the_module_uses_is_in_the_catalog() -> None:
         ("canceled", Phase.failed),
         ("sending_failed", Phase.failed),
         ("delivery_failed", Phase.failed),
-        # docs/providers.md §2.2, SPEC §4 and §5.3: Telnyx `expired` is a (soft) failure,
+        # docs/providers.md §2.2: Telnyx `expired` is a (soft) failure,
         # `delivery_unconfirmed` a delivery the carrier did not confirm.
         ("expired", Phase.failed),
         ("delivery_unconfirmed", Phase.unconfirmed),
@@ -802,7 +802,7 @@ def test_receipts_in_any_order_end_in_the_same_state(
             assert changes <= len(in_order)
 
 
-# -- delivery_confirmed (SPEC §5.3) --------------------------------------------------------
+# -- delivery_confirmed (README, Webhooks) --------------------------------------------------------
 
 
 def every_change() -> Iterator[Change]:
@@ -858,8 +858,8 @@ def test_every_state_a_rule_gives_is_confirmed_or_not_exactly_when_delivered() -
     ids=name,
 )
 def test_telnyx_delivery_unconfirmed_is_delivered_unconfirmed(current: State, latest: bool) -> None:
-    """Not a failure (SPEC §4): Delivered, `delivery_confirmed` false, no retry; from an
-    earlier attempt too, as a late delivered is."""
+    """Not a failure (docs/providers.md §2.2): Delivered, `delivery_confirmed` false, no
+    retry; from an earlier attempt too, as a late delivered is."""
     assert phase_of("delivery_unconfirmed") is Phase.unconfirmed
     change = on_receipt(
         current, C.active, Phase.unconfirmed, None, None, latest_attempt=latest, retry_allowed=True

@@ -1,4 +1,4 @@
-"""Telnyx's final statuses through the delivery loop (SPEC §4, §5.3): the real Engine hands
+"""Telnyx's final statuses through the delivery loop (docs/providers.md §2.2): the real Engine hands
 messages to a Telnyx that answers over HTTP (a stand-in for its Messages API, on the
 engine's own HTTP client), and its receipts come over the signed webhook.
 

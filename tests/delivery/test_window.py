@@ -1,6 +1,6 @@
 """The school's sending window: nothing is sent outside it, a retry that falls after it
 waits for its opening, and what is sent inside it may wait at Twilio only until it closes
-(`ValidityPeriod`, SPEC §5.4). The real Engine against the fake Twilio on loopback.
+(`ValidityPeriod`, README, Delivery). The real Engine against the fake Twilio on loopback.
 """
 
 from __future__ import annotations

@@ -51,16 +51,16 @@ SPEC_DECISIONS: list[tuple[str, str, str, bool, int]] = [
     ("twilio", "30004", "blocked", False, 1),
     ("twilio", "30007", "blocked", False, 0),
     ("twilio", "21408", "international_number", False, 0),
-    # SPEC §4: the sender or its configuration, not the contact (resendable once fixed)
+    # docs/providers.md §1.5: the sender or its setup, not the contact (resendable once fixed)
     ("twilio", "21401", "sending_error", False, 0),
     ("twilio", "30018", "sending_error", False, 0),
     ("twilio", "21608", "sending_error", False, 0),
     ("twilio", "21659", "sending_error", False, 0),
     ("twilio", "21660", "sending_error", False, 0),
     ("twilio", "30042", "sending_error", False, 0),
-    # SPEC §4: no SMS route to that number (landline, unsupported carrier)
+    # docs/providers.md §1.5: no SMS route to that number (landline, unsupported carrier)
     ("twilio", "21612", "unreachable_number", False, 1),
-    # SPEC §4: Twilio's own failures, "try again"
+    # docs/providers.md §1.5: Twilio's own failures, "try again"
     ("twilio", "30500", "sending_error", True, 0),
     ("twilio", "30021", "sending_error", True, 0),
     ("twilio", "63038", "sending_error", True, 0),
@@ -124,8 +124,9 @@ def test_soft_codes(provider: str, code: str) -> None:
 
 @pytest.mark.parametrize("code", ["21401", "30018", "21612"])
 def test_sender_and_route_codes_never_blame_the_number_format_or_country(code: str) -> None:
-    """SPEC §4: 21401 and 30018 are the school's setup (resendable once fixed); 21612 is a
-    number Twilio cannot route SMS to (never resent): none is invalid or international."""
+    """docs/providers.md §1.5: 21401, 30018 are the school's setup (resendable once fixed);
+    21612 is a number Twilio cannot route SMS to (never resent): none is invalid or
+    international."""
     classification = codes.classify("twilio", code, "create")
     assert classification.reason not in ("invalid_number", "international_number")
     assert reasons.get(classification.reason).resendable is (code != "21612")

@@ -83,7 +83,7 @@ def test_finalized_delivered() -> None:
         ("sending_failed", [{"code": "40310"}], "40310", Classification("invalid_number", False)),
         ("sending_failed", [], None, Classification("unknown", False)),
         ("delivery_failed", [{"code": "49999"}], "49999", Classification("unknown", False)),
-        # SPEC §4: `expired` is a soft `sending_error`, whatever code comes with it.
+        # docs/providers.md §2.2: `expired` is a soft `sending_error`, whatever code comes with it.
         ("expired", [], None, Classification("sending_error", True)),
         ("expired", [{"code": "40014"}], "40014", Classification("sending_error", True)),
         ("expired", [{"code": "40003"}], "40003", Classification("sending_error", True)),
@@ -101,7 +101,7 @@ def test_failures(
 
 @pytest.mark.parametrize("errors", [[], [{"code": "40002", "title": "Blocked as spam"}]])
 def test_delivery_unconfirmed_is_no_failure(errors: list[dict[str, Any]]) -> None:
-    """SPEC §5.3: a delivery the carrier did not confirm, not a failure (no classification,
+    """README, Webhooks: a delivery the carrier did not confirm, not a failure (no classification,
     whatever code comes with it); the status rules make it delivered, unconfirmed."""
     receipt = parse_event(event("message.finalized", "delivery_unconfirmed", errors))
     assert isinstance(receipt, Receipt)

@@ -106,10 +106,10 @@ def test_a_sender_is_required(http: httpx.AsyncClient) -> None:
     [
         (21211, Outcome.hard, "invalid_number", 0),
         (21614, Outcome.hard, "invalid_number", 0),
-        (21401, Outcome.hard, "sending_error", 0),  # the sender (SPEC §4)
+        (21401, Outcome.hard, "sending_error", 0),  # the sender (docs/providers.md §1.5)
         (21610, Outcome.hard, "opted_out", 0),
         (21408, Outcome.hard, "international_number", 0),
-        (21612, Outcome.hard, "unreachable_number", 1),  # no SMS route (SPEC §4)
+        (21612, Outcome.hard, "unreachable_number", 1),  # no SMS route (docs/providers.md §1.5)
         (21608, Outcome.hard, "sending_error", 0),
         (21659, Outcome.hard, "sending_error", 0),
         (21660, Outcome.hard, "sending_error", 0),

@@ -1,4 +1,4 @@
-"""Every webhook refuses a field that is not text (README, Webhooks; SPEC §6): a NUL byte (raw,
+"""Every webhook refuses a field that is not text (README, Webhooks): a NUL byte (raw,
 %00 in a Twilio form, \\u0000 in Telnyx JSON), a lone surrogate or a body that is not UTF-8 is
 answered 400 (or 403) as problem+json, never 500, and nothing is stored: no receipt, no
 opt-out, no change to the recipient."""

@@ -308,7 +308,7 @@ async def test_receipts_that_never_find_their_message_are_counted(
     assert [r.applied_at for r in await stored_receipts(sessionmaker, lost)] == [None]
 
 
-# -- delivery_confirmed (SPEC §5.3) ------------------------------------------------------
+# -- delivery_confirmed (README, Webhooks) ------------------------------------------------------
 
 
 async def test_twilio_delivered_is_confirmed_and_nothing_else_is(

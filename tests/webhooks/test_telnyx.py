@@ -225,7 +225,7 @@ def test_signer_is_found_among_keys_and_headers_are_checked_first() -> None:
         signature.signed_message(body, stale["telnyx-signature-ed25519"], stale["telnyx-timestamp"])
 
 
-# -- delivery_unconfirmed and expired (SPEC §4, §5.3) ------------------------------------
+# -- delivery_unconfirmed and expired (docs/providers.md §2.2) ------------------------------------
 
 
 async def csv_rows(
@@ -300,8 +300,8 @@ async def test_a_confirmation_after_delivery_unconfirmed_makes_it_confirmed(
 async def test_expired_is_a_soft_sending_error_rescheduled(
     client: httpx.AsyncClient, telnyx_school: TelnyxSchool, sessionmaker: Sessions
 ) -> None:
-    """SPEC §4: Scheduled, Re-attempting Delivery, its next attempt due as the retry policy
-    says (the retry itself: tests/delivery/test_telnyx_statuses.py)."""
+    """docs/providers.md §2.2: Scheduled, Re-attempting Delivery, its next attempt due as the
+    retry policy says (the retry itself: tests/delivery/test_telnyx_statuses.py)."""
     campaign_id, recipient_id = await sent_recipient(client, telnyx_school, sessionmaker)
     before = datetime.now(UTC)
     body = telnyx_receipt(MESSAGE_ID, "expired", code="40014")

@@ -4,11 +4,11 @@
 idempotency key, the status is `payload.to[0].status` (we send to one number), the error
 code is `payload.errors[0].code`. What each status does (docs/providers.md §2.2; the status
 rules' `PROVIDER_PHASES`): `delivered` is a confirmed delivery; `delivery_unconfirmed` is
-not a failure but a delivery the carrier did not confirm (SPEC §5.3: no classification);
-`expired` is a soft `sending_error` whatever code comes with it (SPEC §4: rescheduled as
-the retry policy says); `sending_failed` and `delivery_failed` are classified by their error
-code. `message.received` becomes an InboundMessage; other event types are not ours to read
-(None: acknowledge and ignore).
+not a failure but a delivery the carrier did not confirm (README, Webhooks: no
+classification); `expired` is a soft `sending_error` whatever code comes with it
+(rescheduled as the retry policy says); `sending_failed` and `delivery_failed` are
+classified by their error code. `message.received` becomes an InboundMessage; other
+event types are not ours to read (None: acknowledge and ignore).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ RECEIPT_EVENTS = frozenset({"message.sent", "message.finalized"})
 INBOUND_EVENT = "message.received"
 FAILURE_STATUSES = frozenset({"sending_failed", "delivery_failed", "expired"})
 # The message expired before it could be delivered (its validity period ran out): a soft
-# bounce, sent again as the school's retry policy says (SPEC §4).
+# bounce, sent again as the school's retry policy says (docs/providers.md §1.5, §2.2).
 EXPIRED = Classification("sending_error", soft=True)
 
 
