@@ -92,6 +92,22 @@ class Receipt:
 
 
 @dataclass(frozen=True, slots=True)
+class Fetched:
+    """What the provider says of one message asked for by its id (SPEC §5.3, the
+    reconciliation): its status as the receipt a status callback would have brought (the same
+    event id where the provider's callbacks have none of their own, so the two are one event),
+    or, when it could not tell (429, 5xx, timeout, an unknown id, a provider or a message
+    with no lookup), why."""
+
+    receipt: Receipt | None
+    why: str | None = None
+
+    @classmethod
+    def cant_tell(cls, why: str) -> Fetched:
+        return cls(None, why)
+
+
+@dataclass(frozen=True, slots=True)
 class InboundMessage:
     """A message a contact sent us (opt-out and opt-in keywords arrive this way)."""
 
@@ -139,4 +155,10 @@ class Provider(Protocol):
         Never raises: a lookup that failed, was cut short, or cannot be made is `cant_tell`,
         never `not_sent`.
         """
+        ...
+
+    async def fetch_status(self, provider_message_id: str) -> Fetched:
+        """The message's status now, asked by its id (SPEC §5.3: the reconciliation of a
+        message whose final receipt never came). Never raises: anything but a readable
+        answer is `Fetched.cant_tell`, and changes nothing."""
         ...

@@ -112,6 +112,8 @@ class FakeTwilio:
     host: str = "127.0.0.1"
     requests: list[CreateRequest] = field(default_factory=list)
     list_requests: list[dict[str, str]] = field(default_factory=list)
+    # The sid of each fetch (`GET .../Messages/{sid}.json`), authenticated or not, in order.
+    fetches: list[str] = field(default_factory=list)
     # Every message the fake holds, oldest first, as Twilio's Message JSON.
     messages: list[dict[str, Any]] = field(default_factory=list)
     # Where messages with no date_sent (still queued) sort in the list: undocumented.
@@ -119,6 +121,7 @@ class FakeTwilio:
     max_page_size: int = 1000
     _scripts: dict[str, deque[Answer]] = field(default_factory=dict)
     _list_scripts: deque[Answer] = field(default_factory=deque)
+    _fetch_scripts: deque[Answer] = field(default_factory=deque)
     _always: dict[str, Answer] = field(default_factory=dict)
     _server: uvicorn.Server | None = None
     _task: asyncio.Task[None] | None = None
@@ -135,13 +138,26 @@ class FakeTwilio:
         """The next list calls get these answers (a 2xx one lists), in order, then lists."""
         self._list_scripts.extend(answers)
 
-    def mark_sent(self, sid: str, status: str = "sent", at: datetime | None = None) -> None:
-        """The message left Twilio's queue: it gets its date_sent (and a new status)."""
+    def script_fetch(self, *answers: Answer) -> None:
+        """The next fetch calls get these answers (a 2xx one fetches), in order."""
+        self._fetch_scripts.extend(answers)
+
+    def mark_sent(
+        self,
+        sid: str,
+        status: str = "sent",
+        at: datetime | None = None,
+        error_code: int | None = None,
+    ) -> None:
+        """The message left Twilio's queue: it gets its date_sent (and a new status, with
+        its error code: `undelivered` 30003, say, as Twilio's Message JSON has it)."""
         [message] = [m for m in self.messages if m["sid"] == sid]
         sent = (at or datetime.now(UTC)).astimezone(UTC)
         message["_sent"] = sent
         message["date_sent"] = message["date_updated"] = email.utils.format_datetime(sent)
         message["status"] = status
+        message["error_code"] = error_code
+        message["error_message"] = None if error_code is None else f"error {error_code}"
 
     def always(self, to: str, answer: Answer) -> None:
         """Every create call to `to` (after its scripted ones) gets this answer."""
@@ -151,6 +167,8 @@ class FakeTwilio:
         """Forget requests, messages and scripts (one server can serve many tests)."""
         self.requests.clear()
         self.list_requests.clear()
+        self.fetches.clear()
+        self._fetch_scripts.clear()
         self.messages.clear()
         self._scripts.clear()
         self._always.clear()
@@ -374,10 +392,21 @@ class FakeTwilio:
         return {k: v for k, v in message.items() if not k.startswith("_")}
 
     async def _fetch(self, request: Request) -> Response:
-        """`GET .../Messages/{sid}.json`: the message, or 404 with code 20404."""
+        """`GET .../Messages/{sid}.json`: the message, or 404 with code 20404 (or what
+        `script_fetch` says: 429, 5xx, slow past a timeout)."""
+        sid = request.path_params["sid"]
+        self.fetches.append(sid)
         if not self._authenticated(request):
             return self._error(401, 20003, "Authenticate")
-        sid = request.path_params["sid"]
+        if self._fetch_scripts:
+            answer = self._fetch_scripts.popleft()
+            if answer.delay and self._stopping is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), answer.delay)
+            if not 200 <= answer.status < 300:
+                headers = {"Retry-After": answer.retry_after} if answer.retry_after else None
+                code, words = answer.code or 20500, answer.message or "error"
+                return self._error(answer.status, code, words, headers)
         for message in self.messages:
             if message["sid"] == sid:
                 return JSONResponse(_public(message))

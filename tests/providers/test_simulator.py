@@ -196,3 +196,29 @@ async def test_a_failing_callback_does_not_stop_the_receipts() -> None:
     await simulator.drain()
     await simulator.aclose()
     assert seen == ["sent", "delivered"]
+
+
+async def test_fetch_status_says_what_its_receipts_said(
+    simulator: SimulatorProvider, inbox: Inbox
+) -> None:
+    """Queued until the first receipt, then each receipt's status: the same receipt."""
+    simulator.delay_seconds = 30
+    queued = await simulator.send(OutboundMessage(number("02"), "Hello"))
+    assert queued.provider_message_id is not None
+    fetched = await simulator.fetch_status(queued.provider_message_id)
+    assert fetched.receipt is not None and fetched.receipt.provider_status == "queued"
+    await simulator.aclose()
+
+    played = SimulatorProvider(inbox, delay_seconds=0)
+    try:
+        for suffix in ("02", "08"):
+            result = await played.send(OutboundMessage(number(suffix), "Hello"))
+            assert result.provider_message_id is not None
+            await played.drain()
+            fetched = await played.fetch_status(result.provider_message_id)
+            assert fetched.receipt == inbox.receipts[-1]
+        assert [r.provider_status for r in inbox.receipts] == ["sent", "undelivered", "sent"]
+        unknown = await played.fetch_status("SM" + "0" * 32)
+        assert unknown.receipt is None and unknown.why
+    finally:
+        await played.aclose()

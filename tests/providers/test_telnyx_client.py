@@ -165,3 +165,66 @@ async def test_find_sent_cannot_tell_without_a_lookup() -> None:
     assert found.answer is LookupAnswer.cant_tell
     assert found.provider_message_id is None
     assert telnyx.holding_seconds == 36_000
+
+
+def retrieved(status: str, code: str | None = None, message_id: str = "msg-1") -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        data: dict[str, object] = {
+            "record_type": "message",
+            "id": message_id,
+            "to": [{"phone_number": TO, "status": status}],
+            "errors": [{"code": code, "title": "error"}] if code else [],
+        }
+        return httpx.Response(200, json={"data": data})
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "classification"),
+    [
+        ("delivered", None, None),
+        ("sent", None, None),
+        ("delivery_unconfirmed", None, None),
+        ("expired", None, Classification("sending_error", True)),
+        ("delivery_failed", "40300", Classification("opted_out", False)),
+    ],
+)
+async def test_fetch_status_retrieves_the_message(
+    status: str, code: str | None, classification: Classification | None
+) -> None:
+    """`GET /v2/messages/{id}`: `data.to[0].status` and `data.errors[0].code`, classified as
+    a webhook's would be; a digest of them as the event id (the same facts, the same id)."""
+    telnyx, seen = provider_with(retrieved(status, code))
+    fetched = await telnyx.fetch_status("msg-1")
+    assert fetched.receipt is not None
+    receipt = fetched.receipt
+    assert (receipt.provider, receipt.provider_message_id) == ("telnyx", "msg-1")
+    assert (receipt.provider_status, receipt.error_code) == (status, code)
+    assert receipt.classification == classification
+    assert (await telnyx.fetch_status("msg-1")).receipt == receipt
+    assert [(r.method, str(r.url)) for r in seen] == [
+        ("GET", "https://api.telnyx.com/v2/messages/msg-1")
+    ] * 2
+    assert seen[0].headers["authorization"] == f"Bearer {API_KEY}"
+
+
+@pytest.mark.parametrize("status", [404, 429, 500, 503])
+async def test_fetch_status_cannot_tell_on_errors(status: int) -> None:
+    """404: older than Telnyx's 10 days, or not this account's; 429 and 5xx: not now."""
+    telnyx, _ = provider_with(errors(status, "10005"))
+    fetched = await telnyx.fetch_status("msg-1")
+    assert fetched.receipt is None
+    assert fetched.why == f"retrieving the message answered HTTP {status}"
+
+
+async def test_fetch_status_cannot_tell_on_a_timeout_or_an_odd_answer() -> None:
+    def timeout(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    telnyx, _ = provider_with(timeout)
+    assert (await telnyx.fetch_status("msg-1")).receipt is None
+    telnyx, _ = provider_with(lambda request: httpx.Response(200, json={"data": {"id": "x"}}))
+    assert (await telnyx.fetch_status("msg-1")).receipt is None
+    telnyx, _ = provider_with(retrieved("delivered", message_id="another"))
+    assert (await telnyx.fetch_status("msg-1")).receipt is None

@@ -13,6 +13,7 @@ import pytest
 
 from app.providers.base import Lookup, LookupAnswer, OutboundMessage, Provider
 from app.providers.twilio.client import TwilioProvider
+from app.providers.twilio.events import parse_status_callback
 from app.sending.outcomes import Classification, Outcome
 from tests.fakes.twilio import Answer, FakeTwilio
 
@@ -460,3 +461,54 @@ async def test_fetch_one_message(http: httpx.AsyncClient, fake_twilio: FakeTwili
     assert response.json()["date_sent"] is not None
     missing = await http.get(f"{base}/SM{'0' * 32}.json", auth=fake_twilio.auth)
     assert (missing.status_code, missing.json()["code"]) == (404, 20404)
+
+
+async def test_fetch_status_answers_the_message_s_status_as_its_callback_would(
+    twilio: TwilioProvider, fake_twilio: FakeTwilio
+) -> None:
+    """`fetch_status` (SPEC §5.3): the status and error code Twilio holds, as the very
+    receipt a status callback of them is (its event id too: the two are one event)."""
+    result = await twilio.send(message())
+    sid = result.provider_message_id
+    assert sid is not None
+    queued = await twilio.fetch_status(sid)
+    assert queued.receipt == parse_status_callback({"MessageSid": sid, "MessageStatus": "queued"})
+    fake_twilio.mark_sent(sid, "undelivered", error_code=30003)
+    fetched = await twilio.fetch_status(sid)
+    callback = {"MessageSid": sid, "MessageStatus": "undelivered", "ErrorCode": "30003"}
+    assert fetched.receipt == parse_status_callback(callback)
+    assert fetched.receipt.classification == Classification("unreachable_number", False)
+    fake_twilio.mark_sent(sid, "sent")
+    sent = await twilio.fetch_status(sid)
+    assert sent.receipt is not None
+    assert (sent.receipt.provider_status, sent.receipt.error_code) == ("sent", None)
+    assert fake_twilio.fetches == [sid] * 3
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        Answer.throttled(),
+        Answer.server_error(500),
+        Answer.server_error(503),
+        Answer.slow(5.0),  # past the client's 2 s read timeout
+    ],
+    ids=["429", "500", "503", "timeout"],
+)
+async def test_fetch_status_cannot_tell_when_twilio_does_not_answer(
+    twilio: TwilioProvider, fake_twilio: FakeTwilio, answer: Answer
+) -> None:
+    sid = fake_twilio.add_message(TO, "hi", status="sent")
+    fake_twilio.script_fetch(answer)
+    fetched = await twilio.fetch_status(sid)
+    assert fetched.receipt is None and fetched.why
+    assert (await twilio.fetch_status(sid)).receipt is not None  # the next one answers
+
+
+async def test_fetch_status_of_an_unknown_sid_cannot_tell(
+    twilio: TwilioProvider, fake_twilio: FakeTwilio
+) -> None:
+    """404 (20404): a deleted message, or another account's: nothing about delivery."""
+    fetched = await twilio.fetch_status("SM" + "0" * 32)
+    assert fetched.receipt is None
+    assert fetched.why == "fetching the message answered HTTP 404"

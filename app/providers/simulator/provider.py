@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 
 from app.kit.clock import utcnow
 from app.providers import codes
-from app.providers.base import Lookup, OutboundMessage, Receipt, SendResult
+from app.providers.base import Fetched, Lookup, OutboundMessage, Receipt, SendResult
 from app.providers.http_answers import SOFT_SENDING_ERROR
 from app.providers.twilio import events as twilio_events
 from app.sending.outcomes import Outcome
@@ -125,6 +125,10 @@ class SimulatorProvider:
         self._attempts: dict[str, int] = {}
         # What was accepted, newest last, for find_sent.
         self._sent: deque[_Sent] = deque(maxlen=history)
+        # Each accepted message's status and error code as its receipts have said so far
+        # (`queued` until the first), for fetch_status: the newest `history` messages.
+        self._statuses: dict[str, tuple[str, str | None]] = {}
+        self._history = history
         self._started = utcnow()
         self._closed = False
 
@@ -149,6 +153,9 @@ class SimulatorProvider:
             )
         sid = new_message_sid()
         self._sent.append(_Sent(sid, message.to, message.body, utcnow()))
+        self._statuses[sid] = ("queued", None)
+        while len(self._statuses) > self._history:  # the oldest first (insertion order)
+            del self._statuses[next(iter(self._statuses))]
         task = asyncio.create_task(
             self._play(sid, message.to, self._script(rule, attempt)),
             name=f"simulator receipts {sid}",
@@ -187,6 +194,8 @@ class SimulatorProvider:
             ]
             if error_code is not None:
                 params.append(("ErrorCode", error_code))
+            if sid in self._statuses:
+                self._statuses[sid] = (status, error_code)
             receipt = twilio_events.parse_status_callback(params, provider=self.name)
             try:
                 await self._on_receipt(receipt)
@@ -211,6 +220,21 @@ class SimulatorProvider:
         if since < self._remembers_since:
             return Lookup.cant_tell("the simulator does not remember that far back")
         return Lookup.not_sent()
+
+    async def fetch_status(self, provider_message_id: str) -> Fetched:
+        """The message's status as its receipts have said so far (`queued` before the
+        first), the receipt of it the same as the one played; a message this process did
+        not accept, or no longer remembers (its history is bounded, a restart forgets all),
+        it cannot tell."""
+        known = self._statuses.get(provider_message_id)
+        if known is None:
+            return Fetched.cant_tell("the simulator does not know that message")
+        status, error_code = known
+        return Fetched(
+            twilio_events.status_receipt(
+                provider_message_id, status, error_code, provider=self.name
+            )
+        )
 
     @property
     def _remembers_since(self) -> datetime:

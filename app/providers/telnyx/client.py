@@ -13,11 +13,13 @@ import logging
 from collections.abc import Collection
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
-from app.providers.base import Lookup, OutboundMessage, SendResult
+from app.providers.base import Fetched, Lookup, OutboundMessage, SendResult
 from app.providers.http_answers import json_object, refused, transport_failure
+from app.providers.telnyx.events import message_receipt
 from app.sending.outcomes import Outcome
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,27 @@ class TelnyxProvider:
         `holding_seconds`, before the message is sent again.
         """
         return Lookup.cant_tell("Telnyx has no message lookup")
+
+    async def fetch_status(self, provider_message_id: str) -> Fetched:
+        """The message's status now: `GET /v2/messages/{id}` (Retrieve a message,
+        https://developers.telnyx.com/api-reference/messages/retrieve-a-message;
+        docs/providers.md §2.6): `data.to[0].status` and `data.errors[0].code`, as the
+        receipt a webhook of them would be. Telnyx keeps messages there for 10 days: an
+        older one answers 404, which like 429, 5xx or a timeout is `cant_tell` (a message
+        still `sent` is settled by the overdue rule, README: Receipts that never come)."""
+        url = f"{self.messages_url}/{quote(provider_message_id, safe='')}"
+        try:
+            response = await self._http.get(url, headers=self._headers)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            log.warning("telnyx: retrieving a message failed: %s: %s", type(exc).__name__, exc)
+            return Fetched.cant_tell(f"retrieving the message failed: {type(exc).__name__}")
+        if response.status_code != 200:
+            log.warning("telnyx: retrieving a message answered HTTP %s", response.status_code)
+            return Fetched.cant_tell(f"retrieving the message answered HTTP {response.status_code}")
+        receipt = message_receipt(json_object(response))
+        if receipt is None or receipt.provider_message_id != provider_message_id:
+            return Fetched.cant_tell("the retrieved message has no status")
+        return Fetched(receipt)
 
 
 def _first_status(data: dict[str, Any]) -> str | None:

@@ -13,6 +13,7 @@ event types are not ours to read (None: acknowledge and ignore).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -125,21 +126,62 @@ def parse_event(document: dict[str, Any]) -> Receipt | InboundMessage | None:
         raise MalformedWebhook("data.payload.to is empty")
     first = _object(recipients[0], "data.payload.to[0]")
     status = _text(first.get("status"), "data.payload.to[0].status").lower()
-    code = _error_code(payload)
+    return status_receipt(
+        message_id,
+        status,
+        _error_code(payload),
+        event_id=_text(data.get("id"), "data.id"),
+        occurred_at=_occurred_at(data.get("occurred_at")),
+    )
+
+
+def status_receipt(
+    message_id: str,
+    status: str,
+    error_code: str | None,
+    *,
+    event_id: str | None = None,
+    occurred_at: datetime | None = None,
+) -> Receipt:
+    """The receipt of a message's status: a webhook's (under Telnyx's event id), or what
+    retrieving the message found (`TelnyxProvider.fetch_status`: no event id of Telnyx's,
+    so a digest of the message, its status and its error code, the same for the same facts).
+    """
+    status = status.lower()
     classification: Classification | None = None
     if status == "expired":
         classification = EXPIRED
     elif status in FAILURE_STATUSES:
-        classification = codes.classify(PROVIDER, code, "receipt")
+        classification = codes.classify(PROVIDER, error_code, "receipt")
+    if event_id is None:
+        facts = f"fetched|{message_id}|{status}|{error_code or ''}"
+        event_id = hashlib.sha256(facts.encode("utf-8")).hexdigest()
     return Receipt(
         provider=PROVIDER,
         provider_message_id=message_id,
         provider_status=status,
-        error_code=code,
-        event_id=_text(data.get("id"), "data.id"),
-        occurred_at=_occurred_at(data.get("occurred_at")),
+        error_code=error_code,
+        event_id=event_id,
+        occurred_at=occurred_at,
         classification=classification,
     )
+
+
+def message_receipt(document: dict[str, Any]) -> Receipt | None:
+    """The receipt of a retrieved message (`GET /v2/messages/{id}`: `{"data": {"id", "to":
+    [{"status"}], "errors": [{"code"}]}}`), or None when it names no id or status."""
+    data = document.get("data")
+    if not isinstance(data, dict):
+        return None
+    message_id, recipients = data.get("id"), data.get("to")
+    if not (isinstance(message_id, str) and message_id.strip()):
+        return None
+    if not (isinstance(recipients, list) and recipients and isinstance(recipients[0], dict)):
+        return None
+    status = recipients[0].get("status")
+    if not (isinstance(status, str) and status.strip()):
+        return None
+    return status_receipt(message_id.strip(), status.strip(), _error_code(data))
 
 
 def parse_webhook(raw_body: bytes | str) -> Receipt | InboundMessage | None:

@@ -21,11 +21,13 @@ import logging
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
-from app.providers.base import Lookup, OutboundMessage, SendResult
+from app.providers.base import Fetched, Lookup, OutboundMessage, SendResult
 from app.providers.http_answers import json_object, refused, transport_failure
+from app.providers.twilio.events import status_receipt
 from app.sending.outcomes import Outcome
 
 log = logging.getLogger(__name__)
@@ -174,6 +176,42 @@ class TwilioProvider:
             return Lookup.not_sent()
         log.warning("twilio: find_sent stopped after %d pages", self._max_pages)
         return Lookup.cant_tell(f"more than {self._max_pages} pages of messages")
+
+    async def fetch_status(self, provider_message_id: str) -> Fetched:
+        """The message's status now: `GET /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json`
+        (twilio-oai `spec/json/twilio_api_v2010.json`, operation FetchMessage;
+        https://www.twilio.com/docs/messaging/api/message-resource#fetch-a-message-resource),
+        its `status` and `error_code` as the receipt a status callback of them would be.
+
+        Anything else is `cant_tell`: 429, 5xx, a timeout, an answer without a status, and
+        404 (code 20404) too. Twilio keeps a message it created (unless the account deletes
+        it), so a 404 for a sid of ours means the message was deleted, or the school's
+        account is not the one that sent it any more (new credentials): it says nothing of
+        whether the message arrived, and a message still `sent` is settled by the overdue
+        rule anyway (README, Receipts that never come; docs/providers.md §1.7)."""
+        url = (
+            f"{self.api_base}/{API_VERSION}/Accounts/{self.account_sid}"
+            f"/Messages/{quote(provider_message_id, safe='')}.json"
+        )
+        try:
+            response = await self._http.get(
+                url, auth=self._auth, headers={"Accept": "application/json"}
+            )
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            log.warning("twilio: fetching a message failed: %s: %s", type(exc).__name__, exc)
+            return Fetched.cant_tell(f"fetching the message failed: {type(exc).__name__}")
+        if response.status_code != 200:
+            log.warning("twilio: fetching a message answered HTTP %s", response.status_code)
+            return Fetched.cant_tell(f"fetching the message answered HTTP {response.status_code}")
+        body = json_object(response)
+        status = body.get("status")
+        if not (isinstance(status, str) and status.strip()):
+            return Fetched.cant_tell("the fetched message has no status")
+        code = body.get("error_code")
+        error_code = str(code).strip() if isinstance(code, int | str) else None
+        if error_code in ("", "0"):
+            error_code = None
+        return Fetched(status_receipt(provider_message_id, status.strip(), error_code))
 
     def _match(
         self,

@@ -56,16 +56,24 @@ def parse_status_callback(params: Form, *, provider: str = "twilio") -> Receipt:
         raise MalformedWebhook("status callback without MessageSid")
     if status is None:
         raise MalformedWebhook("status callback without MessageStatus")
+    return status_receipt(sid, status, _error_code(form), provider=provider)
+
+
+def status_receipt(
+    sid: str, status: str, error_code: str | None, *, provider: str = "twilio"
+) -> Receipt:
+    """The receipt of a message's status (`status`, `error_code`): a status callback's, or
+    what fetching the message found (`TwilioProvider.fetch_status`). The same facts make the
+    same receipt, its event id included, so a callback and a fetch of them are one event."""
     status = status.lower()
-    code = _error_code(form)
     return Receipt(
         provider=provider,
         provider_message_id=sid,
         provider_status=status,
-        error_code=code,
-        event_id=event_id(sid, status, code),
+        error_code=error_code,
+        event_id=event_id(sid, status, error_code),
         classification=(
-            codes.classify(provider, code, "receipt") if status in FAILURE_STATUSES else None
+            codes.classify(provider, error_code, "receipt") if status in FAILURE_STATUSES else None
         ),
     )
 
