@@ -110,6 +110,7 @@ def worker(args: argparse.Namespace) -> int:
         from app.workers.delivery import DeliveryWorker
         from app.workers.loop import freeze_start_up
         from app.workers.receipt_applier import ReceiptApplier
+        from app.workers.reconciler import ReconciliationLoop
 
         assert settings.database_url is not None and settings.secret_key is not None
         codes.configure(settings)
@@ -120,18 +121,20 @@ def worker(args: argparse.Namespace) -> int:
             inbox = Inbox.pool(settings.database_url, size=2)
             delivery = DeliveryWorker(sessionmaker, settings, http, box, inbox)
             applier = ReceiptApplier(sessionmaker, settings)
+            reconciler = ReconciliationLoop(sessionmaker, settings, delivery.registry, inbox)
             loop = asyncio.get_running_loop()
 
             def stop() -> None:
                 delivery.stop()
                 applier.stop()
+                reconciler.stop()
 
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop)
             freeze_start_up()
             try:
-                # Both return after SIGTERM, claimed work finished or released.
-                await asyncio.gather(delivery.run(), applier.run())
+                # All return after SIGTERM, claimed work finished or released.
+                await asyncio.gather(delivery.run(), applier.run(), reconciler.run())
             finally:
                 await delivery.aclose()
                 await inbox.aclose()

@@ -22,6 +22,7 @@ from app.webhooks.twilio_fast_path import TwilioStatusFastPath
 from app.workers.delivery import DeliveryWorker
 from app.workers.loop import LoopService, freeze_start_up
 from app.workers.receipt_applier import ReceiptApplier
+from app.workers.reconciler import ReconciliationLoop
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,13 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
                 app.state.inbox,
             )
             app.state.registry = worker.registry
-            services += [worker, ReceiptApplier(app.state.sessionmaker, resolved)]
+            services += [
+                worker,
+                ReceiptApplier(app.state.sessionmaker, resolved),
+                ReconciliationLoop(
+                    app.state.sessionmaker, resolved, worker.registry, app.state.inbox
+                ),
+            ]
         tasks = [asyncio.create_task(s.run(), name=s.name) for s in services]
         freeze_start_up()
         try:

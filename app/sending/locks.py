@@ -12,6 +12,10 @@
 4. **Campaigns' rows**, in id order, last: the completion rule
    (`app.campaigns.service.complete_finished`), a resend's reopening, a stop's new status.
 
+Attempts' rows are locked after their recipients' (the record's and the applier's writes
+to them come once step 2 is taken), before step 3; a writer that locks attempts alone
+skips them if locked (`SKIP LOCKED`) and so never waits.
+
 A transaction may skip a step, never go back to an earlier one. So no two writers wait
 for each other in a circle (PostgreSQL would break it after `deadlock_timeout` by failing
 one of them: a staff member's 500, or a batch recorded again).
@@ -32,6 +36,10 @@ checks each against a real PostgreSQL):
 - the receipt applier (`app.delivery.applier`): 2 its receipts' recipients, and the waiting
   recipients of the numbers that opted out at the provider; 3 those opt-outs; 4 the
   completed campaigns.
+- the reconciliation (`app.delivery.reconcile`, SPEC §5.3): its claim locks due attempts
+  alone, skipped if locked (no recipient, no wait); its overdue rule takes 2 the recipients
+  whose message is taken as delivered unconfirmed, then their attempts; 4 the completed
+  campaigns.
 - resend, of one or of all failed (`app.recipients.service`): 2 the failed recipients;
   4 the campaign (reopened).
 

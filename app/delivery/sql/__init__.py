@@ -14,7 +14,8 @@ readable size:
 - `shapes`: the row shapes (`RecipientRow`, `Previous`, `NewAttempt`...);
 - `reads`: the claim's, the record's and the admission's statements;
 - `writes`: their writes, one statement a batch;
-- `receipts`: the inbox's INSERT and the receipt applier's statements.
+- `receipts`: the inbox's INSERT and the receipt applier's statements;
+- `reconcile`: the reconciliation's claim and its overdue rule's statements.
 """
 
 from app.delivery.sql.reads import (
@@ -37,6 +38,12 @@ from app.delivery.sql.receipts import (
     attempt_of,
     write_applied,
 )
+from app.delivery.sql.reconcile import (
+    CLAIM_DUE,
+    OVERDUE_ATTEMPTS,
+    SettledAttempt,
+    write_overdue,
+)
 from app.delivery.sql.shapes import (
     RECIPIENT_COLUMNS,
     AnyRow,
@@ -54,10 +61,12 @@ __all__ = [
     "BATCH",
     "BATCH_AND_WAITING",
     "CLAIM",
+    "CLAIM_DUE",
     "DUE_RECEIPTS",
     "KEEP_RECEIPT",
     "LOCK_APPLIED",
     "LOCK_RATED",
+    "OVERDUE_ATTEMPTS",
     "RECEIPT_TARGETS",
     "RECIPIENT_COLUMNS",
     "SCHOOLS",
@@ -70,11 +79,13 @@ __all__ = [
     "RecipientRow",
     "RecoveredAttempt",
     "SendSlots",
+    "SettledAttempt",
     "attempt_of",
     "record",
     "recorded_messages",
     "write_applied",
     "write_claim",
+    "write_overdue",
     "write_record",
     "write_slots",
 ]
