@@ -30,9 +30,12 @@ import pytest
 from alembic import command
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.config import Settings
 from app.delivery import applier, inbox
 from app.delivery.engine import Engine
+from app.delivery.reconcile import Passed, Reconciler
 from app.kit.db import Inbox, driver_url, unit_of_work
+from app.providers.registry import Registry
 from app.providers.twilio.events import parse_status_callback
 from tests.delivery.committed import lock_probes as locks
 from tests.delivery.committed.lock_probes import WAIT_SECONDS, Probes, settle
@@ -363,6 +366,78 @@ async def test_the_record_and_the_receipt_applier_lock_the_batch_the_opt_out_the
         assert [(o["phone"], o["source"]) for o in listed.json()["items"]] == [
             (phone(2 * r), "provider") for r in range(run + 1)
         ]
+
+
+# -- the reconciliation ----------------------------------------------------------------
+
+
+async def test_the_reconciliation_locks_the_recipients_then_the_campaign(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+    settings: Settings,
+    registry: Registry,
+    probes: Probes,
+) -> None:
+    """Two messages `sent` and never confirmed, the campaign's last, past
+    UNCONFIRMED_AFTER_SECONDS: the pass claims their attempts (no recipient locked), looks
+    them up, then locks both recipients (id order) and completes the campaign (its row
+    last). Its claim skips an attempt that is locked, and does not wait for it."""
+    school = twilio_school
+    short = settings.model_copy(
+        update={"reconcile_after_seconds": 3600, "unconfirmed_after_seconds": 7200}
+    )
+    connection = await probes.look()
+
+    @asynccontextmanager
+    async def acquire() -> AsyncIterator[asyncpg.Connection]:
+        yield connection
+
+    sweeps = Reconciler(sessionmaker, short, registry, Inbox(acquire))
+    overdue = """
+        UPDATE attempts SET created_at = now() - interval '7201 seconds',
+                            checked_at = now() - interval '7201 seconds'
+        WHERE recipient_id = ANY($1::bigint[])
+    """
+
+    async def sent_long_ago(run: int) -> tuple[list[str], str, list[str]]:
+        numbers = [phone(2 * run), phone(2 * run + 1)]
+        campaign_id, ids = await launch(client, school, *numbers)
+        assert await delivery.run_once() == 2
+        for number in numbers:
+            twilio.mark_sent(twilio.sid_to(number))
+            await keep_receipt(probes, twilio, number, "sent")
+        assert await apply_stored(sessionmaker) == [applier.Result.applied] * 2
+        await probes.execute(overdue, [int(i) for i in ids])
+        return numbers, campaign_id, ids
+
+    for run, step in enumerate((2, 4)):
+        numbers, campaign_id, ids = await sent_long_ago(run)
+        order = [*map(locks.recipient, ids), locks.campaign(campaign_id)]
+        at = order[1] if step == 2 else order[-1]
+        passed = await probes.check(order, at, sweeps.sweep_once)
+        assert passed == Passed(claimed=2, looked_up=2, unconfirmed=2)
+        assert await states(client, school, campaign_id) == dict.fromkeys(
+            numbers, ("delivered", None)
+        )
+        assert await status(client, school, campaign_id) == "complete"
+
+    numbers, campaign_id, ids = await sent_long_ago(2)
+    [attempt_id] = await connection.fetch(
+        "SELECT max(id) AS id FROM attempts WHERE recipient_id = $1", int(ids[0])
+    )
+    probe = await probes.hold(locks.Row(2, "an attempt", "attempts", "id", attempt_id["id"]))
+    try:
+        async with asyncio.timeout(WAIT_SECONDS):
+            passed = await sweeps.sweep_once()
+    finally:
+        await probe.release()
+    assert passed == Passed(claimed=1, looked_up=1, unconfirmed=1)
+    assert await status(client, school, campaign_id) == "active"
+    assert (await sweeps.sweep_once()).unconfirmed == 1
+    assert await status(client, school, campaign_id) == "complete"
 
 
 # -- resend ----------------------------------------------------------------------------
