@@ -1,4 +1,4 @@
-"""The reconciliation: receipts that never come (SPEC §5.3).
+"""The reconciliation: receipts that never come (README).
 
 Some carriers never confirm (a Twilio `sent` can be final), and callbacks get lost. An
 attempt at its provider (not final: queued there, or `sent`) whose final receipt has not come

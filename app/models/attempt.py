@@ -20,7 +20,7 @@ from app.kit.db import Base
 # accepted, scheduled, sending) or handed to the carrier (sent). The status rules'
 # `PROVIDER_PHASES` of phases `queued` and `sent` (a test checks that they agree).
 UNSETTLED_STATUSES = ("accepted", "queued", "scheduled", "sending", "sent")
-# What the reconciliation (`app.delivery.reconcile`, SPEC §5.3) may still look up: an
+# What the reconciliation (`app.delivery.reconcile`, README) may still look up: an
 # attempt at its provider, its message id known, its final receipt not come, and the
 # reconciliation not done with it. `ix_attempts_unconfirmed` holds those alone, by
 # `checked_at`: the due ones are one range of it, whatever the size of the table.
@@ -51,7 +51,7 @@ class Attempt(Base):
     error_code: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    # When the reconciliation last asked the provider about this message (SPEC §5.3); until
+    # When the reconciliation last asked the provider about this message (README); until
     # it first does, when the attempt was recorded (the column's default). It is due again
     # RECONCILE_AFTER_SECONDS after that while its status is not final (`UNCONFIRMED`).
     # Null once the reconciliation is done with it: settled as delivered unconfirmed, or

@@ -93,7 +93,7 @@ class Receipt:
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """What the provider says of one message asked for by its id (SPEC §5.3, the
+    """What the provider says of one message asked for by its id (README, the
     reconciliation): its status as the receipt a status callback would have brought (the same
     event id where the provider's callbacks have none of their own, so the two are one event),
     or, when it could not tell (429, 5xx, timeout, an unknown id, a provider or a message
@@ -158,7 +158,7 @@ class Provider(Protocol):
         ...
 
     async def fetch_status(self, provider_message_id: str) -> Fetched:
-        """The message's status now, asked by its id (SPEC §5.3: the reconciliation of a
+        """The message's status now, asked by its id (README: the reconciliation of a
         message whose final receipt never came). Never raises: anything but a readable
         answer is `Fetched.cant_tell`, and changes nothing."""
         ...

@@ -36,7 +36,7 @@ checks each against a real PostgreSQL):
 - the receipt applier (`app.delivery.applier`): 2 its receipts' recipients, and the waiting
   recipients of the numbers that opted out at the provider; 3 those opt-outs; 4 the
   completed campaigns.
-- the reconciliation (`app.delivery.reconcile`, SPEC §5.3): its claim locks due attempts
+- the reconciliation (`app.delivery.reconcile`, README): its claim locks due attempts
   alone, skipped if locked (no recipient, no wait); its overdue rule takes 2 the recipients
   whose message is taken as delivered unconfirmed, then their attempts; 4 the completed
   campaigns.

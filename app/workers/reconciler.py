@@ -1,4 +1,4 @@
-"""The reconciliation loop (SPEC §5.3, `app.delivery.reconcile`): beside every delivery
+"""The reconciliation loop (README, `app.delivery.reconcile`): beside every delivery
 worker (`campanile worker`, and `campanile serve` unless --no-worker), sharing its
 providers. A pass with nothing due is one index probe; several workers share the work
 safely (a pass claims its attempts FOR UPDATE SKIP LOCKED and marks them checked)."""

@@ -1,4 +1,4 @@
-"""Receipts that never come (SPEC §5.3): the reconciliation looks a silent message up by its
+"""Receipts that never come (README): the reconciliation looks a silent message up by its
 id at the fake Twilio and applies what it finds as a receipt; a message still only `sent`
 UNCONFIRMED_AFTER_SECONDS after its hand-over becomes delivered, unconfirmed, and its
 campaign completes. Time passes in SQL only (the attempts' `checked_at` and `created_at`

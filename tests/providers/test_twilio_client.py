@@ -466,7 +466,7 @@ async def test_fetch_one_message(http: httpx.AsyncClient, fake_twilio: FakeTwili
 async def test_fetch_status_answers_the_message_s_status_as_its_callback_would(
     twilio: TwilioProvider, fake_twilio: FakeTwilio
 ) -> None:
-    """`fetch_status` (SPEC §5.3): the status and error code Twilio holds, as the very
+    """`fetch_status` (README): the status and error code Twilio holds, as the very
     receipt a status callback of them is (its event id too: the two are one event)."""
     result = await twilio.send(message())
     sid = result.provider_message_id

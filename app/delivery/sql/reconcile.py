@@ -1,4 +1,4 @@
-"""The reconciliation's SQL (`app.delivery.sql`; `app.delivery.reconcile`, SPEC §5.3).
+"""The reconciliation's SQL (`app.delivery.sql`; `app.delivery.reconcile`, README).
 
 Its queue is the partial index `ix_attempts_unconfirmed` on `attempts (checked_at)`, which
 holds only the attempts it may still look up (`app.models.attempt.UNCONFIRMED`): the due

@@ -188,7 +188,7 @@ class TwilioProvider:
         it), so a 404 for a sid of ours means the message was deleted, or the school's
         account is not the one that sent it any more (new credentials): it says nothing of
         whether the message arrived, and a message still `sent` is settled by the overdue
-        rule anyway (README, Receipts that never come; docs/providers.md §1.7)."""
+        rule anyway (README; docs/providers.md §1.7)."""
         url = (
             f"{self.api_base}/{API_VERSION}/Accounts/{self.account_sid}"
             f"/Messages/{quote(provider_message_id, safe='')}.json"

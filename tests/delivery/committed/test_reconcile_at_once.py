@@ -1,4 +1,4 @@
-"""Several workers reconcile at once (SPEC §5.3, `app.delivery.reconcile`): two passes on
+"""Several workers reconcile at once (README, `app.delivery.reconcile`): two passes on
 two engines of their own, committing for real, never look up the same message twice."""
 
 from __future__ import annotations
