@@ -15,9 +15,15 @@ readable size:
 - `reads`: the claim's, the record's and the admission's statements;
 - `writes`: their writes, one statement a batch;
 - `receipts`: the inbox's INSERT and the receipt applier's statements;
-- `reconcile`: the reconciliation's claim and its overdue rule's statements.
+- `overdue`: the reconciliation's claim and its overdue rule's statements.
 """
 
+from app.delivery.sql.overdue import (
+    CLAIM_DUE,
+    OVERDUE_ATTEMPTS,
+    SettledAttempt,
+    write_overdue,
+)
 from app.delivery.sql.reads import (
     ADMISSION_LOCKS,
     BATCH,
@@ -37,12 +43,6 @@ from app.delivery.sql.receipts import (
     RECEIPT_TARGETS,
     attempt_of,
     write_applied,
-)
-from app.delivery.sql.reconcile import (
-    CLAIM_DUE,
-    OVERDUE_ATTEMPTS,
-    SettledAttempt,
-    write_overdue,
 )
 from app.delivery.sql.shapes import (
     RECIPIENT_COLUMNS,
