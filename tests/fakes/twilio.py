@@ -123,6 +123,8 @@ class FakeTwilio:
     _list_scripts: deque[Answer] = field(default_factory=deque)
     _fetch_scripts: deque[Answer] = field(default_factory=deque)
     _always: dict[str, Answer] = field(default_factory=dict)
+    _hangs: dict[str, asyncio.Event] = field(default_factory=dict)  # see `hang`
+    _hanging: dict[str, int] = field(default_factory=dict)
     _server: uvicorn.Server | None = None
     _task: asyncio.Task[None] | None = None
     _stopping: asyncio.Event | None = None
@@ -175,6 +177,7 @@ class FakeTwilio:
         self._list_scripts.clear()
         self.queued_placement = "last"
         self.max_page_size = 1000
+        self._hangs.clear()
 
     def sends_to(self, to: str) -> int:
         """Create calls received for `to` (authenticated ones)."""
@@ -322,6 +325,7 @@ class FakeTwilio:
             return self._error(400, 21603, "A 'From' phone number is required.")
         if not _valid_period(values.get("ValidityPeriod")):
             return self._error(400, 21624, "Invalid validity period value")
+        await self._hang(to)
         answer = self._next_answer(to)
         if answer.delay and self._stopping is not None:
             with contextlib.suppress(TimeoutError):
@@ -465,6 +469,33 @@ class FakeTwilio:
             group = 0 if self.queued_placement == "first" else 2
             return group, -created.timestamp(), 0.0
         return 1, -sent.timestamp(), -created.timestamp()
+
+    # -- hanging sends (an option: only tests that call `hang` see it) -----------------
+
+    def hang(self, to: str, until: asyncio.Event) -> None:
+        """Create calls to `to` get no answer until `until` is set (or the fake stops):
+        a send that hangs, as one does until the client's timeout in a provider brownout.
+        `hanging(to)`: how many such calls are waiting now."""
+        self._hangs[to] = until
+
+    def hanging(self, to: str) -> int:
+        return self._hanging.get(to, 0)
+
+    async def _hang(self, to: str) -> None:
+        until = self._hangs.get(to)
+        if until is None:
+            return
+        self._hanging[to] = self._hanging.get(to, 0) + 1
+        try:
+            waits = [until.wait()] + ([self._stopping.wait()] if self._stopping else [])
+            tasks = [asyncio.ensure_future(wait) for wait in waits]
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+        finally:
+            self._hanging[to] -= 1
 
 
 # Statuses of a message Twilio still holds in its queue: no date_sent yet.
