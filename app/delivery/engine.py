@@ -8,8 +8,11 @@ call, each in a module of its own:
    asked about first (`app.delivery.recover`);
 3. `app.delivery.record`, in one transaction: attempts, recipients, opt-outs, completion.
 
-The worker pipelines the cycles (`run_pipelined`): the record of one batch runs while the
-next is claimed and sent, at most one record in flight, and a stop waits for it (`drain`).
+The worker pipelines the cycles (`run_pipelined`): a batch's sends go on while the next is
+claimed, and each answer is recorded as it comes (`app.delivery.recorder`), so a send that
+hangs until its timeout delays only itself. At most `WORKER_CONCURRENCY` sends are in flight
+(one gate for all batches), at most about two batches are held unrecorded, and a stop waits
+for the sends in flight and their records (`drain`).
 The SQL of all three is in `app.delivery.sql`; the words are in the README's glossary.
 """
 
@@ -30,6 +33,7 @@ from app.delivery import claim as claim_step
 from app.delivery import record as record_step
 from app.delivery import send as send_step
 from app.delivery.jobs import UNKNOWN, Handover, Job
+from app.delivery.recorder import Batch, Recorder
 from app.delivery.school_cache import SchoolCache
 from app.delivery.sweep import sweep
 from app.kit.clock import utcnow
@@ -50,12 +54,19 @@ class Engine:
     settings: Settings
     registry: Registry
     rng: random.Random = field(default_factory=random.Random)
-    # The record of the last batch `run_pipelined` sent, while it runs.
-    _recording: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    # At most `worker_concurrency` sends in flight, whatever their batch.
+    _gate: asyncio.Semaphore = field(init=False, repr=False)
+    # `run_pipelined`'s batches still sending, and the recorder of their answers.
+    _sending: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
+    _recorder: Recorder = field(init=False, repr=False)
     _activated: float = field(default=-ACTIVATE_SECONDS, init=False, repr=False)
     _schools: SchoolCache = field(default_factory=SchoolCache, init=False, repr=False)
     # Due recipients the last claim leased or settled (deferred, moved, stopped).
     _dealt_with: int = field(default=0, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._gate = asyncio.Semaphore(self.settings.worker_concurrency)
+        self._recorder = Recorder(self.record)
 
     async def run_once(self, stopping: asyncio.Event | None = None) -> int:
         """One claim-send-record cycle, recorded when it returns; the number claimed."""
@@ -69,39 +80,44 @@ class Engine:
         return len(jobs)
 
     async def run_pipelined(self, stopping: asyncio.Event) -> int:
-        """One cycle whose record runs on while the next cycle claims and sends (at most
-        one record in flight; a cycle that found less than a full batch records before it
-        returns, so an idle worker has nothing in flight). `drain` waits for the record.
-        The number of due recipients the claim dealt with, sent or not (a full batch:
-        more may be due at once).
+        """Claim a batch and start its sends, which go on after this returns, each answer
+        recorded as it comes. The number of due recipients the claim dealt with, sent or
+        not (a full batch: more may be due at once). `drain` waits for what is in flight.
 
-        Records stay in batch order: batch N is recorded before batch N+1's record starts,
-        so N+1's recoveries see the message ids N recorded (`recover.recorded_elsewhere`).
-        A batch sent while N is recorded is leased, so no claim takes its recipients again.
+        A batch is claimed only while at most a batch's worth of claimed jobs is not
+        recorded yet: the recorder keeps up, and a worker holds about two batches at most.
+        A batch with recoveries in it is sent through before anything else is claimed: a
+        recovery looks for its message among the provider's, and a later batch's send
+        (same number, same text) must not be among them unrecorded (`recover`).
         """
         await self.activate_due()
+        await self._recorder.room(self.settings.worker_batch_size)
         with metrics.claim_seconds.time():
             jobs = await self.claim()
-        outcomes = await self.send(jobs, stopping) if jobs else []
-        await self.drain()
-        if outcomes:
-            self._recording = asyncio.create_task(self.record(outcomes))
-            if len(jobs) < self.settings.worker_batch_size:
-                await self.drain()
+        if jobs:
+            sending = asyncio.create_task(self._send(jobs, stopping, self._recorder.expect(jobs)))
+            self._sending.add(sending)
+            sending.add_done_callback(self._sending.discard)
+            if any(job.recovering for job in jobs):
+                await sending
         return self._dealt_with
 
     async def drain(self) -> None:
-        """Wait for the record in flight, if any. Its failure is logged, not raised: the
-        cycle that waits has sent its own batch and must still record it. The failed
-        batch's recipients stay leased with `claimed_at` set, and are recovered when their
-        lease runs out."""
-        recording, self._recording = self._recording, None
-        if recording is None:
-            return
+        """Wait for the sends in flight and for their answers' records. A record's failure
+        is logged, not raised: its recipients stay leased with `claimed_at` set, and are
+        recovered when their lease runs out."""
+        while sending := [task for task in self._sending if not task.done()]:
+            await asyncio.gather(*sending)
+        await self._recorder.settled()
+
+    async def _send(self, jobs: list[Job], stopping: asyncio.Event, batch: Batch) -> None:
+        """A batch's send step, its answers given to the recorder as they come."""
         try:
-            await recording
+            await send_step.send(self.sessionmaker, jobs, stopping, self._gate, batch.answered)
         except Exception:
-            log.exception("recording a sent batch failed; its lease will recover it")
+            log.exception("sending a batch failed; its unanswered jobs' lease will recover them")
+        finally:
+            batch.finished()
 
     async def activate_due(self) -> None:
         """Start the scheduled campaigns whose time has come: at most once a second (so
@@ -124,9 +140,7 @@ class Engine:
 
     async def send(self, jobs: list[Job], stopping: asyncio.Event) -> list[Handover]:
         """Step 2 (`app.delivery.send`)."""
-        return await send_step.send(
-            self.sessionmaker, jobs, stopping, self.settings.worker_concurrency
-        )
+        return await send_step.send(self.sessionmaker, jobs, stopping, self._gate)
 
     async def record(self, outcomes: list[Handover]) -> None:
         """Step 3 (`app.delivery.record`)."""

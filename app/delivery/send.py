@@ -1,13 +1,16 @@
 """The send, step 2 of a cycle, outside any transaction: each job's message handed to its
-provider, at most `WORKER_CONCURRENCY` at once, each in its rate slot
-(`app.delivery.pacing`), each admitted just before it starts (`app.delivery.admission`: not
-if staff stopped it meanwhile), a recovery asked about first (`app.delivery.recover`), and
-given the seconds then left in its school's sending window (`_timed`)."""
+provider, at most `WORKER_CONCURRENCY` at once (the engine's gate, shared by its batches),
+each in its rate slot (`app.delivery.pacing`), each admitted just before it starts
+(`app.delivery.admission`: not if staff stopped it meanwhile), a recovery asked about first
+(`app.delivery.recover`), and given the seconds then left in its school's sending window
+(`_timed`). Each answer is passed on as it comes (`answered`: the worker's recorder), so a
+send still in flight holds up nothing but itself."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,13 +28,20 @@ async def send(
     sessionmaker: async_sessionmaker[AsyncSession],
     jobs: list[Job],
     stopping: asyncio.Event,
-    concurrency: int,
+    gate: asyncio.Semaphore,
+    answered: Callable[[Handover], None] | None = None,
 ) -> list[Handover]:
-    """Hand the jobs' messages over; what became of each, in the jobs' order."""
-    gate = asyncio.Semaphore(concurrency)
+    """Hand the jobs' messages over, each in a turn of `gate`; what became of each, in the
+    jobs' order, each also given to `answered` as soon as it is known."""
     finder = Finder()
 
     async def one(job: Job) -> Handover:
+        handover = await hand_over(job)
+        if answered is not None:
+            answered(handover)
+        return handover
+
+    async def hand_over(job: Job) -> Handover:
         async with gate:
             if job.slots is not None and job.not_before is not None:
                 await job.slots.wait_turn(job.not_before, stopping)

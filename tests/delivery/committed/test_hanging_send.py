@@ -1,0 +1,140 @@
+"""A send that hangs (a provider brownout: no answer until the client's timeout) delays
+only itself: the other answers of its batch are recorded, and their receipts applied,
+while it hangs, and the worker goes on claiming and sending; the bound on sends in flight
+stays. The real Engine, pipelined as the worker runs it, against the fake Twilio, whose
+hanging sends are held open until the test releases them (no timing)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from app.delivery import applier, inbox
+from app.delivery.engine import Engine
+from app.kit.db import Inbox, unit_of_work
+from app.providers.twilio.events import parse_status_callback
+from tests.support.delivery import Sessions, TimedFakeTwilio, TwilioSchool, launch, one, phone
+
+# A failing test gives up after this long; no assertion depends on it.
+PATIENCE_SECONDS = 60.0
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    """A client whose timeout no hold in these tests reaches, however slow the machine:
+    a hanging send ends when the test releases it."""
+    async with httpx.AsyncClient(timeout=httpx.Timeout(300.0), trust_env=False) as client:
+        yield client
+
+
+async def recorded(client: httpx.AsyncClient, school: TwilioSchool, cid: str, number: str) -> Any:
+    """The recipient once an attempt with a message id is recorded for it."""
+    async with asyncio.timeout(PATIENCE_SECONDS):
+        while True:
+            recipient = await one(client, school.auth, cid, number)
+            if any(a["provider_message_id"] for a in recipient["attempts_history"]):
+                return recipient
+            await asyncio.sleep(0.02)
+
+
+async def receipt(sessionmaker: Sessions, sid: str, status: str) -> list[applier.Result]:
+    """A status callback kept as the webhook keeps it, then applied as the worker's
+    receipt applier does: what it did."""
+    form = {"MessageSid": sid, "MessageStatus": status, "AccountSid": "AC" + "f" * 32}
+    async with unit_of_work(sessionmaker) as session:
+        raw = await (await session.connection()).get_raw_connection()
+
+        @asynccontextmanager
+        async def acquire() -> AsyncIterator[asyncpg.Connection]:
+            yield raw.driver_connection
+
+        assert await inbox.keep(Inbox(acquire), parse_status_callback(form))
+    async with unit_of_work(sessionmaker) as session:
+        return await applier.apply_stored(session)
+
+
+async def hanging(twilio: TimedFakeTwilio, number: str) -> None:
+    """Once a send to `number` hangs at the fake."""
+    async with asyncio.timeout(PATIENCE_SECONDS):
+        while True:
+            if twilio.hanging(number):
+                return
+            await asyncio.sleep(0.01)
+
+
+async def test_a_hanging_send_delays_only_itself(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    stuck, others = phone(0), [phone(1), phone(2), phone(3)]
+    release = asyncio.Event()
+    twilio.hang(stuck, release)
+    cid = await launch(client, twilio_school, stuck, *others)
+    stopping = asyncio.Event()
+    assert await delivery.run_pipelined(stopping) == 4
+    await hanging(twilio, stuck)
+
+    # While it hangs: the others are recorded, and their receipts applied.
+    for number in others:
+        recipient = await recorded(client, twilio_school, cid, number)
+        [attempt] = recipient["attempts_history"]
+        applied = await receipt(sessionmaker, attempt["provider_message_id"], "delivered")
+        assert applied == [applier.Result.applied]
+        assert (await one(client, twilio_school.auth, cid, number))["status"] == "delivered"
+    # ... and the worker goes on: a campaign launched now is sent and recorded.
+    later = await launch(client, twilio_school, phone(4))
+    assert await delivery.run_pipelined(stopping) == 1
+    await recorded(client, twilio_school, later, phone(4))
+
+    assert twilio.hanging(stuck) == 1  # (all of that while it hung)
+    held = await one(client, twilio_school.auth, cid, stuck)
+    assert (held["status"], held["attempts_history"]) == ("queued", [])  # Still in Queue
+
+    release.set()
+    await delivery.drain()
+    held = await recorded(client, twilio_school, cid, stuck)
+    assert held["status"] == "queued"
+    assert twilio.sends_to(stuck) == 1
+
+
+async def test_hanging_sends_still_count_against_the_concurrency(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+) -> None:
+    """WORKER_CONCURRENCY sends in flight at most, whatever batch they are from: with two
+    hanging at concurrency 2, the next batch's send starts only once one is answered."""
+    engine = Engine(
+        delivery.sessionmaker,
+        delivery.settings.model_copy(update={"worker_concurrency": 2}),
+        delivery.registry,
+    )
+    release = asyncio.Event()
+    for number in (phone(0), phone(1)):
+        twilio.hang(number, release)
+    first = await launch(client, twilio_school, phone(0), phone(1))
+    stopping = asyncio.Event()
+    assert await engine.run_pipelined(stopping) == 2
+    await hanging(twilio, phone(0))
+    await hanging(twilio, phone(1))
+    second = await launch(client, twilio_school, phone(2))
+    assert await engine.run_pipelined(stopping) == 1  # claimed: its send waits its turn
+
+    released = time.monotonic()
+    release.set()
+    await engine.drain()
+    [(arrived, _)] = [c for c in twilio.creates if c[1] == phone(2)]
+    assert arrived >= released
+    for cid, number in ((first, phone(0)), (first, phone(1)), (second, phone(2))):
+        await recorded(client, twilio_school, cid, number)
