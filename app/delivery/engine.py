@@ -11,8 +11,8 @@ call, each in a module of its own:
 The worker pipelines the cycles (`run_pipelined`): a batch's sends go on while the next is
 claimed, and each answer is recorded as it comes (`app.delivery.recorder`), so a send that
 hangs until its timeout delays only itself. At most `WORKER_CONCURRENCY` sends are in flight
-(one gate for all batches), at most about two batches are held unrecorded, and a stop waits
-for the sends in flight and their records (`drain`).
+(one gate for all batches), at most about two batches besides them are held unrecorded, and
+a stop waits for the sends in flight and their records (`drain`).
 The SQL of all three is in `app.delivery.sql`; the words are in the README's glossary.
 """
 
@@ -84,14 +84,17 @@ class Engine:
         recorded as it comes. The number of due recipients the claim dealt with, sent or
         not (a full batch: more may be due at once). `drain` waits for what is in flight.
 
-        A batch is claimed only while at most a batch's worth of claimed jobs is not
-        recorded yet: the recorder keeps up, and a worker holds about two batches at most.
+        A batch is claimed only while at most a batch's worth of claimed jobs, besides the
+        sends in flight (`worker_concurrency` at most), is not recorded yet: the recorder
+        keeps up, sends that hang fill the gate but do not stop the claims, and a worker
+        holds at most two batches and the sends in flight.
         A batch with recoveries in it is sent through before anything else is claimed: a
         recovery looks for its message among the provider's, and a later batch's send
         (same number, same text) must not be among them unrecorded (`recover`).
         """
         await self.activate_due()
-        await self._recorder.room(self.settings.worker_batch_size)
+        settings = self.settings
+        await self._recorder.room(settings.worker_batch_size + settings.worker_concurrency)
         with metrics.claim_seconds.time():
             jobs = await self.claim()
         if jobs:

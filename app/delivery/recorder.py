@@ -12,8 +12,8 @@ then sees any message of theirs the recovery found. (The engine claims nothing n
 recovery's batch is sending: `Engine.run_pipelined`.)
 
 The claimed jobs not recorded yet (`open`: waiting for their turn, in flight, answered)
-bound what a worker holds: the engine claims a batch only while they are at most one
-batch (`room`).
+bound what a worker holds: the engine claims a batch only while they are few enough
+(`room`).
 """
 
 from __future__ import annotations
