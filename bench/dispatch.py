@@ -3,6 +3,7 @@
     python bench/dispatch.py [--recipients 100000] [--latency-ms 20] [--concurrency 50]
                              [--batch 200] [--bare-requests N] [--py-spy FILE]
                              [--cprofile FILE] [--extra-path DIR]
+                             [--hang-share 0.05 [--clean-rate MSG_PER_S]]
 
 The database is found the way the tests find it: TEST_DATABASE_URL, or else an embedded
 PostgreSQL started here (deleted on exit). A fresh database is created on it, migrated
@@ -36,6 +37,17 @@ on a shared machine it moves far less than the rates do.
 
 Target: >= 500 msg/s and >= 0.5x the reference: the faster of the plain bare loop and the
 loop through the worker's client (a "reference:" line names it).
+
+A brownout: --hang-share S makes the fake leave creates to a share S of the numbers (the
+same numbers every run: bench/fake_twilio.py, `hangs`) unanswered past the worker's client
+timeout (app.kit.http.TIMEOUT, 10 s); the worker records each of those as outcome unknown,
+due again after the school's retry delay, set to an hour here so that no retry falls within
+the run. The bare loops skip those numbers. The run ends once every recipient's first
+hand-over is recorded, and the rate counts every hand-over recorded (sent or unknown).
+Target: >= 0.5x a clean run's rate (--clean-rate, from a run without --hang-share). Since
+at most WORKER_CONCURRENCY sends are in flight, and each hanging one holds its place for
+the whole timeout, no worker can exceed concurrency / (S x timeout + (1 - S) x latency):
+the "ceiling:" line gives it.
 """
 
 from __future__ import annotations
@@ -59,10 +71,11 @@ from typing import Any
 import asyncpg
 import httpx
 from _db import fresh_database, plain_url  # bench/_db.py
+from fake_twilio import hangs  # bench/fake_twilio.py
 
 from app.config import Settings
 from app.kit.crypto import new_secret_key
-from app.kit.http import outbound_client
+from app.kit.http import TIMEOUT, outbound_client
 from app.main import bind, create_app, unbind
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,10 +167,12 @@ class Cpu:
 
 
 class FakeProcess:
-    def __init__(self, latency_ms: float) -> None:
+    def __init__(self, latency_ms: float, hang_share: float = 0.0) -> None:
         script = str(ROOT / "bench" / "fake_twilio.py")
+        self.hang_share = hang_share
+        command_line = [sys.executable, script, "--latency-ms", str(latency_ms)]
         self.process = subprocess.Popen(
-            [sys.executable, script, "--latency-ms", str(latency_ms)],
+            [*command_line, "--hang-share", str(hang_share)],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -278,12 +293,14 @@ async def bare_loop(
     url = f"{fake.url}/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
     auth = httpx.BasicAuth(ACCOUNT_SID, AUTH_TOKEN)
     callback = PUBLIC_BASE_URL + "/v1/webhooks/twilio/status"
-    counter = iter(range(requests))
+    numbers = (f"+1212{200 + n // 10_000}{n % 10_000:04d}" for n in itertools.count())
+    answered = (to for to in numbers if not hangs(to, fake.hang_share))
+    counter = enumerate(itertools.islice(answered, requests))
 
     async def task() -> None:
-        for n in counter:
+        for n, to in counter:
             form = {
-                "To": f"+1212{200 + n // 10_000}{n % 10_000:04d}",
+                "To": to,
                 "Body": BODY.format(first_name=FIRST_NAMES[n % len(FIRST_NAMES)]),
                 "From": FROM_NUMBER,
                 "StatusCallback": callback,
@@ -364,14 +381,14 @@ async def run_worker(
                 if worker.poll() is not None:
                     raise RuntimeError(f"the worker exited with {worker.returncode}")
                 stats = await fake.stats(probe)
-                sent = stats["creates"] - before["creates"]
+                sent = stats["creates"] + stats["hung"] - before["creates"] - before["hung"]
                 if first is None and sent > 0:
                     first = (sent, cpu_now())
                 now = time.perf_counter()
                 if now - reported >= 10:
                     print(f"  ... {sent:,} handed over after {now - started:.0f} s", flush=True)
                     reported = now
-                if sent >= args.recipients and not await due_left(settings, campaign_id):
+                if sent >= args.recipients and not await left(settings, campaign_id, args):
                     wall = time.perf_counter() - started
                     assert first is not None
                     cpu = cpu_now() - first[1]
@@ -395,7 +412,7 @@ async def run_worker(
         after = await fake.stats(probe)
     log.seek(0)
     log.close()
-    result = await measured(settings, campaign_id, wall)
+    result = await measured(settings, campaign_id, wall, hung=after["hung"] - before["hung"])
     result.rate.connections = after["connections"] - before["connections"]
     result.rate.cpu, result.rate.cpu_messages, result.rate.load = cpu, cpu_messages, load()
     return result
@@ -406,14 +423,18 @@ def spawn(command_line: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command_line, cwd=ROOT, **kwargs)
 
 
-async def due_left(settings: Settings, campaign_id: uuid.UUID) -> bool:
+async def left(settings: Settings, campaign_id: uuid.UUID, args: argparse.Namespace) -> bool:
+    """Whether a recipient is still due (clean run) or its first hand-over not recorded yet
+    (--hang-share: those that hung are due again, an hour later)."""
     assert settings.database_url is not None
+    where = "next_attempt_at IS NOT NULL"
+    if args.hang_share:
+        where = "(attempts = 0 OR claimed_at IS NOT NULL)"
     connection = await asyncpg.connect(plain_url(settings.database_url))
     try:
         return bool(
             await connection.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM recipients WHERE campaign_id = $1 "
-                "AND next_attempt_at IS NOT NULL)",
+                f"SELECT EXISTS (SELECT 1 FROM recipients WHERE campaign_id = $1 AND {where})",
                 campaign_id,
             )
         )
@@ -421,7 +442,9 @@ async def due_left(settings: Settings, campaign_id: uuid.UUID) -> bool:
         await connection.close()
 
 
-async def measured(settings: Settings, campaign_id: uuid.UUID, wall: float) -> WorkerRun:
+async def measured(
+    settings: Settings, campaign_id: uuid.UUID, wall: float, hung: int = 0
+) -> WorkerRun:
     assert settings.database_url is not None
     connection = await asyncpg.connect(plain_url(settings.database_url))
     try:
@@ -441,7 +464,10 @@ async def measured(settings: Settings, campaign_id: uuid.UUID, wall: float) -> W
         )
     finally:
         await connection.close()
-    assert recipients["due"] == 0 and recipients["once"] == recipients["total"], dict(recipients)
+    assert recipients["due"] == hung and recipients["once"] == recipients["total"], (
+        dict(recipients),
+        hung,
+    )
     cycles = []
     for this, following in itertools.pairwise(batches):
         cycles.append(
@@ -452,7 +478,7 @@ async def measured(settings: Settings, campaign_id: uuid.UUID, wall: float) -> W
             )
         )
     return WorkerRun(
-        Rate(totals["accepted"], float(totals["seconds"])),
+        Rate(totals["attempts"], float(totals["seconds"])),
         wall,
         cycles,
         totals["attempts"],
@@ -469,8 +495,11 @@ async def run(args: argparse.Namespace, database_url: str) -> bool:
         secret_key=new_secret_key(),
         admin_token=ADMIN_TOKEN,
         public_base_url=PUBLIC_BASE_URL,
+        # (--hang-share) no retry of the sends that hung within the run.
+        retry_base_delay_seconds=3600 if args.hang_share else 60,
+        retry_max_delay_seconds=7200 if args.hang_share else 3600,
     )
-    fake = FakeProcess(args.latency_ms)
+    fake = FakeProcess(args.latency_ms, args.hang_share)
     try:
         print(f"fake Twilio: {fake.url} (own process, {args.latency_ms:g} ms per create)")
         campaign_id = await setup(settings, fake.url, args.recipients)
@@ -546,12 +575,42 @@ async def run(args: argparse.Namespace, database_url: str) -> bool:
             f"{statistics.median(rest):.0f} ms; p95 {percentile(busy, 95):.0f} / "
             f"{percentile(rest, 95):.0f} ms"
         )
+    if args.hang_share:
+        return brownout_verdict(args, result)
     ratio = rate.per_second / fastest.per_second
     ok = rate.per_second >= TARGET_RATE and ratio >= TARGET_RATIO
     print(
         f"{'PASS' if ok else 'FAIL'}: worker {rate.per_second:,.0f} msg/s "
         f"(target >= {TARGET_RATE:.0f}), {ratio:.2f}x the reference, {reference} "
         f"{fastest.per_second:,.0f} msg/s (target >= {TARGET_RATIO})"
+    )
+    return ok
+
+
+def brownout_verdict(args: argparse.Namespace, result: WorkerRun) -> bool:
+    """--hang-share: the rate against a clean run's (--clean-rate), and the ceiling."""
+    timeout = TIMEOUT.read or 10.0
+    share, latency = args.hang_share, args.latency_ms / 1000
+    ceiling = args.concurrency / (share * timeout + (1 - share) * latency)
+    rate = result.rate.per_second
+    print(
+        f"  {result.attempts - result.accepted:,} hand-overs hung until the client timeout "
+        f"({timeout:g} s), {result.accepted:,} answered"
+    )
+    print(
+        f"ceiling: {ceiling:,.0f} msg/s = concurrency {args.concurrency} / ({share:g} x "
+        f"{timeout:g} s + {1 - share:g} x {latency:g} s): no worker with that many sends in "
+        "flight can do better"
+    )
+    if args.clean_rate is None:
+        print(f"worker {rate:,.0f} msg/s with {share:.0%} of sends hanging (no --clean-rate)")
+        return True
+    ratio = rate / float(args.clean_rate)
+    ok = ratio >= TARGET_RATIO
+    print(
+        f"{'PASS' if ok else 'FAIL'}: worker {rate:,.0f} msg/s with {share:.0%} of sends "
+        f"hanging, {ratio:.2f}x the clean run's {args.clean_rate:,.0f} msg/s "
+        f"(target >= {TARGET_RATIO})"
     )
     return ok
 
@@ -591,6 +650,18 @@ def main() -> None:
         metavar="DIR",
         help="a directory put first on sys.path of the bare loop and the worker (e.g. one "
         "holding sniffio, installed with pip install --target DIR sniffio)",
+    )
+    parser.add_argument(
+        "--hang-share",
+        type=float,
+        default=0.0,
+        help="share of the numbers whose creates hang past the client timeout (e.g. 0.05)",
+    )
+    parser.add_argument(
+        "--clean-rate",
+        type=float,
+        default=None,
+        help="(with --hang-share) a clean run's worker rate, msg/s: the target is half of it",
     )
     args = parser.parse_args()
     if args.extra_path:

@@ -1,6 +1,6 @@
 """A minimal fake Twilio Messages API for benchmarks: its own process, loopback, cheap.
 
-    python bench/fake_twilio.py [--port 0] [--latency-ms 20]
+    python bench/fake_twilio.py [--port 0] [--latency-ms 20] [--hang-share 0]
 
 Prints its base URL (``http://127.0.0.1:PORT``) on the first line of stdout, then serves
 until SIGTERM or SIGINT. Raw asyncio streams (uvloop when installed), HTTP/1.1 keep-alive,
@@ -11,8 +11,13 @@ benchmark measures the client:
   Message JSON shaped like Twilio's (a fresh ``SM...`` sid, status ``queued``); 401 with
   Twilio's error JSON when there is no Basic authorization;
 - ``GET  /2010-04-01/Accounts/{sid}/Messages.json``: an empty page (``find_sent``);
-- ``GET  /__stats``: ``{"creates": n, "lists": n, "connections": n}`` (connections
-  accepted since start, which shows whether the client keeps its connections alive).
+- ``GET  /__stats``: ``{"creates": n, "lists": n, "connections": n, "hung": n}``
+  (connections accepted since start, which shows whether the client keeps its connections
+  alive; creates left hanging).
+
+With ``--hang-share S``, creates to a share S of the numbers (chosen by a hash of ``To``,
+so the same numbers every run) get no answer for ``HANG_SECONDS``, longer than the
+client's timeout (app.kit.http.TIMEOUT, 10 s): a provider brownout. They make no message.
 """
 
 from __future__ import annotations
@@ -26,16 +31,21 @@ import signal
 import socket
 import sys
 import uuid
+import zlib
 from typing import Any
 from urllib.parse import parse_qsl
 
 API_VERSION = "2010-04-01"
+# A hanging create is answered after this long (its client has given up by then).
+HANG_SECONDS = 30.0
 REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
 
 
 class Fake:
-    def __init__(self, latency: float) -> None:
+    def __init__(self, latency: float, hang_share: float = 0.0) -> None:
         self.latency = latency
+        self.hang_share = hang_share
+        self.hung = 0
         self.creates = 0
         self.lists = 0
         self.connections = 0
@@ -89,6 +99,7 @@ class Fake:
                 "creates": self.creates,
                 "lists": self.lists,
                 "connections": self.connections,
+                "hung": self.hung,
             }
         parts = path.strip("/").split("/")
         if len(parts) != 4 or parts[0] != API_VERSION or parts[3] != "Messages.json":
@@ -100,6 +111,10 @@ class Fake:
             self.lists += 1
             return 200, {"messages": [], "next_page_uri": None, "page": 0, "page_size": 100}
         form = dict(parse_qsl(body.decode()))
+        if hangs(form.get("To", ""), self.hang_share):
+            self.hung += 1
+            await asyncio.sleep(HANG_SECONDS)
+            return 503, {"code": 20503, "message": "hung", "status": 503}
         await asyncio.sleep(self.latency)
         self.creates += 1
         sid = "SM" + uuid.uuid4().hex
@@ -130,8 +145,13 @@ class Fake:
         }
 
 
-async def serve(port: int, latency: float) -> None:
-    fake = Fake(latency)
+def hangs(to: str, share: float) -> bool:
+    """Whether creates to `to` hang: the same numbers every run, about `share` of them."""
+    return share > 0 and zlib.crc32(to.encode()) % 10_000 < share * 10_000
+
+
+async def serve(port: int, latency: float, hang_share: float) -> None:
+    fake = Fake(latency, hang_share)
     server = await asyncio.start_server(fake.handle, "127.0.0.1", port, backlog=1024)
     bound = server.sockets[0].getsockname()[1]
     print(f"http://127.0.0.1:{bound}", flush=True)
@@ -148,13 +168,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--hang-share", type=float, default=0.0)
     args = parser.parse_args()
     run: Any = asyncio.run
     with contextlib.suppress(ImportError):
         import uvloop
 
         run = uvloop.run
-    run(serve(args.port, args.latency_ms / 1000))
+    run(serve(args.port, args.latency_ms / 1000, args.hang_share))
     sys.exit(0)
 
 
