@@ -20,7 +20,16 @@ from app.delivery import applier, inbox
 from app.delivery.engine import Engine
 from app.kit.db import Inbox, unit_of_work
 from app.providers.twilio.events import parse_status_callback
-from tests.support.delivery import Sessions, TimedFakeTwilio, TwilioSchool, launch, one, phone
+from tests.support.delivery import (
+    Sessions,
+    TimedFakeTwilio,
+    TwilioSchool,
+    at,
+    launch,
+    now,
+    one,
+    phone,
+)
 
 # A failing test gives up after this long; no assertion depends on it.
 PATIENCE_SECONDS = 60.0
@@ -138,3 +147,43 @@ async def test_hanging_sends_still_count_against_the_concurrency(
     assert arrived >= released
     for cid, number in ((first, phone(0)), (first, phone(1)), (second, phone(2))):
         await recorded(client, twilio_school, cid, number)
+
+
+async def test_a_stop_while_a_send_hangs_records_it_and_releases_the_rest(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+) -> None:
+    """Two batches claimed, one send hanging, the others waiting for their turn: a stop
+    records the hanging send once it is answered, and releases every other claimed
+    recipient unsent, due again at once."""
+    engine = Engine(
+        delivery.sessionmaker,
+        delivery.settings.model_copy(update={"worker_concurrency": 1, "worker_batch_size": 2}),
+        delivery.registry,
+    )
+    stuck, rest = phone(0), [phone(1), phone(2)]
+    release = asyncio.Event()
+    twilio.hang(stuck, release)
+    cid = await launch(client, twilio_school, stuck)
+    stopping = asyncio.Event()
+    assert await engine.run_pipelined(stopping) == 1
+    await hanging(twilio, stuck)
+    later = await launch(client, twilio_school, *rest)
+    assert await engine.run_pipelined(stopping) == 2  # claimed while the first batch sends
+
+    stopping.set()
+    release.set()
+    await engine.drain()
+    assert [to for _, to in twilio.creates] == [stuck]
+    assert (await recorded(client, twilio_school, cid, stuck))["attempts"] == 1
+    released_at = now()
+    for number in rest:
+        recipient = await one(client, twilio_school.auth, later, number)
+        assert (recipient["status"], recipient["attempts"]) == ("queued", 0)
+        assert recipient["attempts_history"] == []
+        assert at(recipient["next_attempt_at"]) <= released_at  # due again at once
+
+    assert await delivery.run_once() == 2  # the next worker sends them
+    assert sorted(to for _, to in twilio.creates) == [stuck, *rest]
