@@ -43,17 +43,18 @@ log = logging.getLogger(__name__)
 async def record(
     sessionmaker: async_sessionmaker[AsyncSession], outcomes: list[Handover], rng: random.Random
 ) -> None:
-    """Record a sent batch. A connection the database dropped since its last use (a
-    restart, a failover: the pool pings only connections that rested, see
-    `app.kit.db.CHECK_AFTER_SECONDS`) fails the first statement and is replaced with
-    the rest of the pool, so the batch is recorded once more on a new one rather
-    than left to its lease. Any other failure is the caller's."""
+    """Record answers (a batch's, or those that came: `app.delivery.recorder`). A
+    connection the database dropped since its last use (a restart, a failover: the pool
+    pings only connections that rested, see `app.kit.db.CHECK_AFTER_SECONDS`) fails the
+    first statement and is replaced with the rest of the pool, so the answers are recorded
+    once more on a new one rather than left to their lease. Any other failure is the
+    caller's."""
     try:
         await _record(sessionmaker, outcomes, rng)
     except DBAPIError as error:
         if not error.connection_invalidated:
             raise
-        log.warning("recording a sent batch lost its connection (%s): once more", error)
+        log.warning("recording answers lost its connection (%s): once more", error)
         await _record(sessionmaker, outcomes, rng)
     for outcome in outcomes:
         if outcome.result is not None:
