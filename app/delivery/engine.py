@@ -88,9 +88,9 @@ class Engine:
         sends in flight (`worker_concurrency` at most), is not recorded yet: the recorder
         keeps up, sends that hang fill the gate but do not stop the claims, and a worker
         holds at most two batches and the sends in flight.
-        A batch with recoveries in it is sent through before anything else is claimed: a
-        recovery looks for its message among the provider's, and a later batch's send
-        (same number, same text) must not be among them unrecorded (`recover`).
+        A batch's recoveries answer before anything else is claimed: a recovery looks for
+        its message among the provider's, and a later batch's send (same number, same
+        text) must not be among them unrecorded (`recover`).
         """
         await self.activate_due()
         settings = self.settings
@@ -98,11 +98,11 @@ class Engine:
         with metrics.claim_seconds.time():
             jobs = await self.claim()
         if jobs:
-            sending = asyncio.create_task(self._send(jobs, stopping, self._recorder.expect(jobs)))
+            batch = self._recorder.expect(jobs)
+            sending = asyncio.create_task(self._send(jobs, stopping, batch))
             self._sending.add(sending)
             sending.add_done_callback(self._sending.discard)
-            if any(job.recovering for job in jobs):
-                await sending
+            await batch.recovered()
         return self._dealt_with
 
     async def drain(self) -> None:

@@ -8,8 +8,9 @@ flight, and two records of one worker never wait for each other's row locks.
 
 A recovery's answer (`Job.recovering`) is held until every send claimed with or before it
 has answered, so that it is recorded with or after theirs: `recover.recorded_elsewhere`
-then sees any message of theirs the recovery found. (The engine claims nothing new while a
-recovery's batch is sending: `Engine.run_pipelined`.)
+then sees any message of theirs the recovery found. (The engine claims nothing new until a
+batch's recoveries have answered, `Batch.recovered`: no later send goes out while one
+looks its message up.)
 
 The claimed jobs not recorded yet (`open`: waiting for their turn, in flight, answered)
 bound what a worker holds: the engine claims a batch only while they are few enough
@@ -32,15 +33,28 @@ class Batch:
     """One claimed batch's part in the recorder: `answered` for each of its sends' answers,
     `finished` once its send step has ended (however it ended)."""
 
-    def __init__(self, recorder: Recorder, number: int) -> None:
+    def __init__(self, recorder: Recorder, number: int, recovering: int) -> None:
         self._recorder = recorder
         self._number = number
+        self._recovering = recovering  # recoveries that have not answered yet
+        self._recovered = asyncio.Event()
+        if not recovering:
+            self._recovered.set()
 
     def answered(self, handover: Handover) -> None:
+        if handover.job.recovering:
+            self._recovering -= 1
+            if not self._recovering:
+                self._recovered.set()
         self._recorder._answered(self._number, handover)
 
     def finished(self) -> None:
+        self._recovered.set()
         self._recorder._finished(self._number)
+
+    async def recovered(self) -> None:
+        """Wait until each of its recoveries has answered (looked up, and sent if need be)."""
+        await self._recovered.wait()
 
 
 class Recorder:
@@ -58,7 +72,7 @@ class Recorder:
         """A batch was claimed: its answers are to come."""
         number = next(self._numbers)
         self._unanswered[number] = len(jobs)
-        return Batch(self, number)
+        return Batch(self, number, sum(job.recovering for job in jobs))
 
     @property
     def open(self) -> int:

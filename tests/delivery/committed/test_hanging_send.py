@@ -20,12 +20,14 @@ from app.delivery import applier, inbox
 from app.delivery.engine import Engine
 from app.kit.db import Inbox, unit_of_work
 from app.providers.twilio.events import parse_status_callback
+from tests.fakes.twilio import Answer
 from tests.support.delivery import (
     Sessions,
     TimedFakeTwilio,
     TwilioSchool,
     at,
     launch,
+    make_due,
     now,
     one,
     phone,
@@ -187,3 +189,42 @@ async def test_a_stop_while_a_send_hangs_records_it_and_releases_the_rest(
 
     assert await delivery.run_once() == 2  # the next worker sends them
     assert sorted(str(to) for _, to in twilio.creates) == [stuck, *rest]
+
+
+async def test_a_recovery_beside_a_hanging_send_holds_up_only_its_own_record(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    """A batch with a recovery (its last answer was lost, the message went out) and a send
+    that hangs: the worker goes on once the recovery has looked its message up, and the
+    recovery is recorded once the sends claimed with it have answered."""
+    lost, stuck, later = phone(0), phone(1), phone(2)
+    twilio.script(lost, Answer.server_error(created=True))
+    first = await launch(client, twilio_school, lost)
+    assert await delivery.run_once() == 1
+    [attempt] = (await one(client, twilio_school.auth, first, lost))["attempts_history"]
+    assert (attempt["status"], attempt["provider_message_id"]) == ("unknown", None)
+
+    release = asyncio.Event()
+    twilio.hang(stuck, release)
+    second = await launch(client, twilio_school, stuck)
+    await make_due(sessionmaker, first)
+    stopping = asyncio.Event()
+    async with asyncio.timeout(PATIENCE_SECONDS):
+        assert await delivery.run_pipelined(stopping) == 2  # the recovery and the stuck one
+    await hanging(twilio, stuck)
+    third = await launch(client, twilio_school, later)
+    assert await delivery.run_pipelined(stopping) == 1
+    await recorded(client, twilio_school, third, later)  # sent and recorded while it hangs
+    [attempt] = (await one(client, twilio_school.auth, first, lost))["attempts_history"]
+    assert attempt["provider_message_id"] is None  # the recovery waits for its batch
+
+    release.set()
+    await delivery.drain()
+    recovered = await recorded(client, twilio_school, first, lost)
+    assert (recovered["status"], recovered["attempts"]) == ("queued", 1)
+    assert twilio.sends_to(lost) == 1  # found, not sent again
+    await recorded(client, twilio_school, second, stuck)
