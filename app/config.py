@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = 1.0
     worker_batch_size: int = 200
     worker_concurrency: int = 50
+    # A send unanswered this long gives its place to the next (`app.delivery.gate`).
+    worker_straggling_seconds: float = Field(default=1.0, gt=0)
     worker_lease_seconds: int = 300
     # How often an idle receipt applier looks for stored receipts to apply.
     receipts_poll_seconds: float = 0.2

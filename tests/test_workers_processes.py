@@ -53,6 +53,9 @@ WORKER_ENV = {
     "WORKER_POLL_SECONDS": "0.2",
     "WORKER_BATCH_SIZE": str(BATCH),
     "WORKER_CONCURRENCY": "50",
+    # Sends the fake holds stay in their places (these tests count them against the
+    # concurrency), never stepping aside as stragglers (`app.delivery.gate`).
+    "WORKER_STRAGGLING_SECONDS": "3600",
     "LOG_LEVEL": "WARNING",
 }
 # Variables of the test run that must not reach a worker's settings.

@@ -11,8 +11,9 @@ call, each in a module of its own:
 The worker pipelines the cycles (`run_pipelined`): a batch's sends go on while the next is
 claimed, and each answer is recorded as it comes (`app.delivery.recorder`), so a send that
 hangs until its timeout delays only itself. At most `WORKER_CONCURRENCY` sends are in flight
-(one gate for all batches), at most about two batches besides them are held unrecorded, and
-a stop waits for the sends in flight and their records (`drain`).
+(one gate for all batches; one that straggles gives its place to the next, among a bounded
+number of stragglers: `app.delivery.gate`), at most about two batches besides them are held
+unrecorded, and a stop waits for the sends in flight and their records (`drain`).
 The SQL of all three is in `app.delivery.sql`; the words are in the README's glossary.
 """
 
@@ -32,6 +33,7 @@ from app.config import Settings
 from app.delivery import claim as claim_step
 from app.delivery import record as record_step
 from app.delivery import send as send_step
+from app.delivery.gate import Gate
 from app.delivery.jobs import UNKNOWN, Handover, Job
 from app.delivery.recorder import Batch, Recorder
 from app.delivery.school_cache import SchoolCache
@@ -54,8 +56,9 @@ class Engine:
     settings: Settings
     registry: Registry
     rng: random.Random = field(default_factory=random.Random)
-    # At most `worker_concurrency` sends in flight, whatever their batch.
-    _gate: asyncio.Semaphore = field(init=False, repr=False)
+    # At most `worker_concurrency` sends in flight, whatever their batch, and the
+    # stragglers beside them (`app.delivery.gate`).
+    _gate: Gate = field(init=False, repr=False)
     # `run_pipelined`'s batches still sending, and the recorder of their answers.
     _sending: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
     _recorder: Recorder = field(init=False, repr=False)
@@ -65,7 +68,7 @@ class Engine:
     _dealt_with: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._gate = asyncio.Semaphore(self.settings.worker_concurrency)
+        self._gate = Gate(self.settings.worker_concurrency, self.settings.worker_straggling_seconds)
         self._recorder = Recorder(self.record)
 
     async def run_once(self, stopping: asyncio.Event | None = None) -> int:
@@ -85,16 +88,17 @@ class Engine:
         not (a full batch: more may be due at once). `drain` waits for what is in flight.
 
         A batch is claimed only while at most a batch's worth of claimed jobs, besides the
-        sends in flight (`worker_concurrency` at most), is not recorded yet: the recorder
-        keeps up, sends that hang fill the gate but do not stop the claims, and a worker
-        holds at most two batches and the sends in flight.
+        sends in flight (`worker_concurrency` at most, and the stragglers beside them:
+        `app.delivery.gate`), is not recorded yet: the recorder keeps up, sends that hang
+        step aside or fill the gate but do not stop the claims, and a worker holds at most
+        two batches and the sends in flight.
         A batch's recoveries answer before anything else is claimed: a recovery looks for
         its message among the provider's, and a later batch's send (same number, same
         text) must not be among them unrecorded (`recover`).
         """
         await self.activate_due()
         settings = self.settings
-        await self._recorder.room(settings.worker_batch_size + settings.worker_concurrency)
+        await self._recorder.room(settings.worker_batch_size + self._gate.bound)
         with metrics.claim_seconds.time():
             jobs = await self.claim()
         if jobs:

@@ -1,5 +1,6 @@
 """The send, step 2 of a cycle, outside any transaction: each job's message handed to its
-provider, at most `WORKER_CONCURRENCY` at once (the engine's gate, shared by its batches),
+provider, at most `WORKER_CONCURRENCY` at once (the engine's gate, shared by its batches;
+a send that straggles gives its place to the next: `app.delivery.gate`),
 each in its rate slot (`app.delivery.pacing`), each admitted just before it starts
 (`app.delivery.admission`: not if staff stopped it meanwhile), a recovery asked about first
 (`app.delivery.recover`), and given the seconds then left in its school's sending window
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.delivery.admission import Admission, Candidate
+from app.delivery.gate import Gate
 from app.delivery.jobs import Handover, Job
 from app.delivery.recover import Finder
 from app.kit.clock import utcnow
@@ -28,7 +30,7 @@ async def send(
     sessionmaker: async_sessionmaker[AsyncSession],
     jobs: list[Job],
     stopping: asyncio.Event,
-    gate: asyncio.Semaphore,
+    gate: Gate,
     answered: Callable[[Handover], None] | None = None,
 ) -> list[Handover]:
     """Hand the jobs' messages over, each in a turn of `gate`; what became of each, in the
@@ -42,7 +44,7 @@ async def send(
         return handover
 
     async def hand_over(job: Job) -> Handover:
-        async with gate:
+        async with gate.place() as place:
             if job.slots is not None and job.not_before is not None:
                 await job.slots.wait_turn(job.not_before, stopping)
             if stopping.is_set():
@@ -60,7 +62,7 @@ async def send(
             if not await admission.admit(candidate):
                 return Handover(job, None)  # stopped meanwhile (close, archive, opt-out)
             try:
-                return Handover(job, await job.provider.send(_timed(job)))
+                return Handover(job, await place.answer(job.provider.send(_timed(job))))
             finally:
                 admission.release(candidate)  # answered: a stop may go ahead
 

@@ -125,10 +125,13 @@ async def test_hanging_sends_still_count_against_the_concurrency(
     delivery: Engine,
 ) -> None:
     """WORKER_CONCURRENCY sends in flight at most, whatever batch they are from: with two
-    hanging at concurrency 2, the next batch's send starts only once one is answered."""
+    hanging at concurrency 2 (and sends that never count as straggling), the next batch's
+    send starts only once one is answered."""
     engine = Engine(
         delivery.sessionmaker,
-        delivery.settings.model_copy(update={"worker_concurrency": 2}),
+        delivery.settings.model_copy(
+            update={"worker_concurrency": 2, "worker_straggling_seconds": 3600.0}
+        ),
         delivery.registry,
     )
     release = asyncio.Event()
@@ -151,6 +154,52 @@ async def test_hanging_sends_still_count_against_the_concurrency(
         await recorded(client, twilio_school, cid, number)
 
 
+async def test_a_straggling_send_gives_its_place_to_the_next_up_to_the_stragglers_bound(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+) -> None:
+    """A send unanswered for `WORKER_STRAGGLING_SECONDS` gives its place to the next send and waits
+    on among the stragglers (`app.delivery.gate`: four a place). At concurrency 1, four
+    hanging sends step aside one by one, a fifth keeps the place (the stragglers are
+    full), and only its answer lets the next send go."""
+    engine = Engine(
+        delivery.sessionmaker,
+        delivery.settings.model_copy(
+            update={
+                "worker_concurrency": 1,
+                "worker_batch_size": 5,
+                "worker_straggling_seconds": 0.05,
+            }
+        ),
+        delivery.registry,
+    )
+    release = asyncio.Event()
+    stuck = [phone(i) for i in range(5)]
+    for number in stuck:
+        twilio.hang(number, release)
+    cid = await launch(client, twilio_school, *stuck)
+    stopping = asyncio.Event()
+    assert await engine.run_pipelined(stopping) == 5
+    for number in stuck:  # each got to the fake: the four before it stepped aside
+        await hanging(twilio, number)
+    last = phone(5)
+    later = await launch(client, twilio_school, last)
+    assert await engine.run_pipelined(stopping) == 1  # claimed: its send waits its turn
+    await asyncio.sleep(0.2)  # (four times WORKER_STRAGGLING_SECONDS: no place frees)
+    assert twilio.sends_to(last) == 0  # the fifth holds the one place
+
+    released = time.monotonic()
+    release.set()
+    await engine.drain()
+    [(arrived, _)] = [c for c in twilio.creates if c[1] == last]
+    assert arrived >= released
+    await recorded(client, twilio_school, later, last)
+    for number in stuck:
+        await recorded(client, twilio_school, cid, number)
+
+
 async def test_a_stop_while_a_send_hangs_records_it_and_releases_the_rest(
     client: httpx.AsyncClient,
     twilio_school: TwilioSchool,
@@ -159,10 +208,17 @@ async def test_a_stop_while_a_send_hangs_records_it_and_releases_the_rest(
 ) -> None:
     """Two batches claimed, one send hanging, the others waiting for their turn: a stop
     records the hanging send once it is answered, and releases every other claimed
-    recipient unsent, due again at once."""
+    recipient unsent, due again at once. (Sends never count as straggling here: the
+    others wait for the one place, `app.delivery.gate`.)"""
     engine = Engine(
         delivery.sessionmaker,
-        delivery.settings.model_copy(update={"worker_concurrency": 1, "worker_batch_size": 2}),
+        delivery.settings.model_copy(
+            update={
+                "worker_concurrency": 1,
+                "worker_batch_size": 2,
+                "worker_straggling_seconds": 3600.0,
+            }
+        ),
         delivery.registry,
     )
     stuck, rest = phone(0), [phone(1), phone(2)]
