@@ -44,10 +44,11 @@ timeout (app.kit.http.TIMEOUT, 10 s); the worker records each of those as outcom
 due again after the school's retry delay, set to an hour here so that no retry falls within
 the run. The bare loops skip those numbers. The run ends once every recipient's first
 hand-over is recorded, and the rate counts every hand-over recorded (sent or unknown).
-Target: >= 0.5x a clean run's rate (--clean-rate, from a run without --hang-share). Since
-at most WORKER_CONCURRENCY sends are in flight, and each hanging one holds its place for
-the whole timeout, no worker can exceed concurrency / (S x timeout + (1 - S) x latency):
-the "ceiling:" line gives it.
+Target: >= 0.5x a clean run's rate (--clean-rate, from a run without --hang-share). At
+most WORKER_CONCURRENCY sends hold a place, a hanging one for WORKER_STRAGGLING_SECONDS
+before it steps aside among at most STRAGGLERS_PER_PLACE x WORKER_CONCURRENCY stragglers
+(app.delivery.gate) for the rest of the timeout: the "ceiling:" line gives the rate no
+worker so bounded can exceed, the lower of what the places and the stragglers allow.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ from _db import fresh_database, plain_url  # bench/_db.py
 from fake_twilio import hangs  # bench/fake_twilio.py
 
 from app.config import Settings
+from app.delivery.gate import STRAGGLERS_PER_PLACE
 from app.kit.crypto import new_secret_key
 from app.kit.http import TIMEOUT, outbound_client
 from app.main import bind, create_app, unbind
@@ -591,16 +593,21 @@ def brownout_verdict(args: argparse.Namespace, result: WorkerRun) -> bool:
     """--hang-share: the rate against a clean run's (--clean-rate), and the ceiling."""
     timeout = TIMEOUT.read or 10.0
     share, latency = args.hang_share, args.latency_ms / 1000
-    ceiling = args.concurrency / (share * timeout + (1 - share) * latency)
+    straggling = min(Settings.model_fields["worker_straggling_seconds"].default, timeout)
+    places = args.concurrency / (share * straggling + (1 - share) * latency)
+    stragglers = STRAGGLERS_PER_PLACE * args.concurrency
+    aside = stragglers / (share * (timeout - straggling)) if share else float("inf")
+    ceiling = min(places, aside)
     rate = result.rate.per_second
     print(
         f"  {result.attempts - result.accepted:,} hand-overs hung until the client timeout "
         f"({timeout:g} s), {result.accepted:,} answered"
     )
     print(
-        f"ceiling: {ceiling:,.0f} msg/s = concurrency {args.concurrency} / ({share:g} x "
-        f"{timeout:g} s + {1 - share:g} x {latency:g} s): no worker with that many sends in "
-        "flight can do better"
+        f"ceiling: {ceiling:,.0f} msg/s, the lower of the places' {places:,.0f} (concurrency "
+        f"{args.concurrency} / ({share:g} x {straggling:g} s + {1 - share:g} x {latency:g} s)) "
+        f"and the stragglers' {aside:,.0f} ({stragglers} / ({share:g} x "
+        f"{timeout - straggling:g} s)): no worker so bounded can do better"
     )
     if args.clean_rate is None:
         print(f"worker {rate:,.0f} msg/s with {share:.0%} of sends hanging (no --clean-rate)")
