@@ -23,16 +23,19 @@ STRAGGLERS_PER_PLACE = 4
 class Place:
     """A send's place in the gate, given up for a straggler's if its answer is late."""
 
-    def __init__(self, gate: Gate) -> None:
-        self._gate = gate
-        self._held = gate._places
+    def __init__(
+        self, place: asyncio.Semaphore, stragglers: asyncio.Semaphore, straggling_after: float
+    ) -> None:
+        self._held = place
+        self._stragglers = stragglers
+        self._straggling_after = straggling_after
 
     async def answer(self, call: Awaitable[T]) -> T:
         """The answer of `call`, its place given to the next send if it straggles."""
         task = asyncio.ensure_future(call)
         try:
-            done, _ = await asyncio.wait({task}, timeout=self._gate.straggling_after)
-            stragglers = self._gate._stragglers
+            done, _ = await asyncio.wait({task}, timeout=self._straggling_after)
+            stragglers = self._stragglers
             if not done and not stragglers.locked():
                 await stragglers.acquire()  # free: no wait
                 self._held.release()
@@ -63,7 +66,7 @@ class Gate:
     async def place(self) -> AsyncIterator[Place]:
         """Wait for a place; held until the send is answered (or gives up)."""
         await self._places.acquire()
-        place = Place(self)
+        place = Place(self._places, self._stragglers, self.straggling_after)
         try:
             yield place
         finally:

@@ -95,8 +95,9 @@ class Reconciler:
         followed = [row for row in rows if row.followed]
         if not followed:
             return Passed(claimed=len(rows))
-        asked: list[bool] = []
-        found = await self._look_up(followed, accounts, asked)
+        looked_up = await self._look_up(followed, accounts)
+        found = [receipt for _, receipt in looked_up]
+        asked = sum(1 for was_asked, _ in looked_up if was_asked)
         kept = 0
         for row, receipt in zip(followed, found, strict=True):
             # Only what moves the attempt forward: the same `queued` or `sent` every
@@ -117,8 +118,8 @@ class Reconciler:
         unconfirmed = await self._settle(overdue) if overdue else 0
         passed = Passed(
             claimed=len(rows),
-            looked_up=len(asked),
-            cant_tell=len(asked) - sum(1 for r in found if r is not None),
+            looked_up=asked,
+            cant_tell=asked - sum(1 for r in found if r is not None),
             kept=kept,
             unconfirmed=unconfirmed,
         )
@@ -144,17 +145,15 @@ class Reconciler:
         self,
         rows: Sequence[AnyRow],
         accounts: dict[uuid.UUID, ProviderAccount],
-        asked: list[bool],
-    ) -> list[Receipt | None]:
-        """Step 2: each message's status as a receipt, or None (could not tell); one item
-        in `asked` for each lookup made."""
+    ) -> list[tuple[bool, Receipt | None]]:
+        """Step 2: for each message, whether its provider was asked, and its status as a
+        receipt, or None (could not tell)."""
         gate = asyncio.Semaphore(CONCURRENCY)
 
-        async def look_up(row: AnyRow) -> Receipt | None:
+        async def look_up(row: AnyRow) -> tuple[bool, Receipt | None]:
             provider = self.registry.for_account(accounts.get(row.school_id))
             if provider.name != row.provider:  # the school sends through another one now
-                return None
-            asked.append(True)
+                return False, None
             async with gate:
                 fetched = await provider.fetch_status(row.provider_message_id)
             if fetched.receipt is None:
@@ -164,7 +163,7 @@ class Reconciler:
                     row.provider_message_id,
                     fetched.why,
                 )
-            return fetched.receipt
+            return True, fetched.receipt
 
         return list(await asyncio.gather(*(look_up(row) for row in rows)))
 

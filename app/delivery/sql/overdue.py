@@ -17,10 +17,9 @@ from typing import Any
 from sqlalchemy import TextClause, text
 
 from app.delivery.sql.shapes import RecipientRow, columns
-from app.delivery.sql.writes import arrays, unnest, update_recipients
+from app.delivery.sql.writes import CHANGED_BY_RULES, arrays, unnest, update_recipients
 from app.models.attempt import UNCONFIRMED
 from app.sending import status as rules
-from app.sending.state import STATE_COLUMNS
 
 # A recipient waits on its latest attempt's message while it shows Still in Queue or Pending.
 _FOLLOWED = ", ".join(f"'{s.value}'" for s in (rules.Status.queued, rules.Status.pending))
@@ -89,7 +88,6 @@ class SettledAttempt:
 
 
 _SETTLED = columns(SettledAttempt)
-_CHANGED = columns(RecipientRow, "id", *STATE_COLUMNS, "next_attempt_at")
 # The overdue rule's write: the attempts settled (out of the index), then the recipients.
 _WRITE_OVERDUE = text(
     f"""
@@ -98,7 +96,7 @@ _WRITE_OVERDUE = text(
         FROM {unnest(_SETTLED, "attempt_")}
         WHERE a.id = v.id
     )
-    {update_recipients(_CHANGED)}
+    {update_recipients(CHANGED_BY_RULES)}
     """
 )
 
@@ -109,6 +107,6 @@ def write_overdue(
     """The overdue rule's write and its parameters."""
     return _WRITE_OVERDUE, {
         **arrays(_SETTLED, settled, "attempt_"),
-        **arrays(_CHANGED, changed),
+        **arrays(CHANGED_BY_RULES, changed),
         "now": now,
     }

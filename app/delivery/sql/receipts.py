@@ -14,9 +14,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from app.delivery.sql.reads import BATCH_AND_WAITING
 from app.delivery.sql.shapes import RECIPIENT_COLUMNS, AnyRow, AttemptRow, RecipientRow, columns
-from app.delivery.sql.writes import arrays, unnest, update_recipients
+from app.delivery.sql.writes import CHANGED_BY_RULES, arrays, unnest, update_recipients
 from app.models import Attempt, Campaign, ProviderAccount, Recipient, School, StoredReceipt
-from app.sending.state import STATE_COLUMNS
 
 # A receipt kept for the applier, once per provider event (`$2`, the event id): the id it
 # is kept under, none if the same event came before.
@@ -115,8 +114,6 @@ def attempt_of(row: AnyRow) -> AttemptRow:
 
 _APPLIED = {"id": "bigint", "attempt_id": "bigint"}
 _MOVED = columns(AttemptRow)
-# A recipient's columns that a receipt may change (`app.sending.state.apply_change`'s).
-_CHANGED = columns(RecipientRow, "id", *STATE_COLUMNS, "next_attempt_at")
 # Every receipt of the batch applied (and linked to its attempt), the attempts its
 # receipts moved forward, then the recipients they changed.
 _WRITE_APPLIED = text(
@@ -131,7 +128,7 @@ _WRITE_APPLIED = text(
         FROM {unnest(_MOVED, "attempt_")}
         WHERE a.id = v.id
     )
-    {update_recipients(_CHANGED)}
+    {update_recipients(CHANGED_BY_RULES)}
     """
 )
 
@@ -147,6 +144,6 @@ def write_applied(
     return _WRITE_APPLIED, {
         **arrays(_APPLIED, receipts, "receipt_"),
         **arrays(_MOVED, moved, "attempt_"),
-        **arrays(_CHANGED, changed),
+        **arrays(CHANGED_BY_RULES, changed),
         "now": now,
     }

@@ -40,6 +40,10 @@ WRITTEN = columns(
     "claimed_by",
 )
 
+# The columns a status-rules change writes (`app.sending.state.apply_change`): the state and
+# the next attempt. What a receipt or the overdue rule changes.
+CHANGED_BY_RULES = columns(RecipientRow, "id", *STATE_COLUMNS, "next_attempt_at")
+
 
 def update_recipients(columns: Mapping[str, str]) -> str:
     """An UPDATE of recipients by `id` to the `columns` of `unnest`'s arrays, and their
