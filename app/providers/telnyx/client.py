@@ -20,6 +20,7 @@ import httpx
 from app.providers.base import Fetched, Lookup, OutboundMessage, SendResult
 from app.providers.http_answers import json_object, refused, transport_failure
 from app.providers.telnyx.events import message_receipt
+from app.sending import schedule
 from app.sending.outcomes import Outcome
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,10 @@ class TelnyxProvider:
     """One Telnyx account sending from a number or a messaging profile."""
 
     name: str = "telnyx"
-    # Telnyx documents no queue lifetime for a message (its create takes no validity
-    # period): the same bound as Twilio's longest, an assumption (docs/providers.md §2.6).
-    holding_seconds: float = 36_000.0
+    # Its create takes no validity period; Telnyx rejects a message queued over 4 hours
+    # (docs/providers.md §2.5), but how long one lives is not documented further: Twilio's
+    # longest hold, the safer wait, is assumed (docs/providers.md §2.6).
+    holding_seconds: float = float(schedule.VALIDITY_MAX_SECONDS)
 
     def __init__(
         self,

@@ -28,6 +28,7 @@ import httpx
 from app.providers.base import Fetched, Lookup, OutboundMessage, SendResult
 from app.providers.http_answers import json_object, refused, transport_failure
 from app.providers.twilio.events import status_receipt
+from app.sending import schedule
 from app.sending.outcomes import Outcome
 
 log = logging.getLogger(__name__)
@@ -35,9 +36,9 @@ log = logging.getLogger(__name__)
 DEFAULT_API_BASE = "https://api.twilio.com"
 API_VERSION = "2010-04-01"
 THROTTLED = "20429"
-# https://www.twilio.com/docs/messaging/api/message-resource#create-a-message-resource
-# (ValidityPeriod: 1 to 36,000 seconds, the default 36,000).
-HOLDING_SECONDS = 36_000.0
+# The longest a message waits in Twilio's queue: its largest ValidityPeriod (also the
+# default), https://www.twilio.com/docs/messaging/api/message-resource#create-a-message-resource
+HOLDING_SECONDS = float(schedule.VALIDITY_MAX_SECONDS)
 
 
 class TwilioProvider:
