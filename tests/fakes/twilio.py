@@ -29,6 +29,26 @@ twilio-oai `spec/json/twilio_api_v2010.json`, operation ListMessage):
 - list calls can be scripted to fail (`script_list`: 429, 5xx, slow past a timeout).
 A created message stays `queued` with no `date_sent` until the test says it went out
 (`mark_sent`), as at Twilio while its queue holds it.
+
+Status callbacks (an option: `FakeTwilio(callbacks=True)`, or `script_life` per number). A
+message the fake accepts then lives a `Life`: its status moves (`sent`, then `delivered`, by
+default) and each move is POSTed to the message's `StatusCallback` as Twilio does it
+(https://www.twilio.com/docs/messaging/guides/track-outbound-message-status ;
+docs/providers.md §1.3): `application/x-www-form-urlencoded`, the fields MessageSid, SmsSid,
+MessageStatus, SmsStatus, AccountSid, From, To, ApiVersion (MessagingServiceSid with a
+Messaging Service, ErrorCode on `failed` / `undelivered`), signed in `X-Twilio-Signature`
+over the full StatusCallback URL, query string included, with the account's auth token
+(https://www.twilio.com/docs/usage/webhooks/webhooks-security ; docs/providers.md §1.4). No
+callback for the initial status; with a Messaging Service, `accepted` → `queued` calls back
+(https://www.twilio.com/docs/messaging/guides/outbound-message-status-in-status-callbacks).
+Twilio's unkind parts are options of the life: a callback posted late (a later one overtakes
+it: "no guarantee that the status callback requests always arrive at your endpoint in the
+order they were sent", track-outbound guide), posted twice, or lost (the status moves all the
+same). The message the fake holds follows its life, so a fetch or a list shows where it is.
+Each callback is posted once (retries are a connection override's business,
+https://www.twilio.com/docs/usage/webhooks/webhooks-connection-overrides) and recorded with
+the answer it got (`posted`); lives run as tasks on the fake's loop, never holding up an
+answer, and `stop` cancels them. `settled()` waits until every life has run its course.
 """
 
 from __future__ import annotations
@@ -36,6 +56,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import email.utils
 import socket
 import uuid
@@ -47,11 +68,14 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.support.webhooks import FORM, twilio_signature
 
 API_VERSION = "2010-04-01"
 
@@ -68,6 +92,9 @@ class Answer:
     # Whether the message exists afterwards (default: when the answer is a 2xx). A 500
     # that created the message anyway is how an "outcome unknown" looks from outside.
     created: bool | None = None
+    # The message is accepted (stored, its life begun) before the delay, not after it: the
+    # answer is what is late, not Twilio's work (`lost`).
+    accepted_first: bool = False
 
     @classmethod
     def error(cls, code: int, status: int = 400, message: str | None = None) -> Answer:
@@ -84,6 +111,13 @@ class Answer:
     @classmethod
     def slow(cls, delay: float, *, created: bool = True) -> Answer:
         return cls(delay=delay, created=created)
+
+    @classmethod
+    def lost(cls, delay: float = 60.0) -> Answer:
+        """The message is accepted at once (stored; its callbacks go out), but its answer
+        comes only after `delay` (or when the fake stops): past the client's timeout, an
+        answer lost on the way while Twilio went on with the message."""
+        return cls(delay=delay, created=True, accepted_first=True)
 
     @property
     def creates(self) -> bool:
@@ -104,6 +138,89 @@ class CreateRequest:
     validity_period: str | None = None  # `ValidityPeriod` as sent (absent: None)
 
 
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One status a message takes in its life at Twilio, and the callback that tells of it."""
+
+    status: str
+    error_code: int | None = None  # Twilio's ErrorCode (on `failed` / `undelivered`)
+    after: float = 0.0  # seconds after the previous step (the first: after the create)
+    # Its callback is posted this many seconds after the status changed: a later step whose
+    # callback is due sooner overtakes it (callbacks out of order).
+    late: float = 0.0
+    copies: int = 1  # how many times its callback is posted: 2, a duplicate; 0, lost
+
+
+@dataclass(frozen=True, slots=True)
+class Life:
+    """What becomes of an accepted message: its steps, in the order Twilio takes them.
+
+    The default is a message delivered: `sent`, then `delivered` (the initial `queued` has
+    no callback). `Life.undelivered(30003)`, `Life.failed(30008)`; then `.late("sent", 0.2)`,
+    `.repeat("delivered")`, `.lose("sent")` to be unkind.
+    """
+
+    steps: tuple[Step, ...] = (Step("sent"), Step("delivered"))
+
+    @classmethod
+    def delivered(cls, every: float = 0.0) -> Life:
+        return cls((Step("sent", after=every), Step("delivered", after=every)))
+
+    @classmethod
+    def undelivered(cls, code: int = 30003, every: float = 0.0) -> Life:
+        """Sent, then the carrier's receipt says not delivered (30003: unreachable)."""
+        return cls((Step("sent", after=every), Step("undelivered", code, after=every)))
+
+    @classmethod
+    def failed(cls, code: int = 30008, every: float = 0.0) -> Life:
+        """Never sent: `failed` with its code (30008: unknown error)."""
+        return cls((Step("failed", code, after=every),))
+
+    @classmethod
+    def sent(cls, every: float = 0.0) -> Life:
+        """Sent, and no delivery receipt ever comes: the message stays `sent`."""
+        return cls((Step("sent", after=every),))
+
+    @classmethod
+    def silent(cls) -> Life:
+        """Accepted and never heard of again: it stays in Twilio's queue."""
+        return cls(())
+
+    def late(self, status: str, seconds: float) -> Life:
+        """The callback for `status` is posted `seconds` after the status changed."""
+        return self._change(status, late=seconds)
+
+    def repeat(self, status: str, times: int = 2) -> Life:
+        """The callback for `status` is posted `times` times."""
+        return self._change(status, copies=times)
+
+    def lose(self, status: str) -> Life:
+        """The callback for `status` is never posted (the message's status moves anyway)."""
+        return self._change(status, copies=0)
+
+    def _change(self, status: str, **changes: Any) -> Life:
+        found = [i for i, step in enumerate(self.steps) if step.status == status]
+        if not found:
+            raise ValueError(f"no {status!r} step in {self}")
+        index = found[0]
+        steps = list(self.steps)
+        steps[index] = dataclasses.replace(steps[index], **changes)
+        return Life(tuple(steps))
+
+
+@dataclass(frozen=True, slots=True)
+class PostedCallback:
+    """One status callback the fake posted, and what it got back."""
+
+    sid: str
+    status: str
+    url: str
+    form: list[tuple[str, str]]
+    signature: str  # X-Twilio-Signature as sent
+    answer: int | None  # the receiver's HTTP status; None when no answer came
+    error: str | None = None  # why no answer came (connection refused, timeout...)
+
+
 @dataclass
 class FakeTwilio:
     account_sid: str = "AC" + "f" * 32
@@ -119,7 +236,20 @@ class FakeTwilio:
     # Where messages with no date_sent (still queued) sort in the list: undocumented.
     queued_placement: str = "last"
     max_page_size: int = 1000
+    # Status callbacks: the life of every accepted message (True: `Life()`, delivered), unless
+    # `script_life` says otherwise for its number; False, no life (it stays queued).
+    callbacks: bool | Life = False
+    # Every status callback posted, in the order posted (see `PostedCallback`).
+    posted: list[PostedCallback] = field(default_factory=list)
+    # Seconds a callback waits for its answer: Twilio's default connect and read timeouts
+    # (https://www.twilio.com/docs/usage/webhooks/webhooks-connection-overrides: ct, rt).
+    callback_connect_timeout: float = 5.0
+    callback_timeout: float = 15.0
     _scripts: dict[str, deque[Answer]] = field(default_factory=dict)
+    _life_scripts: dict[str, deque[Life]] = field(default_factory=dict)
+    _lives: set[asyncio.Task[None]] = field(default_factory=set)
+    _life_errors: list[BaseException] = field(default_factory=list)
+    _http: httpx.AsyncClient | None = None
     _list_scripts: deque[Answer] = field(default_factory=deque)
     _fetch_scripts: deque[Answer] = field(default_factory=deque)
     _always: dict[str, Answer] = field(default_factory=dict)
@@ -165,6 +295,29 @@ class FakeTwilio:
         """Every create call to `to` (after its scripted ones) gets this answer."""
         self._always[to] = answer
 
+    def script_life(self, to: str, *lives: Life) -> None:
+        """The next messages to `to` the fake accepts live these lives, in order, then the
+        default (`callbacks`)."""
+        self._life_scripts.setdefault(to, deque()).extend(lives)
+
+    def posted_for(self, sid: str) -> list[PostedCallback]:
+        """The status callbacks posted for message `sid`, in the order posted."""
+        return [callback for callback in self.posted if callback.sid == sid]
+
+    def status_of(self, sid: str) -> str:
+        """The status of message `sid` as the fake holds it (as a fetch would show it)."""
+        [message] = [m for m in self.messages if m["sid"] == sid]
+        return str(message["status"])
+
+    async def settled(self, within: float = 10.0) -> None:
+        """Wait until every message's life has run its course, its callbacks all posted;
+        raise what went wrong in one, if anything did."""
+        async with asyncio.timeout(within):
+            while self._lives:
+                await asyncio.wait(list(self._lives))
+        if self._life_errors:
+            raise self._life_errors[0]
+
     def reset(self) -> None:
         """Forget requests, messages and scripts (one server can serve many tests)."""
         self.requests.clear()
@@ -178,6 +331,12 @@ class FakeTwilio:
         self.queued_placement = "last"
         self.max_page_size = 1000
         self._hangs.clear()
+        for task in self._lives:
+            task.cancel()
+        self.callbacks = False
+        self.posted.clear()
+        self._life_scripts.clear()
+        self._life_errors.clear()
 
     def sends_to(self, to: str) -> int:
         """Create calls received for `to` (authenticated ones)."""
@@ -229,6 +388,7 @@ class FakeTwilio:
         )
         self._server = uvicorn.Server(config)
         self._stopping = asyncio.Event()
+        self._http = self._callback_client()
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
             if self._task.done():
@@ -239,6 +399,14 @@ class FakeTwilio:
     async def stop(self) -> None:
         if self._stopping is not None:
             self._stopping.set()
+        # No life starts once stopping is set; the ones under way end here.
+        lives = list(self._lives)
+        for task in lives:
+            task.cancel()
+        await asyncio.gather(*lives, return_exceptions=True)
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             await self._task
@@ -327,27 +495,36 @@ class FakeTwilio:
             return self._error(400, 21624, "Invalid validity period value")
         await self._hang(to)
         answer = self._next_answer(to)
+        message = self._accept(values) if answer.creates and answer.accepted_first else None
         if answer.delay and self._stopping is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), answer.delay)
-        message = None
-        if answer.creates:
-            message = self._store(
-                to,
-                values["Body"],
-                # A Messaging Service picks the sender later: `from` is null until then
-                # ("a sender hasn't yet been assigned", message-resource page, num_segments).
-                values.get("From"),
-                values.get("MessagingServiceSid"),
-                None,
-                "outbound-api",
-                "accepted" if values.get("MessagingServiceSid") else "queued",
-            )
+        if answer.creates and message is None:
+            message = self._accept(values)
         if 200 <= answer.status < 300:
             assert message is not None
             return JSONResponse(message, status_code=answer.status)
         headers = {"Retry-After": answer.retry_after} if answer.retry_after else None
         return self._error(answer.status, answer.code or 20500, answer.message or "error", headers)
+
+    def _accept(self, values: dict[str, str]) -> dict[str, Any]:
+        """Store the message a create asked for (its JSON, as the answer has it) and begin
+        its life, if it has one."""
+        message = self._store(
+            values["To"],
+            values["Body"],
+            # A Messaging Service picks the sender later: `from` is null until then
+            # ("a sender hasn't yet been assigned", message-resource page, num_segments).
+            values.get("From"),
+            values.get("MessagingServiceSid"),
+            None,
+            "outbound-api",
+            "accepted" if values.get("MessagingServiceSid") else "queued",
+        )
+        life = self._next_life(values["To"])
+        if life is not None:
+            self._begin_life(message["sid"], values.get("StatusCallback"), life)
+        return message
 
     def _next_answer(self, to: str) -> Answer:
         queue = self._scripts.get(to)
@@ -469,6 +646,117 @@ class FakeTwilio:
             group = 0 if self.queued_placement == "first" else 2
             return group, -created.timestamp(), 0.0
         return 1, -sent.timestamp(), -created.timestamp()
+
+    # -- status callbacks (an option: `callbacks`, `script_life`) -----------------------
+
+    def _next_life(self, to: str) -> Life | None:
+        queue = self._life_scripts.get(to)
+        if queue:
+            return queue.popleft()
+        if self.callbacks is True:
+            return Life()
+        return self.callbacks or None
+
+    def _begin_life(self, sid: str, url: str | None, life: Life) -> None:
+        if self._stopping is not None and self._stopping.is_set():
+            return  # the fake is going away: nothing more happens at "Twilio"
+        [message] = [m for m in self.messages if m["sid"] == sid]
+        task = asyncio.create_task(self._live(message, url, life), name=f"life of {sid}")
+        self._lives.add(task)
+        task.add_done_callback(self._life_ended)
+
+    def _life_ended(self, task: asyncio.Task[None]) -> None:
+        self._lives.discard(task)
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            self._life_errors.append(error)
+
+    async def _live(self, message: dict[str, Any], url: str | None, life: Life) -> None:
+        """Play a life: each step moves the message's status at its time, and its callback
+        goes out `late` seconds after that, `copies` times. One at a time, in the order
+        due (a step before its callbacks when both are due at once; a slow receiver holds
+        up what comes after it)."""
+        steps = list(life.steps)
+        if message["status"] == "accepted" and [s.status for s in steps[:1]] != ["queued"]:
+            # A Messaging Service's message: accepted, then queued with a callback
+            # (outbound-message-status-in-status-callbacks guide).
+            steps.insert(0, Step("queued"))
+        due: list[tuple[float, int, int, Step]] = []  # (seconds, step, 0 move / 1 post, step)
+        at = 0.0
+        for index, step in enumerate(steps):
+            at += step.after
+            due.append((at, index, 0, step))
+            due.extend((at + step.late, index, 1, step) for _ in range(step.copies))
+        due.sort(key=lambda item: item[:3])
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for seconds, _, post, step in due:
+            wait = start + seconds - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if not post:
+                self._move(message, step)
+            elif url is not None:
+                await self._post(message, url, step)
+
+    def _move(self, message: dict[str, Any], step: Step) -> None:
+        """The message takes the step's status, as a fetch or a list will show it."""
+        now = datetime.now(UTC)
+        stamp = email.utils.format_datetime(now)
+        if message["_sent"] is None and step.status not in QUEUED:
+            message["_sent"], message["date_sent"] = now, stamp
+        if message["from"] is None:  # the Messaging Service picked its sender
+            message["from"] = self.from_number
+        message["status"] = step.status
+        message["date_updated"] = stamp
+        message["error_code"] = step.error_code
+        message["error_message"] = None if step.error_code is None else f"error {step.error_code}"
+
+    def _callback_form(self, message: dict[str, Any], step: Step) -> list[tuple[str, str]]:
+        """What Twilio posts for a status (track-outbound guide; docs/providers.md §1.3)."""
+        sid = str(message["sid"])
+        form = [
+            ("ApiVersion", API_VERSION),
+            ("AccountSid", self.account_sid),
+            ("From", str(message["from"] or self.from_number)),
+            ("To", str(message["to"])),
+            ("MessageSid", sid),
+            ("MessageStatus", step.status),
+            ("SmsSid", sid),
+            ("SmsStatus", step.status),
+        ]
+        if message["messaging_service_sid"]:
+            form.append(("MessagingServiceSid", str(message["messaging_service_sid"])))
+        if step.error_code is not None and step.status in ("failed", "undelivered"):
+            form.append(("ErrorCode", str(step.error_code)))
+        return form
+
+    async def _post(self, message: dict[str, Any], url: str, step: Step) -> None:
+        """POST one callback, signed over the full URL as given, "scheme through the end of
+        the query string" (docs/providers.md §1.4; the webhooks-security page), and record
+        it with the answer it got. Once."""
+        form = self._callback_form(message, step)
+        signature = twilio_signature(url, form, self.auth_token)
+        if self._http is None:
+            self._http = self._callback_client()
+        answer: int | None = None
+        error: str | None = None
+        try:
+            response = await self._http.post(
+                url,
+                content=urlencode(form),
+                headers={"Content-Type": FORM, "X-Twilio-Signature": signature},
+            )
+            answer = response.status_code
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        self.posted.append(
+            PostedCallback(str(message["sid"]), step.status, url, form, signature, answer, error)
+        )
+
+    def _callback_client(self) -> httpx.AsyncClient:
+        timeout = httpx.Timeout(self.callback_timeout, connect=self.callback_connect_timeout)
+        return httpx.AsyncClient(timeout=timeout, trust_env=False)
 
     # -- hanging sends (an option: only tests that call `hang` see it) -----------------
 
