@@ -74,6 +74,12 @@ STEP_FAILED = "step failed"
 # -- the fake Twilio: paced, observable, in a thread of its own ----------------------------
 
 
+def sender_of(status_callback: str | None) -> str:
+    """The worker that sent a message, as its StatusCallback names it (its PUBLIC_BASE_URL
+    and the path, without the query that names the message's attempt)."""
+    return (status_callback or "").partition("?")[0]
+
+
 @dataclass
 class PacedTwilio(FakeTwilio):
     """FakeTwilio with a delay on every create, a count of creates in progress, a start
@@ -118,7 +124,7 @@ class PacedTwilio(FakeTwilio):
         if self._open is None:
             self._open = asyncio.Event()
         form = dict(parse_qsl((await request.body()).decode("utf-8")))  # cached for _create
-        self.senders.add(form.get("StatusCallback", ""))
+        self.senders.add(sender_of(form.get("StatusCallback")))
         if len(self.senders) >= self.barrier:
             self._open.set()
         with contextlib.suppress(TimeoutError):
@@ -202,7 +208,9 @@ class TwilioThread:
                 sids.setdefault(message["to"], []).append(message["sid"])
             return Seen(
                 creates=[
-                    (r.to or "", r.status_callback or "") for r in fake.requests if r.authenticated
+                    (r.to or "", sender_of(r.status_callback))
+                    for r in fake.requests
+                    if r.authenticated
                 ],
                 unauthenticated=sum(1 for r in fake.requests if not r.authenticated),
                 sids=sids,

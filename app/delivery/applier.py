@@ -191,6 +191,11 @@ def _apply(target: _Target, receipt: AnyRow, now: datetime, effects: _Effects) -
     the recipient as the status rules say; what follows from it goes to `effects`."""
     attempt, recipient, school = target.attempt, target.recipient, target.school
     provider_status, error_code = receipt.provider_status, receipt.error_code
+    if attempt.provider_message_id is None:
+        # Found by the attempt its URL named, whose create answer was lost: now its id is
+        # known (README, "What each provider can promise about duplicates").
+        attempt.provider_message_id = receipt.provider_message_id
+        effects.moved[attempt.id] = attempt
     phase = rules.phase_of(provider_status)
     if phase is None or not rules.advance(rules.phase_of(attempt.status), phase):
         return Result.stale

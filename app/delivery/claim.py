@@ -11,6 +11,8 @@ lease ran out, or its last attempt's answer lost) is claimed for a recovery
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -62,7 +64,7 @@ async def claim(
             policy.window_closes(school, now),
             account,
             provider,
-            registry.callback_url(provider.name),
+            _callback(registry, provider.name),
         )
     for row in found:
         _claim_one(taken, row, settings)
@@ -78,6 +80,12 @@ async def claim(
     # After the write: the completion rule reads the recipients' stored statuses.
     await campaigns.complete_finished(session, taken.expired)
     return taken
+
+
+def _callback(registry: Registry, provider: str) -> Callable[[int], str] | None:
+    """The provider's status callback URL naming an attempt, by its id (None: no callback)."""
+    base = registry.callback_url(provider)
+    return None if base is None else functools.partial(registry.names.url, base)
 
 
 def _claim_one(claim: Claim, found: AnyRow, settings: Settings) -> None:
@@ -168,20 +176,28 @@ def _add_job(
         "last_name": found.last_name,
         "fields": found.fields,
     }
-    outbound = OutboundMessage(row.phone, render(contact), sender.callback)
+    recorded = False
     if previous is not None and previous.status in UNRESOLVED:
         # The provider's answer to that attempt was lost: the same hand-over goes on in
         # the same attempt, asking first whether the message went out.
         row.claimed_at = previous.created_at
-        attempt_id, attempt_provider, recovering = previous.id, previous.provider, True
+        row.claimed_attempt_id = previous.id
+        attempt_provider, recovering, recorded = previous.provider, True, True
     elif row.claimed_at is not None:
-        # A lease ran out during the hand-over (its worker died before the record):
-        # ask whether the message went out since it began.
-        attempt_id, attempt_provider, recovering = 0, provider.name, True
+        # A lease ran out during the hand-over (its worker died before the record): ask
+        # whether the message went out since it began, in the attempt its callbacks name
+        # (one taken now for a hand-over begun before attempts were named).
+        row.claimed_attempt_id = row.claimed_attempt_id or found.new_attempt_id
+        attempt_provider, recovering = provider.name, True
     else:
         row.attempts += 1
         row.claimed_at = now
-        attempt_id, attempt_provider, recovering = 0, provider.name, False
+        row.claimed_attempt_id = found.new_attempt_id
+        attempt_provider, recovering = provider.name, False
+    attempt_id = row.claimed_attempt_id
+    assert attempt_id is not None
+    callback = sender.callback(attempt_id) if sender.callback else None
+    outbound = OutboundMessage(row.phone, render(contact), callback)
     claim.jobs.append(
         Job(
             row.id,
@@ -194,6 +210,7 @@ def _add_job(
             claim.id,
             not_before,
             recovering=recovering,
+            recorded=recorded,
             recover_only=recover_only,
             expire_reason=expire,
             slots=slots,

@@ -26,6 +26,7 @@ async def keep(inbox: Inbox, receipt: Receipt) -> bool:
         classification.soft if classification else None,
         classification.definition_index if classification else None,
         receipt.occurred_at,
+        receipt.named_attempt_id,
     )
     new = stored is not None
     metrics.receipts.labels(receipt.provider, "stored" if new else "duplicate").inc()

@@ -12,15 +12,12 @@ from typing import Any
 from app.delivery.pacing import Slots
 from app.delivery.sql import RecipientRow
 from app.models import ProviderAccount, School
+from app.models.attempt import UNKNOWN, UNRESOLVED
 from app.providers.base import OutboundMessage, Provider, SendResult
 from app.sending import status as rules
 from app.sending.state import apply_change
 
-# Our own attempt status: handed over, but the answer was lost (timeout, 5xx).
-UNKNOWN = "unknown"
-# Attempts whose outcome is not known: recovered before anything is sent again. (`sending`:
-# a hand-over in flight as workers before migration b41f0c9d2e57 recorded it.)
-UNRESOLVED = (UNKNOWN, "sending")
+__all__ = ["UNKNOWN", "UNRESOLVED", "Claim", "Handover", "Job", "Sender"]
 
 
 @dataclass(slots=True, eq=False)
@@ -29,8 +26,9 @@ class Job:
 
     recipient_id: int
     campaign_id: uuid.UUID
-    # The attempt row this hand-over is recorded into: 0 for a new one (written by the
-    # record), or an earlier attempt whose outcome is unknown, being recovered.
+    # The attempt this hand-over is recorded into, named in its status callback URL:
+    # taken at the claim for a new one (its row written by the record), or an earlier
+    # attempt whose outcome is unknown, being recovered (`recorded`: its row exists).
     attempt_id: int
     # The attempt's provider as stored (a recovery keeps its first hand-over's).
     attempt_provider: str
@@ -44,6 +42,11 @@ class Job:
     not_before: datetime | None = None
     # The hand-over, begun at `started`, may have gone out already: ask before sending.
     recovering: bool = False
+    # The attempt's row exists already (an earlier attempt whose answer was lost).
+    recorded: bool = False
+    # The message id a receipt naming the attempt brought, found when it was claimed for a
+    # recovery: it went out as that message (no need to ask the provider).
+    named_message: str | None = None
     # Ask only, never send: its campaign or recipient was stopped meanwhile, or its retry
     # age ran out (then, if the message did not go out, it fails with `expire_reason`).
     recover_only: bool = False
@@ -78,7 +81,9 @@ class Sender:
     closes: datetime | None
     account: ProviderAccount | None
     provider: Provider
-    callback: str | None
+    # Its provider's status callback URL naming an attempt (`app.providers.callbacks`),
+    # by the attempt's id; None for a provider without callbacks (the simulator).
+    callback: Callable[[int], str] | None
 
 
 @dataclass

@@ -69,7 +69,7 @@ class _Attempts:
     created: list[NewAttempt] = field(default_factory=list)
     recovered: list[RecoveredAttempt] = field(default_factory=list)
 
-    def add(self, job: Job, result: SendResult, new: bool = False) -> None:
+    def add(self, job: Job, result: SendResult) -> None:
         if result.outcome is Outcome.accepted:
             assert result.provider_message_id is not None
             status, failed, code = result.provider_status or "queued", False, None
@@ -77,11 +77,19 @@ class _Attempts:
             status, failed = UNKNOWN if result.outcome_unknown else "failed", True
             code = result.error_code
         sid = result.provider_message_id
-        if job.attempt_id and not new:
+        if job.recorded:
             self.recovered.append(RecoveredAttempt(job.attempt_id, sid, status, failed, code))
         else:
             self.created.append(
-                NewAttempt(job.recipient_id, job.attempt_provider, sid, status, code, job.started)
+                NewAttempt(
+                    job.attempt_id,
+                    job.recipient_id,
+                    job.attempt_provider,
+                    sid,
+                    status,
+                    code,
+                    job.started,
+                )
             )
 
 
@@ -127,10 +135,11 @@ async def _record(
             if _is_opt_out(result):
                 opted_out.append(row)  # whoever records it: an opt-out is never lost
             if not ours:
-                if result.provider_message_id is not None:
-                    # A message that exists (its receipts need it), as an attempt of its
-                    # own: the attempt it recovered is the other claim's to record.
-                    attempts.add(job, result, new=True)
+                if result.provider_message_id is not None and not job.recorded:
+                    # A message that exists (its receipts need it), recorded in its attempt
+                    # unless the claim that took the hand-over over recorded it first (its
+                    # receipts name the attempt all the same).
+                    attempts.add(job, result)
                 continue
             attempts.add(job, result)
             row.claimed_at = row.claimed_by = None
@@ -178,8 +187,15 @@ def _expire(row: RecipientRow, job: Job) -> None:
 def _ask_again(row: RecipientRow, job: Job, school: School, now: datetime) -> None:
     """The provider could not tell whether the hand-over went out: nothing was sent, the
     recipient stays as it is (its hand-over still begun: `claimed_at`), and is due again
-    when it is time to ask (README, Delivery)."""
+    when it is time to ask (README, Delivery). Unless its attempt's row exists and the
+    recipient no longer waits (a receipt naming the attempt settled it meanwhile, or staff
+    stopped it): nothing will be sent, and the attempt's receipts find it by its name, so
+    there is nothing left to ask."""
     row.claimed_by = None
+    if job.recorded and state_of(row).status not in rules.WAITING:
+        row.claimed_at = None
+        row.next_attempt_at = None
+        return
     row.next_attempt_at = recover.ask_again_at(
         job,
         now,

@@ -2,9 +2,11 @@
 sent again.
 
 A worker killed between its claim and its record leaves its recipients leased with
-`claimed_at` set; when the lease runs out another worker claims them and asks the
-provider whether the message went out since then (`Provider.find_sent`), and only sends
-when it did not. The same holds for an attempt recorded as `unknown` (the provider's
+`claimed_at` set; when the lease runs out another worker claims them for a recovery. A
+receipt that named the hand-over's attempt in its callback URL (`app.providers.callbacks`)
+says the message went out, and as which message (`mark_taken`); else the provider is asked
+whether it went out since the hand-over began (`Provider.find_sent`), and the message is
+sent only when it did not. The same holds for an attempt recorded as `unknown` (the provider's
 answer was lost). The provider answers sent, not sent, or can't tell (README, Delivery): can't tell
 never sends; the recipient stays as it is, its claim's hand-over begun, and is asked about
 again later (`ask_again_at`), until the provider could no longer be holding the message
@@ -45,10 +47,19 @@ NOT_ITS_MESSAGE = SendResult(
 
 
 async def mark_taken(session: AsyncSession, jobs: list[Job]) -> None:
-    """Give each recovering job the message ids of its number's other attempts."""
+    """Give each recovering job the message id a receipt naming its attempt brought, if one
+    came, and the message ids of its number's other attempts."""
     recovering = {j.recipient_id: j for j in jobs if j.recovering}
     if not recovering:
         return
+    named = {
+        (row.named_attempt_id, row.provider): row.provider_message_id
+        for row in await session.execute(
+            sql.NAMED, {"ids": [j.attempt_id for j in recovering.values()]}
+        )
+    }
+    for job in recovering.values():
+        job.named_message = named.get((job.attempt_id, job.attempt_provider))
     # find_sent looks from the day of the earliest hand-over on (and a little before).
     since = min(j.started for j in recovering.values()) - timedelta(days=1)
     taken: dict[int, set[str]] = {}
@@ -69,7 +80,16 @@ class Finder:
         self._found: set[str] = set()
 
     async def find(self, job: Job) -> Lookup:
-        """Whether the job's hand-over went out (with its message id if it did)."""
+        """Whether the job's hand-over went out (with its message id if it did): a receipt
+        that named its attempt says so at once; else the provider is asked."""
+        if job.named_message is not None:
+            log.info(
+                "attempt %s went out as %s (a receipt named it): not sent again",
+                job.attempt_id,
+                job.named_message,
+            )
+            self._found.add(job.named_message)
+            return Lookup.sent(job.named_message)
         to, body = job.message.to, job.message.body
         async with self._turns[to, body]:
             found = await job.provider.find_sent(

@@ -16,6 +16,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.kit.db import Base
 
+# Our own attempt status: handed over, but the answer was lost (timeout, 5xx).
+UNKNOWN = "unknown"
+# Attempts whose outcome is not known: recovered before anything is sent again. (`sending`:
+# a hand-over in flight as workers before migration b41f0c9d2e57 recorded it.)
+UNRESOLVED = (UNKNOWN, "sending")
+
 # The provider statuses of a message not final yet: in the provider's queue (queued,
 # accepted, scheduled, sending) or handed to the carrier (sent). The status rules'
 # `PROVIDER_PHASES` of phases `queued` and `sent` (a test checks that they agree).

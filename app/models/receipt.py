@@ -21,6 +21,12 @@ class StoredReceipt(Base):
         UniqueConstraint("provider", "event_id"),
         # The applier's queue: receipts not applied yet, oldest first.
         Index("ix_receipts_unapplied", "id", postgresql_where=text("applied_at IS NULL")),
+        # The receipts waiting for an attempt they name: what a recovery looks for first.
+        Index(
+            "ix_receipts_naming",
+            "named_attempt_id",
+            postgresql_where=text("applied_at IS NULL AND named_attempt_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -36,6 +42,12 @@ class StoredReceipt(Base):
     occurred_at: Mapped[datetime | None]
     received_at: Mapped[datetime] = mapped_column(server_default=func.now())
     applied_at: Mapped[datetime | None]
+    # The attempt its callback URL named (`app.providers.callbacks`), if it named one: the
+    # receipt applies to it when no attempt holds its message id, and teaches it the id
+    # (the create call's answer, and the id with it, may have been lost). Not a foreign
+    # key: the attempt may not be recorded yet.
+    named_attempt_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The attempt it was applied to.
     attempt_id: Mapped[int | None] = mapped_column(
         ForeignKey("attempts.id", ondelete="SET NULL"), index=True
     )

@@ -53,6 +53,10 @@ class Recipient(Base):
     # Set while a hand-over is in flight and not yet recorded as an attempt: a lease that
     # runs out with it set was perhaps sent, so the provider is asked before sending again.
     claimed_at: Mapped[datetime | None]
+    # The id of that hand-over's attempt, named in its status callback URL before the row
+    # exists (`app.providers.callbacks`): a receipt naming it tells a recovery that the
+    # message went out. Meaningful only while `claimed_at` is set.
+    claimed_attempt_id: Mapped[int | None] = mapped_column(BigInteger)
     # The claim holding that hand-over now (one value per claim): a record applies to the
     # recipient only while it is still its claim's, not after another took it over.
     claimed_by: Mapped[uuid.UUID | None]

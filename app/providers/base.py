@@ -89,6 +89,8 @@ class Receipt:
     # Set on a failure receipt (failed, undelivered, delivery_failed...): what the error
     # code means through the code table (a failure without a code is `unknown`, hard).
     classification: Classification | None = None
+    # The attempt the callback's URL named (`app.providers.callbacks`), if it named one.
+    named_attempt_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

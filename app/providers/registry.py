@@ -33,6 +33,7 @@ class Registry:
         self._http = http
         self._box = box
         self._base = public_base_url.rstrip("/")
+        self.names = callbacks.AttemptNames(box)
         self.simulator = SimulatorProvider(
             on_simulated_receipt, delay_seconds=simulator_delay_seconds
         )
@@ -71,6 +72,7 @@ class Registry:
         raise ValueError(f"unknown provider {account.provider!r}")
 
     def callback_url(self, provider: str) -> str | None:
+        """The provider's status callback, without the attempt's name (`names.url`)."""
         path = callbacks.STATUS_CALLBACKS.get(provider)
         return self._base + path if path else None
 

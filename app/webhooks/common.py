@@ -17,6 +17,7 @@ from fastapi import Request
 
 from app import metrics
 from app.errors import PROBLEM_JSON, BadRequest, Forbidden
+from app.providers import callbacks
 from app.providers.base import InboundMessage, InvalidSignature, MalformedWebhook
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,15 @@ def refusals(provider: str) -> Iterator[None]:
         log.warning("%s webhook refused (400): %s", provider, exc)
         metrics.webhooks_refused.labels(provider, "malformed").inc()
         raise WebhookMalformed(f"The webhook cannot be read: {exc}.") from None
+
+
+def named_attempt(request: Request) -> int | None:
+    """The attempt a status callback's URL names (`app.providers.callbacks`), if it names
+    one of ours; read once its signature is checked."""
+    name = request.query_params.get(callbacks.ATTEMPT)
+    if name is None:
+        return None
+    return callbacks.AttemptNames(request.app.state.secret_box).read(name)
 
 
 def public_url(request: Request, public_base_url: str) -> str:

@@ -21,7 +21,7 @@ acknowledged and ignored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -42,6 +42,7 @@ from app.webhooks.common import (
     Inbound,
     WebhookAccount,
     account_cache,
+    named_attempt,
     receiving_schools,
     refusals,
     signature_headers,
@@ -105,14 +106,17 @@ def _messaging_profile_id(document: dict[str, Any]) -> str | None:
 
 
 async def telnyx_event(
-    event: Annotated[SignedEvent, Depends(signed_event)],
+    event: Annotated[SignedEvent, Depends(signed_event)], request: Request
 ) -> Receipt | Inbound | None:
-    """What the event is to us: a receipt, an inbound message, or None (not ours to read)."""
+    """What the event is to us: a receipt (naming the attempt its `webhook_url` named, if
+    any), an inbound message, or None (not ours to read)."""
     with refusals(PROVIDER):
         parsed = telnyx_events.parse_event(event.document)
     if isinstance(parsed, InboundMessage):
         profile = _messaging_profile_id(event.document)
         return Inbound(parsed, receiving_schools(event.accounts, parsed.to_number, profile))
+    if isinstance(parsed, Receipt):
+        return replace(parsed, named_attempt_id=named_attempt(request))
     return parsed
 
 

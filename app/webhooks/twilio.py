@@ -13,7 +13,7 @@ later), and an inbound message is read for opt-out/opt-in keywords.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -36,6 +36,7 @@ from app.webhooks.common import (
     Inbound,
     WebhookAccount,
     account_cache,
+    named_attempt,
     public_url,
     receiving_schools,
     refusals,
@@ -126,9 +127,10 @@ async def signed_form(
 Signed = Annotated[SignedForm, Depends(signed_form)]
 
 
-async def status_receipt(form: Signed) -> Receipt:
+async def status_receipt(form: Signed, request: Request) -> Receipt:
     with refusals(PROVIDER):
-        return twilio_events.parse_status_callback(form.params)
+        receipt = twilio_events.parse_status_callback(form.params)
+    return replace(receipt, named_attempt_id=named_attempt(request))
 
 
 async def inbound_message(form: Signed) -> Inbound:

@@ -46,7 +46,7 @@ async def answer(request: Request) -> Response:
     state = request.app.state
     try:
         form = await signed_form(request, state.sessionmaker, state.settings, state.secret_box)
-        receipt = await status_receipt(form)
+        receipt = await status_receipt(form, request)
     except errors.AppError as exc:
         return errors.problem(exc.status_code, exc.slug, exc.title, exc.detail, **exc.extra)
     return await twilio_status_callback(receipt, state.inbox)

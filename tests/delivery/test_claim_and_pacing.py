@@ -20,15 +20,16 @@ from app.models import Campaign
 from tests.support.api import launched, make_school, people
 from tests.support.delivery import (
     BODY,
-    CALLBACK,
     Sessions,
     TimedFakeTwilio,
     TwilioSchool,
     at,
+    attempt_holding,
     by_phone,
     campaign_of,
     launch,
     make_due,
+    named_in,
     now,
     one,
     phone,
@@ -37,6 +38,7 @@ from tests.support.delivery import (
 
 
 async def test_first_sends_reach_twilio_and_wait_in_queue(
+    sessionmaker: Sessions,
     client: httpx.AsyncClient,
     twilio_school: TwilioSchool,
     twilio: TimedFakeTwilio,
@@ -48,10 +50,15 @@ async def test_first_sends_reach_twilio_and_wait_in_queue(
     assert await delivery.run_once() == 2
 
     requests = sorted(twilio.requests, key=lambda r: r.to or "")
-    assert [(r.to, r.body, r.from_number, r.status_callback) for r in requests] == [
-        (phone(0), "Hi Kid0, school is closed tomorrow.", twilio.from_number, CALLBACK),
-        (phone(1), "Hi Kid1, school is closed tomorrow.", twilio.from_number, CALLBACK),
+    assert [(r.to, r.body, r.from_number) for r in requests] == [
+        (phone(0), "Hi Kid0, school is closed tomorrow.", twilio.from_number),
+        (phone(1), "Hi Kid1, school is closed tomorrow.", twilio.from_number),
     ]
+    # Each message's status callback names the attempt that holds it.
+    for r in requests:
+        named = named_in(r.status_callback, delivery.registry.names)
+        assert named is not None
+        assert named == await attempt_holding(sessionmaker, twilio.sid_to(r.to or ""))
     # The auth token was sealed by PUT /v1/school/provider and opened by the registry.
     assert all(r.authenticated for r in requests)
     for n in (0, 1):

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,7 +19,8 @@ from starlette.responses import Response
 from app.delivery import inbox as receipts
 from app.kit.clock import utcnow
 from app.kit.db import unit_of_work
-from app.models import Recipient
+from app.models import Attempt, Recipient
+from app.providers.callbacks import ATTEMPT, AttemptNames
 from app.providers.twilio.events import parse_status_callback
 from app.sending import reasons
 from tests.fakes.twilio import FakeTwilio
@@ -116,6 +117,22 @@ async def receipt(
         return "duplicate"
     results = await apply_receipts(sessionmaker)
     return results[-1].value if results else "waiting"
+
+
+def named_in(url: str | None, names: AttemptNames) -> int | None:
+    """The attempt a status callback URL names (None if it names none of ours), once its
+    base is checked to be the status callback's."""
+    assert url is not None
+    base, _, query = url.partition("?")
+    assert base == CALLBACK
+    return names.read(dict(parse_qsl(query)).get(ATTEMPT))
+
+
+async def attempt_holding(sessionmaker: Sessions, sid: str) -> int | None:
+    """The id of the attempt that holds message `sid`, if one does."""
+    async with unit_of_work(sessionmaker) as session:
+        found = await session.scalar(select(Attempt.id).where(Attempt.provider_message_id == sid))
+    return found
 
 
 async def launch(

@@ -196,7 +196,11 @@ async def post_telnyx(
 
 
 async def record_attempt(
-    sessions: Sessions, recipient_id: int | str, provider: str, sid: str, status: str = "queued"
+    sessions: Sessions,
+    recipient_id: int | str,
+    provider: str,
+    sid: str | None,
+    status: str = "queued",
 ) -> int:
     """An attempt handed to the provider, as the delivery engine records it once the
     provider accepted the message: the recipient Still in Queue, nothing due. Its id."""

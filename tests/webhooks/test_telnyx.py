@@ -15,8 +15,11 @@ import httpx
 import pytest
 from sqlalchemy import update
 
+from app.config import Settings
+from app.kit.crypto import SecretBox
 from app.models import ProviderAccount
 from app.providers.base import InvalidSignature
+from app.providers.callbacks import AttemptNames
 from app.providers.telnyx import signature
 from tests.support.api import launched, people, recipients
 from tests.support.webhooks import (
@@ -60,6 +63,45 @@ async def test_signed_sent_then_finalized(
     detail = await recipient_detail(client, telnyx_school.auth, campaign_id, recipient_id)
     assert detail["status"] == "delivered"
     assert detail["attempts_history"][0]["status"] == "delivered"
+
+
+async def test_a_receipt_naming_an_attempt_whose_answer_was_lost_settles_it(
+    client: httpx.AsyncClient,
+    telnyx_school: TelnyxSchool,
+    sessionmaker: Sessions,
+    settings: Settings,
+) -> None:
+    """Telnyx has no lookup: an attempt whose create answer was lost (no message id) is
+    settled by the webhooks of its message, which come to the `webhook_url` naming it,
+    and learns its message id from them. A name with a wrong tag names nothing."""
+    assert settings.secret_key
+    names = AttemptNames(SecretBox(settings.secret_key))
+    campaign = await launched(client, telnyx_school.auth, people("+12015550123"))
+    recipient_id = (await recipients(client, telnyx_school.auth, campaign["id"]))[0]["id"]
+    attempt = await record_attempt(sessionmaker, recipient_id, "telnyx", None, "unknown")
+    wrong = names.name(attempt + 1)
+    for name in (f"{attempt}.{wrong.partition('.')[2]}", f"{attempt}", "x.y"):
+        body = telnyx_receipt(MESSAGE_ID, "sent")
+        response = await client.post(
+            f"{TELNYX}?attempt={name}", content=body, headers=telnyx_school.keys.headers(body)
+        )
+        assert response.status_code == 200, response.text
+    detail = await recipient_detail(client, telnyx_school.auth, campaign["id"], recipient_id)
+    assert detail["attempts_history"][0]["provider_message_id"] is None  # not named by those
+
+    body = telnyx_receipt(MESSAGE_ID, "delivered", event_type="message.finalized")
+    response = await client.post(
+        f"{TELNYX}?attempt={names.name(attempt)}",
+        content=body,
+        headers=telnyx_school.keys.headers(body),
+    )
+    assert response.status_code == 200, response.text
+    detail = await recipient_detail(client, telnyx_school.auth, campaign["id"], recipient_id)
+    assert detail["status"] == "delivered"
+    [history] = detail["attempts_history"]
+    assert (history["provider_message_id"], history["status"]) == (MESSAGE_ID, "delivered")
+    # The earlier `sent`, stored by its message id alone, now finds the attempt by that id.
+    assert all(r.attempt_id == attempt for r in await stored_receipts(sessionmaker, MESSAGE_ID))
 
 
 async def test_finalized_before_sent(

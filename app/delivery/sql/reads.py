@@ -7,7 +7,17 @@ from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, Uuid, any_, bindparam, func, select, tuple_
+from sqlalchemy import (
+    BigInteger,
+    Select,
+    Uuid,
+    any_,
+    bindparam,
+    func,
+    select,
+    tuple_,
+)
+from sqlalchemy import Sequence as IdSequence
 from sqlalchemy.dialects.postgresql import ARRAY, distinct_on
 from sqlalchemy.orm import aliased
 
@@ -54,10 +64,16 @@ _latest = (
     .ext(distinct_on(Attempt.recipient_id))
     .subquery("latest")
 )
+# Each due row also takes an attempt id (`new_attempt_id`) from the attempts' own sequence:
+# a new hand-over's attempt is named in its status callback URL (`app.providers.callbacks`)
+# before its row is written (ids a claim does not use are gaps, as a rolled-back insert
+# leaves).
+_ATTEMPT_IDS = IdSequence("attempts_id_seq")
 CLAIM = (
     select(
         *_due.c,
         *(column for column in _latest.c if column.name != "recipient_id"),
+        _ATTEMPT_IDS.next_value().label("new_attempt_id"),
     )
     .select_from(_due)
     .outerjoin(_latest, _latest.c.recipient_id == _due.c.id)

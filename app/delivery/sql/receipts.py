@@ -9,7 +9,18 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, TextClause, any_, bindparam, func, select, text, true
+from sqlalchemy import (
+    BigInteger,
+    TextClause,
+    any_,
+    bindparam,
+    func,
+    literal,
+    select,
+    text,
+    true,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from app.delivery.sql.reads import BATCH_AND_WAITING
@@ -21,35 +32,41 @@ from app.models import Attempt, Campaign, ProviderAccount, Recipient, School, St
 # is kept under, none if the same event came before.
 KEEP_RECEIPT = """
     INSERT INTO receipts (provider, event_id, provider_message_id, provider_status,
-                          error_code, reason, soft, definition, occurred_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                          error_code, reason, soft, definition, occurred_at, named_attempt_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
     ON CONFLICT DO NOTHING
     RETURNING id
 """
 
 # -- reads -----------------------------------------------------------------------------
 
-# Stored receipts whose message is known, oldest first, locked (SKIP LOCKED: concurrent
-# appliers never share one): what each says, and its attempt and recipient ids. The attempt
-# is looked up per receipt (LATERAL: a nested loop over the queue's index, oldest first,
-# each receipt one probe of the attempts' unique index) so that a batch costs the same
-# whatever the backlog; a plain join may be planned as a hash join over every attempt once
-# many receipts wait. A receipt never changes once stored (but for being applied, which
-# SKIP LOCKED and the WHERE clause, checked again on the row locked, see to), so what it
-# says is read here.
-_match = (
-    select(Attempt.id, Attempt.recipient_id)
-    .where(
-        Attempt.provider == StoredReceipt.provider,
-        Attempt.provider_message_id == StoredReceipt.provider_message_id,
+# Stored receipts whose attempt is known, oldest first, locked (SKIP LOCKED: concurrent
+# appliers never share one): what each says, and its attempt and recipient ids. Its attempt
+# is the one holding its message id or, when none does, the one its callback URL named
+# (`app.providers.callbacks`: the create call's answer, and the message id with it, may
+# have been lost; the receipt then teaches the attempt its id). It is looked up per receipt
+# (LATERAL: a nested loop over the queue's index, oldest first, each receipt a probe or two
+# of the attempts' unique indexes) so that a batch costs the same whatever the backlog; a
+# plain join may be planned as a hash join over every attempt once many receipts wait. A
+# receipt never changes once stored (but for being applied, which SKIP LOCKED and the WHERE
+# clause, checked again on the row locked, see to), so what it says is read here.
+_matches = [
+    select(Attempt.id, Attempt.recipient_id, literal(rank).label("rank")).where(
+        Attempt.provider == StoredReceipt.provider, where
     )
-    .limit(1)  # unique anyway; and a subquery with a LIMIT is never flattened into a join
-    .lateral("match")
-)
+    for rank, where in enumerate(
+        (
+            Attempt.provider_message_id == StoredReceipt.provider_message_id,
+            Attempt.id == StoredReceipt.named_attempt_id,
+        )
+    )
+]
+_match = union_all(*_matches).order_by("rank").limit(1).lateral("match")
 DUE_RECEIPTS = (
     select(
         StoredReceipt.id,
         StoredReceipt.provider,
+        StoredReceipt.provider_message_id,
         StoredReceipt.provider_status,
         StoredReceipt.error_code,
         StoredReceipt.reason,
@@ -63,6 +80,15 @@ DUE_RECEIPTS = (
     .order_by(StoredReceipt.id)
     .limit(bindparam("limit"))
     .with_for_update(of=StoredReceipt, skip_locked=True)
+)
+
+# The message ids that receipts still waiting name for these attempts (`ids`): a recovery
+# that finds one knows its hand-over went out, without asking the provider.
+NAMED = select(
+    StoredReceipt.named_attempt_id, StoredReceipt.provider, StoredReceipt.provider_message_id
+).where(
+    StoredReceipt.named_attempt_id == any_(bindparam("ids", type_=ARRAY(BigInteger))),
+    StoredReceipt.applied_at.is_(None),
 )
 
 
@@ -91,6 +117,7 @@ RECEIPT_TARGETS = (
         Attempt.id.label("attempt_id"),
         Attempt.status.label("attempt_status"),
         Attempt.error_code.label("attempt_error_code"),
+        Attempt.provider_message_id.label("attempt_provider_message_id"),
         (_latest.c.latest == Attempt.id).label("is_latest"),
         *RECIPIENT_COLUMNS,
         School.updated_at.label("school_version"),
@@ -107,7 +134,12 @@ RECEIPT_TARGETS = (
 
 def attempt_of(row: AnyRow) -> AttemptRow:
     """The attempt of a `RECEIPT_TARGETS` row (its recipient: `RecipientRow.of`)."""
-    return AttemptRow(row.attempt_id, row.attempt_status, row.attempt_error_code)
+    return AttemptRow(
+        row.attempt_id,
+        row.attempt_status,
+        row.attempt_error_code,
+        row.attempt_provider_message_id,
+    )
 
 
 # -- the write: one statement, over arrays (`unnest`) ----------------------------------
@@ -115,7 +147,8 @@ def attempt_of(row: AnyRow) -> AttemptRow:
 _APPLIED = {"id": "bigint", "attempt_id": "bigint"}
 _MOVED = columns(AttemptRow)
 # Every receipt of the batch applied (and linked to its attempt), the attempts its
-# receipts moved forward, then the recipients they changed.
+# receipts moved forward or taught their message id (never another: an attempt's id, once
+# known, stays), then the recipients they changed.
 _WRITE_APPLIED = text(
     f"""
     WITH applied AS (
@@ -124,7 +157,10 @@ _WRITE_APPLIED = text(
         WHERE t.id = v.id
     ),
     moved AS (
-        UPDATE attempts AS a SET status = v.status, error_code = v.error_code, updated_at = :now
+        UPDATE attempts AS a
+        SET status = v.status, error_code = v.error_code,
+            provider_message_id = coalesce(a.provider_message_id, v.provider_message_id),
+            updated_at = :now
         FROM {unnest(_MOVED, "attempt_")}
         WHERE a.id = v.id
     )
@@ -140,7 +176,8 @@ def write_applied(
     now: datetime,
 ) -> tuple[TextClause, dict[str, Any]]:
     """The batch's write and its parameters: `receipts` (`DUE_RECEIPTS` rows) applied at `now`, the
-    `moved` attempts and the `changed` recipients as they now stand."""
+    `moved` attempts (moved forward, or taught their message id) and the `changed`
+    recipients as they now stand."""
     return _WRITE_APPLIED, {
         **arrays(_APPLIED, receipts, "receipt_"),
         **arrays(_MOVED, moved, "attempt_"),

@@ -37,6 +37,7 @@ class RecipientRow:
     first_attempt_at: datetime | None
     claimed_at: datetime | None
     claimed_by: uuid.UUID | None
+    claimed_attempt_id: int | None
     updated_at: datetime
     campaign_status: CampaignStatus
 
@@ -92,8 +93,10 @@ class SendSlots:
 
 @dataclass(frozen=True, slots=True)
 class NewAttempt:
-    """An attempt row the record inserts."""
+    """An attempt row the record inserts, under the id its hand-over was claimed with (the
+    one its callback URL names)."""
 
+    id: int
     recipient_id: int
     provider: str
     provider_message_id: str | None
@@ -121,6 +124,8 @@ class AttemptRow:
     id: int
     status: str
     error_code: str | None
+    # Null while the create call's answer is lost: a receipt naming the attempt teaches it.
+    provider_message_id: str | None
 
 
 # A field's annotation, as written (`from __future__ import annotations`), and its SQL type.

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import TextClause, text
 
 from app.delivery.sql.shapes import NewAttempt, RecipientRow, RecoveredAttempt, SendSlots, columns
+from app.models.attempt import UNRESOLVED
 from app.sending import status as rules
 from app.sending.state import STATE_COLUMNS, state_values
 
@@ -38,6 +39,7 @@ WRITTEN = columns(
     "first_attempt_at",
     "claimed_at",
     "claimed_by",
+    "claimed_attempt_id",
 )
 
 # The columns a status-rules change writes (`app.sending.state.apply_change`): the state and
@@ -60,7 +62,9 @@ UPDATE_RECIPIENTS = update_recipients(WRITTEN)
 
 # The claim's write: the recipients settled without a hand-over (rare, written whole), then
 # the leased ones, all into one state, each with its own attempt count and times.
-_LEASED = columns(RecipientRow, "id", "attempts", "first_attempt_at", "claimed_at")
+_LEASED = columns(
+    RecipientRow, "id", "attempts", "first_attempt_at", "claimed_at", "claimed_attempt_id"
+)
 _LEASING = ", ".join(f"{name} = :leased_{name}" for name in STATE_COLUMNS)
 _WRITE_CLAIM = text(
     f"""
@@ -68,7 +72,8 @@ _WRITE_CLAIM = text(
     UPDATE recipients AS r
     SET {_LEASING}, next_attempt_at = :lease_until,
         attempts = v.attempts, first_attempt_at = v.first_attempt_at,
-        claimed_at = v.claimed_at, claimed_by = :claim, updated_at = :now
+        claimed_at = v.claimed_at, claimed_attempt_id = v.claimed_attempt_id,
+        claimed_by = :claim, updated_at = :now
     FROM {unnest(_LEASED, "leased_")}
     WHERE r.id = v.id
     """
@@ -112,16 +117,20 @@ def write_slots(slots: Sequence[SendSlots]) -> tuple[TextClause, dict[str, Any]]
 
 _NEW = columns(NewAttempt)
 _RECOVERED = columns(RecoveredAttempt)
-# The record's writes, one statement: the attempts recovered (an accepted one keeps the
-# error code it had), the new attempts (a message id already recorded, by a worker that
-# took the hand-over over, is not recorded twice), then the recipients.
+# The record's writes, one statement: the attempts recovered (the answer is written only
+# while the attempt's outcome is still unknown: a receipt naming it may have settled it
+# since; an accepted one keeps the error code it had), the new attempts under the ids they
+# were claimed with (an attempt already recorded, by a worker that took the hand-over over,
+# or a message id already held, is not recorded twice), then the recipients.
+_UNRESOLVED = ", ".join(f"'{status}'" for status in UNRESOLVED)
 _WRITE_RECORD = text(
     f"""
     WITH recovered AS (
         UPDATE attempts AS a
         SET provider_message_id = coalesce(v.provider_message_id, a.provider_message_id),
-            status = v.status,
-            error_code = CASE WHEN v.failed THEN v.error_code ELSE a.error_code END,
+            status = CASE WHEN a.status IN ({_UNRESOLVED}) THEN v.status ELSE a.status END,
+            error_code = CASE WHEN v.failed AND a.status IN ({_UNRESOLVED})
+                              THEN v.error_code ELSE a.error_code END,
             updated_at = :now
         FROM {unnest(_RECOVERED, "recovered_")}
         WHERE a.id = v.id
@@ -130,7 +139,7 @@ _WRITE_RECORD = text(
         INSERT INTO attempts ({", ".join(_NEW)}, updated_at)
         SELECT {", ".join(f"v.{name}" for name in _NEW)}, :now
         FROM {unnest(_NEW, "new_")}
-        ON CONFLICT (provider, provider_message_id) DO NOTHING
+        ON CONFLICT DO NOTHING
     )
     {UPDATE_RECIPIENTS}
     """
