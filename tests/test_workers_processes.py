@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +29,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -40,7 +43,7 @@ from starlette.responses import Response
 from app.config import Settings
 from app.kit.crypto import new_secret_key
 from app.main import bind, create_app, unbind
-from tests.fakes.twilio import Answer, FakeTwilio
+from tests.fakes.twilio import Answer, FakeTwilio, Life, Step
 from tests.support.api import ADMIN, ADMIN_TOKEN
 from tests.support.database import plain_url
 
@@ -74,6 +77,13 @@ STEP_FAILED = "step failed"
 # -- the fake Twilio: paced, observable, in a thread of its own ----------------------------
 
 
+def attempt_of(status_callback: str | None) -> int | None:
+    """The attempt a StatusCallback names (`?attempt=<id>.<tag>`, README, Delivery)."""
+    query = dict(parse_qsl((status_callback or "").partition("?")[2]))
+    number = query.get("attempt", "").partition(".")[0]
+    return int(number) if number.isdigit() else None
+
+
 def sender_of(status_callback: str | None) -> str:
     """The worker that sent a message, as its StatusCallback names it (its PUBLIC_BASE_URL
     and the path, without the query that names the message's attempt)."""
@@ -97,6 +107,11 @@ class PacedTwilio(FakeTwilio):
     hold_after: int | None = None
     arrived: int = 0  # create calls received, held or not
     held: int = 0  # create calls held now
+    # Creates in flight by the sender's TCP port: which process has sends in flight.
+    in_flight_ports: Counter[int] = field(default_factory=Counter)
+    # Each create as it ended: To, the attempt its StatusCallback names, when it arrived and
+    # when it was answered (wall clock): a failure message shows them.
+    timings: list[tuple[str, int | None, float, float]] = field(default_factory=list)
     _open: asyncio.Event | None = None
     _released: asyncio.Event | None = None
 
@@ -107,6 +122,9 @@ class PacedTwilio(FakeTwilio):
     async def _create(self, request: Request) -> Response:
         self.in_flight += 1
         self.arrived += 1
+        port = request.client.port if request.client else 0
+        self.in_flight_ports[port] += 1
+        arrived = time.time()
         try:
             if self.hold_after is not None and self.arrived > self.hold_after:
                 await self._hold(request)
@@ -119,6 +137,13 @@ class PacedTwilio(FakeTwilio):
             return Response(status_code=499)
         finally:
             self.in_flight -= 1
+            self.in_flight_ports[port] -= 1
+            if not self.in_flight_ports[port]:
+                del self.in_flight_ports[port]
+            with contextlib.suppress(ClientDisconnect):
+                form = dict(parse_qsl((await request.body()).decode("utf-8")))
+                attempt = attempt_of(form.get("StatusCallback"))
+                self.timings.append((form.get("To", ""), attempt, arrived, time.time()))
 
     async def _pass_barrier(self, request: Request) -> None:
         if self._open is None:
@@ -162,6 +187,7 @@ class Seen:
     listed: set[str]  # To of every list request (find_sent)
     in_flight: int
     held: int
+    in_flight_ports: dict[int, int] = field(default_factory=dict)
 
     def per_number(self) -> Counter[str]:
         return Counter(to for to, _ in self.creates)
@@ -217,6 +243,7 @@ class TwilioThread:
                 listed={query.get("To", "") for query in fake.list_requests},
                 in_flight=fake.in_flight,
                 held=fake.held,
+                in_flight_ports=dict(fake.in_flight_ports),
             )
 
         return self.call(copy)
@@ -238,6 +265,10 @@ class TwilioThread:
 
     def release(self) -> None:
         self.call(PacedTwilio.release)
+
+    def settled(self, within: float) -> None:
+        """Wait until every message's life has run its course (`FakeTwilio.settled`)."""
+        self._run(self.fake.settled(within))
 
 
 @pytest.fixture
@@ -264,6 +295,12 @@ def secret_key() -> str:
     return new_secret_key()
 
 
+@dataclass(frozen=True)
+class Launched:
+    api_key: str
+    campaign_ids: list[str]
+
+
 def phones(count: int) -> list[str]:
     return [f"+1312555{i:04d}" for i in range(count)]
 
@@ -276,7 +313,7 @@ async def launch(
     *,
     body: str = "Hi {first_name}, school is closed tomorrow.",
     campaigns: int = 1,
-) -> None:
+) -> Launched:
     """Over the API, committed: a school on the fake Twilio, a list of `count` contacts, and
     `campaigns` campaigns to that list with this body, launched in turn. Raises
     RuntimeError (set-up, not the behaviour under test) when the API refuses."""
@@ -314,6 +351,7 @@ async def launch(
             imported = await call(path, {"contacts": contacts}, auth)
             if imported["rejected"]:
                 raise RuntimeError(f"contacts rejected: {imported['rejected'][:3]}")
+            launched_ids: list[str] = []
             for n in range(campaigns):
                 campaign = await call(
                     "/v1/campaigns",
@@ -323,6 +361,8 @@ async def launch(
                 launched = await call(f"/v1/campaigns/{campaign['id']}/launch", None, auth)
                 if launched["status"] != "active":
                     raise RuntimeError(f"launched, yet {launched['status']}")
+                launched_ids.append(campaign["id"])
+            return Launched(school["api_key"], launched_ids)
     finally:
         await unbind(app)
 
@@ -432,11 +472,12 @@ class Workers:
 
     def start(self, name: str, **settings: str) -> Worker:
         env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
+        env.pop("PUBLIC_BASE_URL", None)  # each worker's own, unless the test gives one
         env.update(WORKER_ENV)
         env.update(settings)
         env["DATABASE_URL"] = self._url
         env["SECRET_KEY"] = self._secret_key
-        env["PUBLIC_BASE_URL"] = f"http://{name}.workers.test"
+        env.setdefault("PUBLIC_BASE_URL", f"http://{name}.workers.test")
         log = self._tmp_path / f"{name}.log"
         with log.open("wb") as output:
             process = subprocess.Popen(
@@ -700,3 +741,455 @@ async def test_recovery_never_gives_one_message_to_two_recipients(
     assert sorted(sid or "" for row in rows for _, sid in row.tries) == sorted(
         sid for found in seen.sids.values() for sid in found
     )
+
+
+# -- kill -9 mid-send, again and again, with the receipts coming through an API process ----
+
+# The Twilio code table the service ships: a receipt's code means what it says here.
+TWILIO_CODES: dict[str, dict[str, Any]] = json.loads(
+    (Path(__file__).parent.parent / "app/providers/twilio/codes.json").read_text()
+)
+# Workers that keep a few sends in flight (2 places; a send unanswered after 0.3 s steps
+# aside among the 8 stragglers beside them: `app.delivery.gate`), so a campaign of a few
+# hundred takes long enough to be killed in several times. The lease must outlast what a
+# live worker holds unrecorded, from its claim to the last answer (a batch, the gate's
+# bound and a batch claimed ahead, `Engine.run_pipelined`, at 0.4-2.5 s a send: a few
+# seconds): it runs out on a dead worker's recipients, never under a live one still
+# sending. Nothing renews a lease: one that runs out while its send is in flight lets
+# another worker look for a message Twilio has not answered for yet, and send it again.
+KILL_ENV = {
+    "WORKER_CONCURRENCY": "2",
+    "WORKER_BATCH_SIZE": "10",
+    "WORKER_STRAGGLING_SECONDS": "0.3",
+    "WORKER_LEASE_SECONDS": "10",
+    "RECEIPTS_POLL_SECONDS": "0.1",
+    "LOG_LEVEL": "INFO",  # the recoveries' lines (`app.delivery.recover`) are counted
+}
+BODY = "Hi {first_name}, school is closed tomorrow."
+NAMED_RECOVERY = "(a receipt named it): not sent again"
+FOUND_RECOVERY = ": not sent again"
+CANT_TELL = "cannot tell whether it went out"
+
+
+def tcp_ports(pid: int) -> set[int]:
+    """The local ports of a process's TCP sockets (Linux /proc): the creates in flight at
+    the fake from these ports are that process's."""
+    inodes: set[str] = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return set()
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                columns = line.split()
+                if len(columns) > 9 and columns[9] in inodes:
+                    ports.add(int(columns[1].rpartition(":")[2], 16))
+    return ports
+
+
+@dataclass(frozen=True)
+class Parent:
+    """One parent of the crash test: how slowly Twilio answers their create, whether it
+    takes the message before answering, the lives of the messages sent to them in turn
+    (a soft failure is retried: one more message, legitimately), and their older messages
+    from the school's number."""
+
+    phone: str
+    text: str
+    delay: float
+    accepted_first: bool
+    lives: tuple[Life, ...]
+    older: int
+    older_same_text: int
+    older_queued: bool
+
+
+def parent(i: int, phone: str) -> Parent:
+    """Deterministic per number: answers 0.4-2.5 s late (a third of the messages taken
+    before the answer, the others when it comes); mostly delivered, with late, repeated
+    and lost callbacks, a third held in Twilio's queue for 25 s (no receipt names their
+    attempt when the lease runs out: a recovery must look them up, and find them queued,
+    with no `date_sent`); some undelivered or failed with a hard code, some with a soft one
+    and then delivered or hard-failed on the retry; half the parents with 30 older
+    messages, a quarter with 10 of those of this very text."""
+    quick = Life.delivered(every=0.2)
+    # Held in Twilio's queue for 25 s (no `date_sent`): well past the lease, so no receipt
+    # names a killed worker's attempt when its recovery comes.
+    held = Life((Step("sent", after=25), Step("delivered", after=1)))
+    lives: dict[int, tuple[Life, ...]] = {
+        1: (quick.late("sent", 1.5),),  # `delivered` overtakes `sent`
+        2: (quick.repeat("delivered"),),
+        3: (quick.lose("sent"),),
+        4: (held,),
+        5: (held.lose("sent"),),
+        6: (held.repeat("sent"),),
+        7: (held.late("sent", 0.5),),
+        8: (held,),
+        13: (Life.undelivered(30003, every=0.2),),
+        14: (Life.undelivered(30005, every=0.2).late("sent", 1.0),),
+        15: (Life.failed(30008, every=0.3),),
+        16: (Life((Step("sent", after=25), Step("undelivered", 30003, after=1))),),
+        17: (Life.undelivered(30017, every=0.2), quick),  # soft, then delivered
+        18: (Life.failed(30500, every=0.2), Life.undelivered(30003, every=0.2)),
+        19: (held.lose("sent"),),
+    }
+    text = BODY.format(first_name=f"Kid{i}")
+    return Parent(
+        phone=phone,
+        text=text,
+        delay=0.4 + 2.1 * ((i * 37) % 100) / 99,
+        accepted_first=i % 3 == 0,
+        lives=lives.get(i % 20, (quick,)),
+        older=30 if i % 2 == 0 else 0,
+        older_same_text=10 if i % 4 == 0 else 0,
+        older_queued=i % 8 == 0,
+    )
+
+
+def prepare(fake: PacedTwilio, parents: list[Parent], now: datetime) -> set[str]:
+    """The fake's answers, lives and older messages for these parents; the older
+    messages' sids. An older message was sent between 2 minutes and 30 days ago (one,
+    with the same text, still in Twilio's queue from an hour ago: no `date_sent`)."""
+    older: set[str] = set()
+    for p in parents:
+        fake.always(p.phone, Answer(delay=p.delay, created=True, accepted_first=p.accepted_first))
+        fake.script_life(p.phone, *p.lives)
+        for k in range(p.older):
+            same = k < p.older_same_text
+            queued = same and k == 0 and p.older_queued
+            ago = timedelta(hours=1) if queued else timedelta(minutes=2 + (k * 1447) % 43_000)
+            sid = fake.add_message(
+                p.phone,
+                p.text if same else f"Reminder {k}: bring your form back.",
+                created_at=now - ago,
+                status="queued" if queued else "delivered",
+            )
+            older.add(sid)
+    return older
+
+
+@dataclass
+class ApiProcess:
+    """`campanile serve --no-worker` on the test's database: it takes the fake's status
+    callbacks, checks their signatures over PUBLIC_BASE_URL + path + query, stores them;
+    the workers apply them."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def logs(self) -> str:
+        return f"--- api (exit {self.process.poll()}):\n{self.log.read_text(errors='replace')}"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def start_api(tmp_path: Path, url: str, secret_key: str) -> ApiProcess:
+    """`campanile serve --no-worker` on a free port, its PUBLIC_BASE_URL its own address."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
+    env.update(
+        DATABASE_URL=url,
+        SECRET_KEY=secret_key,
+        ADMIN_TOKEN=ADMIN_TOKEN,
+        PUBLIC_BASE_URL=base_url,
+        LOG_LEVEL="WARNING",
+    )
+    log = tmp_path / "api.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [str(CAMPANILE), "serve", "--no-worker", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,  # no stray .env
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    return ApiProcess(base_url, process, log)
+
+
+@pytest.fixture
+async def api(tmp_path: Path, own_database_url: str, secret_key: str) -> AsyncIterator[ApiProcess]:
+    server = start_api(tmp_path, own_database_url, secret_key)
+    url, process = server.url, server.process
+    try:
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient(trust_env=False, timeout=2) as client:
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"serve exited at start-up\n{server.logs()}")
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get(f"{url}/readyz")).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"serve not ready in 60 s\n{server.logs()}")
+                await asyncio.sleep(0.1)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(process.wait, 10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+
+@dataclass(frozen=True)
+class Kill:
+    worker: str
+    at: float  # seconds since the workers started
+    in_flight: int  # the worker's creates in flight at the fake when it was killed
+
+
+@pytest.mark.parametrize(
+    ("placement", "count", "kills_wanted"),
+    [("last", 300, 6), ("first", 100, 3)],
+    ids=["queued-last-300", "queued-first-100"],
+)
+async def test_workers_killed_mid_send_again_and_again_send_each_parent_one_message(
+    placement: str,
+    count: int,
+    kills_wanted: int,
+    own_database_url: str,
+    db: asyncpg.Connection,
+    secret_key: str,
+    twilio: TwilioThread,
+    workers: Workers,
+    api: ApiProcess,
+) -> None:
+    """Issue 11's crash, as the issue tried it: a campaign through a fake that keeps
+    Twilio's list order (queued messages, with no `date_sent`, `first` or `last`; pages of
+    20), half the parents with 30 older messages from the school's number (some of this
+    very text, one still queued), creates answered 0.4-2.5 s late, signed status callbacks
+    to an API process (`serve --no-worker`) with late, repeated and lost ones; two workers,
+    one of them SIGKILLed while it has creates in flight at the fake, and started again,
+    several times. README, Delivery: a crash does not send twice; a receipt naming the
+    attempt settles a recovery, else Twilio's list is read whole (What each provider can
+    promise about duplicates).
+
+    The rules: each parent's number got exactly one message per attempt their receipts
+    allow (one, or two where the first failed soft and was retried, README, Delivery:
+    Retries), each message is one of the recipient's attempts, in order, with the status
+    the fake holds it in; the recipient ends as the last message's receipts say (delivered;
+    or failed with the code table's reason and the code), through the API too; the
+    campaign completes."""
+    started = time.monotonic()
+    numbers = phones(count)
+    parents = [parent(i, phone) for i, phone in enumerate(numbers)]
+    by_phone = {p.phone: p for p in parents}
+
+    def set_up(fake: PacedTwilio) -> set[str]:
+        fake.queued_placement = placement
+        fake.max_page_size = 20
+        fake.callbacks = True
+        return prepare(fake, parents, datetime.now(UTC))
+
+    older = twilio.call(set_up)
+    launched = await launch(own_database_url, secret_key, twilio, count, body=BODY)
+    [campaign_id] = launched.campaign_ids
+    env = {**KILL_ENV, "PUBLIC_BASE_URL": api.url}
+
+    def everything_logs() -> str:
+        return f"{workers.logs()}\n{api.logs()}"
+
+    current = {role: workers.start(f"worker-{role}1", **env) for role in "ab"}
+    began = time.monotonic()
+
+    async def unsent() -> int:
+        waiting: int = await db.fetchval(
+            "SELECT count(*) FROM recipients WHERE status IN ('queued', 'scheduled')"
+        )
+        return waiting
+
+    rng = random.Random(11)
+    kills: list[Kill] = []
+    for k in range(kills_wanted):
+        role = "ab"[k % 2]
+        victim = current[role]
+        await asyncio.sleep(rng.uniform(0.3, 1.5))
+        caught = 0
+
+        async def victim_sending(pid: int = victim.process.pid) -> bool:
+            nonlocal caught
+            ports = tcp_ports(pid)
+            in_flight = twilio.seen().in_flight_ports
+            caught = sum(in_flight.get(port, 0) for port in ports)
+            return caught > 0 or await unsent() == 0
+
+        await workers.wait_until(victim_sending, 30, f"sending in {victim.name}", every=0.01)
+        if not caught:
+            break  # nothing left to send: no kill catches a send in flight any more
+        victim.signal(signal.SIGKILL)
+        if await victim.exited(5) != -signal.SIGKILL:
+            raise RuntimeError(f"{victim.name} did not die of SIGKILL\n{everything_logs()}")
+        kills.append(Kill(victim.name, time.monotonic() - began, caught))
+        current[role] = workers.start(f"worker-{role}{k + 2}", **env)
+    if len(kills) < min(3, kills_wanted):
+        raise RuntimeError(f"the campaign ended after {len(kills)} kills\n{everything_logs()}")
+    last_kill = time.monotonic()
+
+    async def all_final() -> bool:
+        open_: int = await db.fetchval(
+            "SELECT count(*) FROM recipients WHERE status NOT IN ('delivered', 'failed')"
+        )
+        unapplied: int = await db.fetchval("SELECT count(*) FROM receipts WHERE applied_at IS NULL")
+        return open_ == 0 and unapplied == 0
+
+    try:
+        await workers.wait_until(all_final, 120, "every recipient final", every=0.25)
+        # Every life has run its course (a late or repeated callback may still be coming):
+        # then every receipt the API stored is applied.
+        twilio.settled(25)
+        await workers.wait_until(all_final, 30, "every receipt applied", every=0.25)
+    except AssertionError as failure:
+        rows = await recipient_rows(db)
+        stuck = [row for row in rows if row.status not in ("delivered", "failed")]
+        raise AssertionError(f"{len(stuck)} not final, e.g. {stuck[:5]}\n{failure}") from None
+    settled_after = time.monotonic() - last_kill
+
+    # -- what the fake holds: the campaign's messages, per number, oldest first ------------
+    seen = twilio.seen()
+    assert seen.unauthenticated == 0
+
+    def messages(fake: PacedTwilio) -> dict[str, list[tuple[str, str, str | None]]]:
+        found: dict[str, list[tuple[str, str, str | None]]] = {}
+        for m in fake.messages:
+            if m["sid"] not in older:
+                code = None if m["error_code"] is None else str(m["error_code"])
+                found.setdefault(m["to"], []).append((m["sid"], m["status"], code))
+        return found
+
+    at_fake = twilio.call(messages)
+    per_number = seen.per_number()
+    wrong_count = {
+        phone: (per_number[phone], len(by_phone[phone].lives))
+        for phone in numbers
+        if per_number[phone] != len(by_phone[phone].lives)
+    }
+    assert wrong_count == {}, (
+        f"{len(wrong_count)} numbers got another number of messages than their receipts "
+        f"allow ((got, allowed) by number): {dict(list(wrong_count.items())[:10])}\n"
+        f"{await diagnose(db, twilio, list(wrong_count)[:3])}"
+    )
+    assert {phone: len(found) for phone, found in at_fake.items()} == {
+        phone: len(by_phone[phone].lives) for phone in numbers
+    }
+
+    # -- each message is one attempt of its recipient, as the fake holds it ---------------
+    attempts = await db.fetch(
+        """SELECT r.phone, r.status, r.failed_reason, r.provider_error_code,
+                  r.delivery_confirmed, r.attempts,
+                  array_agg(a.provider_message_id ORDER BY a.id) AS sids,
+                  array_agg(a.status ORDER BY a.id) AS statuses,
+                  array_agg(a.error_code ORDER BY a.id) AS codes
+           FROM recipients r JOIN attempts a ON a.recipient_id = r.id
+           GROUP BY r.id"""
+    )
+    assert sorted(row["phone"] for row in attempts) == sorted(numbers)
+    expected: dict[str, tuple[str, str | None, str | None]] = {}
+    wrong: list[str] = []
+    for row in attempts:
+        phone = row["phone"]
+        found = at_fake[phone]
+        fake_tries = [(sid, status, code) for sid, status, code in found]
+        db_tries = list(zip(row["sids"], row["statuses"], row["codes"], strict=True))
+        if db_tries != fake_tries or row["attempts"] != len(found):
+            wrong.append(f"{phone}: attempts {db_tries} ({row['attempts']}), fake {fake_tries}")
+        # Every message but the last failed soft (so it was retried); the last decides.
+        for _, status, code in found[:-1]:
+            if not (status in ("failed", "undelivered") and TWILIO_CODES[code or ""]["soft"]):
+                wrong.append(f"{phone}: retried after {status} {code}")
+        _, status, code = found[-1]
+        if status == "delivered":
+            expected[phone] = ("delivered", None, None)
+        elif status in ("failed", "undelivered") and not TWILIO_CODES[code or ""]["soft"]:
+            expected[phone] = ("failed", TWILIO_CODES[code or ""]["reason"], code)
+        else:
+            wrong.append(f"{phone}: the fake left its last message {status} {code}")
+            continue
+        state = (row["status"], row["failed_reason"], row["provider_error_code"])
+        if state != expected[phone] or (status == "delivered") != bool(row["delivery_confirmed"]):
+            wrong.append(f"{phone}: ends {state}, confirmed {row['delivery_confirmed']}")
+    assert wrong == [], f"{len(wrong)} wrong, e.g.:\n" + "\n".join(wrong[:10])
+    # The fake played the lives as scripted (else the rules above prove less than they say).
+    outcomes = Counter(expected.values())
+    assert {state for state, _, _ in outcomes} == {"delivered", "failed"}, outcomes
+
+    # -- through the API process, as staff see it ----------------------------------------
+    key = {"Authorization": f"Bearer {launched.api_key}"}
+    async with httpx.AsyncClient(base_url=api.url, headers=key, trust_env=False) as client:
+        page = await client.get(f"/v1/campaigns/{campaign_id}/contacts", params={"limit": 500})
+        assert page.status_code == 200, page.text
+        shown = {
+            item["phone"]: (
+                item["status"],
+                (item["failed_reason"] or {}).get("code"),
+                (item["failed_reason"] or {}).get("provider_error_code"),
+            )
+            for item in page.json()["items"]
+        }
+        assert shown == expected
+        campaign = (await client.get(f"/v1/campaigns/{campaign_id}")).json()
+        assert campaign["status"] == "complete", campaign
+
+    # -- figures (printed, not asserted) --------------------------------------------------
+    logs = workers.logs()
+    named = logs.count(NAMED_RECOVERY)
+    found_by_lookup = logs.count(FOUND_RECOVERY) - named
+    lookups = twilio.call(
+        lambda fake: sum(1 for query in fake.list_requests if "Page" not in query)
+    )
+    print(
+        f"\nqueued {placement}, {count} parents: {len(kills)} kills "
+        f"(creates in flight: {[kill.in_flight for kill in kills]}, "
+        f"at {[round(kill.at, 1) for kill in kills]} s); "
+        f"creates {len(seen.creates)}; recoveries: {named} settled by a receipt naming "
+        f"the attempt, {lookups} looked up in the list ({found_by_lookup} found there, "
+        f"{lookups - found_by_lookup} not: sent), {logs.count(CANT_TELL)} can't tell; "
+        f"outcomes {dict(outcomes)}; "
+        f"settled {settled_after:.1f} s after the last kill; "
+        f"{time.monotonic() - started:.1f} s in all"
+    )
+
+
+async def diagnose(db: asyncpg.Connection, twilio: TwilioThread, numbers: list[str]) -> str:
+    """For a failure message: the creates the fake received for these numbers (the attempt
+    each named, when it arrived and was answered), the campaign's messages it holds for
+    them, and the recipients' rows."""
+
+    def at_fake(fake: PacedTwilio) -> list[str]:
+        return [
+            f"create {to} attempt {attempt}: arrived {arrived:.2f}, answered {answered:.2f}"
+            for to, attempt, arrived, answered in fake.timings
+            if to in numbers
+        ] + [
+            f"message {m['to']} {m['sid']} {m['status']} created {m['_created'].timestamp():.2f}"
+            for m in fake.messages
+            if m["to"] in numbers and m["direction"] == "outbound-api"
+        ]
+
+    attempts = await db.fetch(
+        """SELECT r.phone, a.id, a.provider_message_id, a.status, a.created_at
+           FROM attempts a JOIN recipients r ON r.id = a.recipient_id
+           WHERE r.phone = any($1::text[]) ORDER BY a.id""",
+        numbers,
+    )
+    rows = [
+        f"attempt {a['id']} of {a['phone']}: {a['provider_message_id']} {a['status']}, "
+        f"hand-over began {a['created_at'].timestamp():.2f}"
+        for a in attempts
+    ]
+    return "\n".join([*twilio.call(at_fake), *rows])
