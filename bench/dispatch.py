@@ -2,7 +2,7 @@
 
     python bench/dispatch.py [--recipients 100000] [--latency-ms 20] [--concurrency 50]
                              [--batch 200] [--bare-requests N] [--py-spy FILE]
-                             [--cprofile FILE] [--extra-path DIR]
+                             [--cprofile FILE] [--extra-path DIR] [--worker-log FILE]
                              [--hang-share 0.05 [--clean-rate MSG_PER_S]]
 
 The database is found the way the tests find it: TEST_DATABASE_URL, or else an embedded
@@ -23,7 +23,9 @@ with alembic, and dropped at the end.
    runs (on a sample) with a keep-alive pool as large as the concurrency, and through the
    worker's own client (app.kit.http.outbound_client: several pools taken in turn).
 4. The worker: `campanile worker` as a subprocess (python -m app.cli worker) with
-   DATABASE_URL, SECRET_KEY, WORKER_BATCH_SIZE=--batch, WORKER_CONCURRENCY=--concurrency.
+   DATABASE_URL, SECRET_KEY, WORKER_BATCH_SIZE=--batch, WORKER_CONCURRENCY=--concurrency,
+   started in this tree, first checked to import `app` from it (an editable install of
+   the package may point at another checkout); --worker-log FILE keeps its log.
    This process only polls the fake's counter twice a second until every recipient is
    handed over and recorded, then stops the worker with SIGTERM. The rate is computed
    from the database: recipients / (last record time - first claim time), where an
@@ -58,6 +60,7 @@ import asyncio
 import hashlib
 import itertools
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -349,7 +352,7 @@ async def run_worker(
         "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
         "WORKER_BATCH_SIZE": str(args.batch),
         "WORKER_CONCURRENCY": str(args.concurrency),
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": args.worker_log_level,
     }
     if args.extra_path:
         env["PYTHONPATH"] = os.pathsep.join([args.extra_path, env.get("PYTHONPATH", "")])
@@ -413,6 +416,8 @@ async def run_worker(
                 worker.kill()
         after = await fake.stats(probe)
     log.seek(0)
+    if args.worker_log:
+        shutil.copyfile(log.name, args.worker_log)
     log.close()
     result = await measured(settings, campaign_id, wall, hung=after["hung"] - before["hung"])
     result.rate.connections = after["connections"] - before["connections"]
@@ -622,6 +627,24 @@ def brownout_verdict(args: argparse.Namespace, result: WorkerRun) -> bool:
     return ok
 
 
+def check_worker_code(args: argparse.Namespace) -> None:
+    """The worker subprocess must run this tree's code (not, say, another checkout that an
+    editable install of the package points at): `app` as it would import it."""
+    env = dict(os.environ)
+    if args.extra_path:
+        env["PYTHONPATH"] = os.pathsep.join([args.extra_path, env.get("PYTHONPATH", "")])
+    found = subprocess.run(
+        [sys.executable, "-c", "import app; print(app.__file__)"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if not Path(found).resolve().is_relative_to(ROOT / "app"):
+        raise SystemExit(f"the worker would import app from {found}, not from {ROOT / 'app'}")
+
+
 def engine_version() -> str:
     """Which delivery code ran (app/delivery/): a hash of its modules, and whether they
     differ from HEAD."""
@@ -658,6 +681,8 @@ def main() -> None:
         help="a directory put first on sys.path of the bare loop and the worker (e.g. one "
         "holding sniffio, installed with pip install --target DIR sniffio)",
     )
+    parser.add_argument("--worker-log", metavar="FILE", help="keep the worker's log (stderr) there")
+    parser.add_argument("--worker-log-level", default="WARNING")
     parser.add_argument(
         "--hang-share",
         type=float,
@@ -676,6 +701,7 @@ def main() -> None:
     if args.bare_requests is None:
         args.bare_requests = args.recipients
 
+    check_worker_code(args)
     with fresh_database() as database_url:
         ok = asyncio.run(run(args, database_url))
     raise SystemExit(0 if ok else 1)
