@@ -10,6 +10,16 @@ local fake Twilio answering in 20 ms at concurrency 50 (bench/dispatch.py), a pl
 went from about 500 to 800 creates/s and the client's CPU per create from about 1.8 to
 1.1 ms; 5 pools gained less, 25 no more. A better-configured single pool does not help
 (keep-alive 50: 240/s, the walk dominates).
+
+Each pool keeps alive every connection it may hold (`LIMITS`). httpcore 1.0 closes an idle
+connection whenever its pool holds more connections than the keep-alive limit, counting
+the busy ones too (`AsyncConnectionPool._assign_requests_to_connections` compares
+`len([c.is_idle() for c in connections])`, the length of a list of all of them). In a
+provider brownout the pools fill with requests hanging until their timeout (the engine's
+stragglers, `app.delivery.gate`), so with the default limit of 20 nearly every answered
+request closed its connection and the next opened one (bench/dispatch.py --hang-share
+0.05: 3,300 to 7,300 connections for 20,000 creates, 1,013 of them hanging; 1,048 with
+this). Idle connections still go after `keepalive_expiry` (5 s).
 """
 
 from __future__ import annotations
@@ -20,14 +30,16 @@ import httpx
 
 POOLS = 10
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+# Per pool: httpx's default cap on connections, every one of them kept alive (above).
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
 
 
 class SplitPool(httpx.AsyncBaseTransport):
-    """Round-robin over `pools` transports, each with its own connection pool (and the
-    default limits: the engine's concurrency gate bounds the requests in flight)."""
+    """Round-robin over `pools` transports, each with its own connection pool (`LIMITS`:
+    the engine's concurrency gate bounds the requests in flight)."""
 
     def __init__(self, pools: int = POOLS) -> None:
-        self._transports = [httpx.AsyncHTTPTransport() for _ in range(pools)]
+        self._transports = [httpx.AsyncHTTPTransport(limits=LIMITS) for _ in range(pools)]
         self._turn = itertools.cycle(self._transports)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
