@@ -14,10 +14,17 @@ committed: once it returns, nothing it stopped is being sent or will be.
 An admission never waits for a lock (`pg_try_advisory_lock_shared`; a stop waiting for
 one makes it fail too, also where this connection holds it already for other sends): it
 tries again shortly, so a stop is never queued behind new sends, and a worker told to
-stop is never stuck. Admissions and releases that overlap share one round of statements
-on the batch's connection, so a busy worker makes a few per batch rather than several
-per message. The locks are the connection's session's: the connection is closed rather
-than given back to the pool if any could still be held.
+stop is never stuck. Admissions and releases that overlap share one round of statements,
+so a busy worker makes a few per batch rather than several per message.
+
+The batches a worker has in flight share one connection for their admissions
+(`Admissions`), rather than one each: in a provider brownout a batch with a send hanging
+until its timeout lasts that long, so a worker has many batches in flight at once, and a
+connection for each would take the pool's connections from the claims and the records
+(and split the rounds, each batch's sends into rounds of their own). The connection is
+held while any batch is sending and given back when none is. The locks are the
+connection's session's: the connection is closed rather than given back to the pool if
+any could still be held; after a failure the batches that start get a new one.
 """
 
 from __future__ import annotations
@@ -26,12 +33,15 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from app.delivery import sql
+from app.kit.db import unit_of_work
 from app.sending.locks import lock_key
 
 log = logging.getLogger(__name__)
@@ -54,14 +64,84 @@ class Candidate:
 _Waiting = tuple[Candidate, "asyncio.Future[bool | None]"]
 
 
+class Admissions:
+    """A worker's admissions: the batches in flight share one `Admission`, on one
+    connection, held while any of them is sending (`batch`)."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+        self._current: _Shared | None = None
+        self._opening = asyncio.Lock()
+
+    @asynccontextmanager
+    async def batch(self, stopping: asyncio.Event) -> AsyncIterator[BatchAdmission]:
+        """The admissions of one batch's sends, until its send step ends; admitting nothing
+        once `stopping` is set."""
+        shared = await self._join()
+        try:
+            yield BatchAdmission(shared.admission, stopping)
+        finally:
+            await self._leave(shared)
+
+    async def _join(self) -> _Shared:
+        async with self._opening:
+            shared = self._current
+            if shared is None or shared.admission.closed:
+                # (closed: its connection failed; its batches finish with it)
+                stack = AsyncExitStack()
+                try:
+                    # A unit of work that writes nothing: committing it leaves a test's
+                    # enclosing transaction as it was.
+                    session = await stack.enter_async_context(unit_of_work(self._sessionmaker))
+                    shared = _Shared(Admission(await session.connection()), stack)
+                except BaseException:
+                    await stack.aclose()
+                    raise
+                self._current = shared
+            shared.batches += 1
+            return shared
+
+    async def _leave(self, shared: _Shared) -> None:
+        shared.batches -= 1
+        if shared.batches:
+            return
+        if self._current is shared:
+            self._current = None  # the next batch takes a connection of its own
+        try:
+            await shared.admission.finish()
+        finally:
+            await shared.stack.aclose()
+
+
+@dataclass
+class _Shared:
+    admission: Admission
+    stack: AsyncExitStack  # the connection's unit of work
+    batches: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BatchAdmission:
+    """One batch's view of the shared `Admission`."""
+
+    admission: Admission
+    stopping: asyncio.Event
+
+    async def admit(self, candidate: Candidate) -> bool:
+        """Whether the send may start; if so, the caller starts it at once and `release`s
+        it once answered."""
+        return await self.admission.admit(candidate, self.stopping)
+
+    def release(self, candidate: Candidate) -> None:
+        self.admission.release(candidate)
+
+
 @dataclass
 class Admission:
-    """Admits the sends of one batch, on a connection of its own, outside any transaction.
-    `admit` before a send; `release` once the provider has answered it; `finish` when the
-    batch is done."""
+    """Admits sends on a connection of its own, outside any transaction: `admit` before a
+    send; `release` once the provider has answered it; `finish` when no more will come."""
 
     connection: AsyncConnection
-    stopping: asyncio.Event
     _waiting: list[_Waiting] = field(default_factory=list)
     _released: list[int] = field(default_factory=list)  # keys to let go
     _held: Counter[int] = field(default_factory=Counter)
@@ -69,10 +149,15 @@ class Admission:
     _closed: bool = False  # admits nothing more
     _discarded: bool = False  # the connection is closed
 
-    async def admit(self, candidate: Candidate) -> bool:
+    @property
+    def closed(self) -> bool:
+        """Admits nothing more (finished, or its connection failed)."""
+        return self._closed
+
+    async def admit(self, candidate: Candidate, stopping: asyncio.Event) -> bool:
         """Whether the send may start; if so, the caller starts it at once and `release`s
-        it once answered."""
-        while not self._closed and not self.stopping.is_set():
+        it once answered. Never once `stopping` is set."""
+        while not self._closed and not stopping.is_set():
             decision: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
             self._waiting.append((candidate, decision))
             self._start_round()

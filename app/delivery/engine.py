@@ -33,6 +33,7 @@ from app.config import Settings
 from app.delivery import claim as claim_step
 from app.delivery import record as record_step
 from app.delivery import send as send_step
+from app.delivery.admission import Admissions
 from app.delivery.gate import Gate
 from app.delivery.jobs import UNKNOWN, Handover, Job
 from app.delivery.recorder import Batch, Recorder
@@ -59,6 +60,8 @@ class Engine:
     # At most `worker_concurrency` sends in flight, whatever their batch, and the
     # stragglers beside them (`app.delivery.gate`).
     _gate: Gate = field(init=False, repr=False)
+    # The admissions of the batches in flight, on one connection (`app.delivery.admission`).
+    _admissions: Admissions = field(init=False, repr=False)
     # `run_pipelined`'s batches still sending, and the recorder of their answers.
     _sending: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
     _recorder: Recorder = field(init=False, repr=False)
@@ -70,6 +73,7 @@ class Engine:
     def __post_init__(self) -> None:
         self._gate = Gate(self.settings.worker_concurrency, self.settings.worker_straggling_seconds)
         self._recorder = Recorder(self.record)
+        self._admissions = Admissions(self.sessionmaker)
 
     async def run_once(self, stopping: asyncio.Event | None = None) -> int:
         """One claim-send-record cycle, recorded when it returns; the number claimed."""
@@ -120,7 +124,9 @@ class Engine:
     async def _send(self, jobs: list[Job], stopping: asyncio.Event, batch: Batch) -> None:
         """A batch's send step, its answers given to the recorder as they come."""
         try:
-            await send_step.send(self.sessionmaker, jobs, stopping, self._gate, batch.answered)
+            await send_step.send(
+                self.sessionmaker, jobs, stopping, self._gate, batch.answered, self._admissions
+            )
         except Exception:
             log.exception("sending a batch failed; its unanswered jobs' lease will recover them")
         finally:
@@ -147,7 +153,9 @@ class Engine:
 
     async def send(self, jobs: list[Job], stopping: asyncio.Event) -> list[Handover]:
         """Step 2 (`app.delivery.send`)."""
-        return await send_step.send(self.sessionmaker, jobs, stopping, self._gate)
+        return await send_step.send(
+            self.sessionmaker, jobs, stopping, self._gate, admissions=self._admissions
+        )
 
     async def record(self, outcomes: list[Handover]) -> None:
         """Step 3 (`app.delivery.record`)."""

@@ -15,12 +15,11 @@ from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.delivery.admission import Admission, Candidate
+from app.delivery.admission import Admissions, Candidate
 from app.delivery.gate import Gate
 from app.delivery.jobs import Handover, Job
 from app.delivery.recover import Finder
 from app.kit.clock import utcnow
-from app.kit.db import unit_of_work
 from app.providers.base import LookupAnswer, OutboundMessage, SendResult
 from app.sending import schedule
 from app.sending.outcomes import Outcome
@@ -32,9 +31,12 @@ async def send(
     stopping: asyncio.Event,
     gate: Gate,
     answered: Callable[[Handover], None] | None = None,
+    admissions: Admissions | None = None,
 ) -> list[Handover]:
-    """Hand the jobs' messages over, each in a turn of `gate`; what became of each, in the
-    jobs' order, each also given to `answered` as soon as it is known."""
+    """Hand the jobs' messages over, each in a turn of `gate`, each admitted by
+    `admissions` (the worker's, shared by its batches in flight; else one of their own);
+    what became of each, in the jobs' order, each also given to `answered` as soon as it
+    is known."""
     finder = Finder()
 
     async def one(job: Job) -> Handover:
@@ -66,14 +68,8 @@ async def send(
             finally:
                 admission.release(candidate)  # answered: a stop may go ahead
 
-    # A connection for the admissions, outside any transaction (a unit of work that writes
-    # nothing: committing it leaves a test's enclosing transaction as it was).
-    async with unit_of_work(sessionmaker) as session:
-        admission = Admission(await session.connection(), stopping)
-        try:
-            return list(await asyncio.gather(*(one(job) for job in jobs)))
-        finally:
-            await admission.finish()
+    async with (admissions or Admissions(sessionmaker)).batch(stopping) as admission:
+        return list(await asyncio.gather(*(one(job) for job in jobs)))
 
 
 def _timed(job: Job) -> OutboundMessage:

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from sqlalchemy import text
 
 from app.delivery import applier, inbox
 from app.delivery.engine import Engine
@@ -198,6 +199,54 @@ async def test_a_straggling_send_gives_its_place_to_the_next_up_to_the_straggler
     await recorded(client, twilio_school, later, last)
     for number in stuck:
         await recorded(client, twilio_school, cid, number)
+
+
+async def test_the_batches_in_flight_admit_their_sends_on_one_connection(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+) -> None:
+    """A batch with a send hanging is in flight until it is answered. The batches in flight
+    admit their sends on one connection (`app.delivery.admission`), not one each: with
+    more such batches than the pool has connections (5 + 5 here), the worker still claims,
+    and one backend holds every hanging send's admission lock."""
+    engine = Engine(
+        delivery.sessionmaker,
+        delivery.settings.model_copy(
+            update={
+                "worker_concurrency": 20,
+                "worker_batch_size": 1,
+                "worker_straggling_seconds": 3600.0,
+            }
+        ),
+        delivery.registry,
+    )
+    release = asyncio.Event()
+    stuck = [phone(i) for i in range(12)]
+    for number in stuck:
+        twilio.hang(number, release)
+    cid = await launch(client, twilio_school, *stuck)
+    stopping = asyncio.Event()
+    for _ in stuck:  # a batch each
+        assert await engine.run_pipelined(stopping) == 1
+    for number in stuck:
+        await hanging(twilio, number)
+    async with unit_of_work(sessionmaker) as session:
+        holders = await session.scalar(
+            text(
+                "SELECT count(DISTINCT pid) FROM pg_locks "
+                "WHERE locktype = 'advisory' AND mode = 'ShareLock' AND granted"
+            )
+        )
+    assert holders == 1
+
+    release.set()
+    await engine.drain()
+    for number in stuck:
+        await recorded(client, twilio_school, cid, number)
+    assert all(twilio.sends_to(number) == 1 for number in stuck)
 
 
 async def test_a_stop_while_a_send_hangs_records_it_and_releases_the_rest(
