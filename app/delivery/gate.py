@@ -23,30 +23,33 @@ STRAGGLERS_PER_PLACE = 4
 class Place:
     """A send's place in the gate, given up for a straggler's if its answer is late."""
 
-    def __init__(
-        self, place: asyncio.Semaphore, stragglers: asyncio.Semaphore, straggling_after: float
-    ) -> None:
-        self._held = place
-        self._stragglers = stragglers
-        self._straggling_after = straggling_after
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
+        self._straggling = False
 
     async def answer(self, call: Awaitable[T]) -> T:
-        """The answer of `call`, its place given to the next send if it straggles."""
-        task = asyncio.ensure_future(call)
+        """The answer of `call`, its place given to the next send if it straggles. (A timer
+        beside the call, not a task around it: most sends answer long before it fires,
+        and a task and a wait for each would cost every send their CPU.)"""
+        timer = asyncio.get_running_loop().call_later(self._gate.straggling_after, self._step_aside)
         try:
-            done, _ = await asyncio.wait({task}, timeout=self._straggling_after)
-            stragglers = self._stragglers
-            if not done and not stragglers.locked():
-                await stragglers.acquire()  # free: no wait
-                self._held.release()
-                self._held = stragglers
-            return await task
-        except BaseException:
-            task.cancel()
-            raise
+            return await call
+        finally:
+            timer.cancel()
+
+    def _step_aside(self) -> None:
+        """Still unanswered: wait on among the stragglers, if there is room among them."""
+        gate = self._gate
+        if not self._straggling and gate._straggling < gate.stragglers:
+            gate._straggling += 1
+            self._straggling = True
+            gate._places.release()
 
     def release(self) -> None:
-        self._held.release()
+        if self._straggling:
+            self._gate._straggling -= 1
+        else:
+            self._gate._places.release()
 
 
 class Gate:
@@ -55,7 +58,7 @@ class Gate:
         self.stragglers = STRAGGLERS_PER_PLACE * concurrency
         self.straggling_after = straggling_after
         self._places = asyncio.Semaphore(concurrency)
-        self._stragglers = asyncio.Semaphore(self.stragglers)
+        self._straggling = 0  # sends waiting on among the stragglers (never waited for)
 
     @property
     def bound(self) -> int:
@@ -66,7 +69,7 @@ class Gate:
     async def place(self) -> AsyncIterator[Place]:
         """Wait for a place; held until the send is answered (or gives up)."""
         await self._places.acquire()
-        place = Place(self._places, self._stragglers, self.straggling_after)
+        place = Place(self)
         try:
             yield place
         finally:
