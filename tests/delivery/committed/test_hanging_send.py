@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from app.delivery import applier, inbox
 from app.delivery.engine import Engine
+from app.delivery.gate import STRAGGLERS_PER_PLACE
 from app.kit.db import Inbox, unit_of_work
 from app.providers.twilio.events import parse_status_callback
 from tests.fakes.twilio import Answer
@@ -162,34 +163,35 @@ async def test_a_straggling_send_gives_its_place_to_the_next_up_to_the_straggler
     delivery: Engine,
 ) -> None:
     """A send unanswered for `WORKER_STRAGGLING_SECONDS` gives its place to the next send and waits
-    on among the stragglers (`app.delivery.gate`: four a place). At concurrency 1, four
-    hanging sends step aside one by one, a fifth keeps the place (the stragglers are
-    full), and only its answer lets the next send go."""
+    on among the stragglers (`app.delivery.gate`: `STRAGGLERS_PER_PLACE` a place). At
+    concurrency 1, that many hanging sends step aside one by one, the next keeps the place
+    (the stragglers are full), and only its answer lets the next send go."""
+    aside = STRAGGLERS_PER_PLACE
     engine = Engine(
         delivery.sessionmaker,
         delivery.settings.model_copy(
             update={
                 "worker_concurrency": 1,
-                "worker_batch_size": 5,
+                "worker_batch_size": aside + 1,
                 "worker_straggling_seconds": 0.05,
             }
         ),
         delivery.registry,
     )
     release = asyncio.Event()
-    stuck = [phone(i) for i in range(5)]
+    stuck = [phone(i) for i in range(aside + 1)]
     for number in stuck:
         twilio.hang(number, release)
     cid = await launch(client, twilio_school, *stuck)
     stopping = asyncio.Event()
-    assert await engine.run_pipelined(stopping) == 5
-    for number in stuck:  # each got to the fake: the four before it stepped aside
+    assert await engine.run_pipelined(stopping) == aside + 1
+    for number in stuck:  # each got to the fake: those before it stepped aside
         await hanging(twilio, number)
-    last = phone(5)
+    last = phone(aside + 1)
     later = await launch(client, twilio_school, last)
     assert await engine.run_pipelined(stopping) == 1  # claimed: its send waits its turn
     await asyncio.sleep(0.2)  # (four times WORKER_STRAGGLING_SECONDS: no place frees)
-    assert twilio.sends_to(last) == 0  # the fifth holds the one place
+    assert twilio.sends_to(last) == 0  # the last stuck one holds the one place
 
     released = time.monotonic()
     release.set()
