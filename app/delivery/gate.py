@@ -20,8 +20,8 @@ T = TypeVar("T")
 # Stragglers a place may have: a share S of sends hanging for a timeout T (less the
 # WORKER_STRAGGLING_SECONDS they keep their place) holds R x S x T of them at R sends a
 # second. At 8 a place (400 at concurrency 50) a 5% brownout with the 10 s timeout
-# (app.kit.http.TIMEOUT) leaves room for about 890 msg/s, above what the places allow
-# (bench/dispatch.py --hang-share, "ceiling:"); at 4 it left about 440, half a clean run.
+# (app.kit.http.TIMEOUT) leaves room for about 840 msg/s (bench/dispatch.py --hang-share,
+# "ceiling:"); at 4 it left about 440, half a clean run.
 STRAGGLERS_PER_PLACE = 8
 
 
