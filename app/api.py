@@ -1,7 +1,10 @@
 """The service's routes: the providers' webhooks (`app.webhooks`, at the paths of
 `app.providers.callbacks`) and the /v1 API, assembled from each domain's endpoints."""
 
+from typing import Any
+
 from fastapi import APIRouter
+from fastapi.routing import APIRoute
 
 from app.campaigns.endpoints import router as campaigns
 from app.contact_lists.endpoints import router as contact_lists
@@ -21,3 +24,30 @@ router = APIRouter()
 # (a few per message sent), come first.
 for routes in (twilio_webhooks, telnyx_webhooks, v1):
     router.include_router(routes)
+
+# One tag per resource, in the order /docs shows them.
+TAGS: list[dict[str, Any]] = [
+    {"name": "schools", "description": "Admin (`ADMIN_TOKEN`): schools and their API keys."},
+    {"name": "school", "description": "The caller's school: settings and provider account."},
+    {"name": "contact-lists", "description": "Contact lists and their imported contacts."},
+    {"name": "campaigns", "description": "Campaigns and their lifecycle; message previews."},
+    {
+        "name": "recipients",
+        "description": "A campaign's contacts: delivery status, failed reason, attempts, "
+        "opt-out, resend, CSV export.",
+    },
+    {"name": "opt-outs", "description": "The school's opt-out list."},
+    {"name": "failed-reasons", "description": "The failed-reason catalog (no key needed)."},
+    {
+        "name": "webhooks",
+        "description": "Called by the SMS providers, signed by them (no API key): delivery "
+        "receipts and inbound messages. See the README, Webhooks.",
+    },
+    {"name": "operations", "description": "Liveness, readiness and metrics."},
+]
+
+
+def operation_id(route: APIRoute) -> str:
+    """A route's operationId when it names none: its function's name in camelCase."""
+    first, *rest = route.name.split("_")
+    return first + "".join(word.capitalize() for word in rest)

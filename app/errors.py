@@ -9,6 +9,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -21,6 +23,8 @@ class AppError(Exception):
     status_code = 500
     slug = "internal-error"
     title = "Internal server error"
+    # What the answer means, in the OpenAPI document, when the route does not say more.
+    described = "Something went wrong."
 
     def __init__(self, detail: str, *, extra: dict[str, Any] | None = None) -> None:
         super().__init__(detail)
@@ -32,48 +36,56 @@ class BadRequest(AppError):
     status_code = 400
     slug = "bad-request"
     title = "Bad request"
+    described = "The request cannot be read (malformed JSON, a cursor this service did not issue)."
 
 
 class Unauthorized(AppError):
     status_code = 401
     slug = "unauthorized"
     title = "Unauthorized"
+    described = "Missing or invalid credentials (`Authorization: Bearer ...`)."
 
 
 class Forbidden(AppError):
     status_code = 403
     slug = "forbidden"
     title = "Forbidden"
+    described = "The credentials do not allow this."
 
 
 class NotFound(AppError):
     status_code = 404
     slug = "not-found"
     title = "Not found"
+    described = "No such resource (another school's ids included)."
 
 
 class Conflict(AppError):
     status_code = 409
     slug = "conflict"
     title = "Conflict"
+    described = "The resource's state does not allow this."
 
 
 class PayloadTooLarge(AppError):
     status_code = 413
     slug = "payload-too-large"
     title = "Payload too large"
+    described = "The body is larger than `MAX_BODY_BYTES`."
 
 
 class UnsupportedMediaType(AppError):
     status_code = 415
     slug = "unsupported-media-type"
     title = "Unsupported media type"
+    described = "The body's `Content-Type` is not one this operation reads."
 
 
 class Unprocessable(AppError):
     status_code = 422
     slug = "validation-error"
     title = "Validation error"
+    described = "The request is well formed but not valid; `errors` names each field."
 
 
 def problem(
@@ -92,6 +104,146 @@ def problem(
     if status == 401:
         all_headers.setdefault("WWW-Authenticate", "Bearer")
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=all_headers)
+
+
+class ValidationIssue(BaseModel):
+    """One invalid part of a request."""
+
+    loc: list[str | int] = Field(
+        description="Where: `body`, `query`, `path` or `header`, then the field's path.",
+        examples=[["body", "name"]],
+    )
+    msg: str = Field(examples=["String should have at least 1 character"])
+    type: str = Field(examples=["string_too_short"])
+
+
+class CampaignUsingList(BaseModel):
+    """A campaign named by a 409 on deleting its contact list."""
+
+    id: str
+    name: str
+    status: str
+
+
+class Problem(BaseModel):
+    """Every error the service answers: `application/problem+json` (RFC 9457), rendered by
+    `problem()` from the error classes of app/errors.py."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "urn:campanile:problem:conflict",
+                    "title": "Conflict",
+                    "status": 409,
+                    "detail": "Cannot launch a campaign that is active; it must be draft.",
+                    "campaign_status": "active",
+                }
+            ]
+        },
+    )
+
+    type: str = Field(
+        pattern=r"^urn:campanile:problem:[a-z0-9-]+$",
+        description="The kind of problem, stable for clients to branch on.",
+        examples=["urn:campanile:problem:not-found"],
+    )
+    title: str = Field(examples=["Not found"])
+    status: int = Field(ge=400, le=599, examples=[404])
+    detail: str = Field(examples=["No campaign with id '8f0c...'."])
+    # Extension members, present only on the problems that name them.
+    errors: list[ValidationIssue] | SkipJsonSchema[None] = Field(
+        default=None, description="Validation errors (422): each invalid field."
+    )
+    campaign_status: str | SkipJsonSchema[None] = Field(
+        default=None, description="409 on a campaign: its status now."
+    )
+    failed_reason: str | None = Field(
+        default=None, description="409 on a resend: the contact's failed reason code, if any."
+    )
+    max_rows: int | SkipJsonSchema[None] = Field(
+        default=None, description="413 on an import: the most rows one import may carry."
+    )
+    campaign_count: int | SkipJsonSchema[None] = Field(
+        default=None, description="409 on deleting a contact list: the campaigns using it."
+    )
+    campaigns: list[CampaignUsingList] | SkipJsonSchema[None] = Field(
+        default=None, description="409 on deleting a contact list: those campaigns (100 at most)."
+    )
+
+
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+ErrorDoc = type[AppError] | tuple[type[AppError], str]
+
+
+def responses(*raised: ErrorDoc) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of the errors a route raises, each given as its class (the
+    class's `described`) or as (class, what it means here). Errors of one status are
+    described together. Every one is `application/problem+json` with the Problem schema."""
+    described: dict[int, list[str]] = {}
+    for entry in raised:
+        error, text = entry if isinstance(entry, tuple) else (entry, entry.described)
+        texts = described.setdefault(error.status_code, [])
+        if text not in texts:
+            texts.append(text)
+    return {status: _problem_response(" ".join(texts)) for status, texts in described.items()}
+
+
+def _problem_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {PROBLEM_JSON: {"schema": PROBLEM_REF}}}
+
+
+# What every operation may answer whatever its route says, from the layers around it:
+# authentication, body parsing and the body limit (app.kit.limits), validation.
+_SECURED = responses(Unauthorized)
+_WITH_BODY = responses(
+    (BadRequest, "The body is not valid JSON (or not UTF-8)."),
+    PayloadTooLarge,
+)
+_VALIDATED = responses(Unprocessable)
+_FASTAPI_422 = {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+
+
+def document(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Complete FastAPI's document (in place) with the errors every operation can answer:
+    401 where credentials are required, 400 and 413 where a body is read, 422 (FastAPI
+    declares its own shape; the service answers a Problem) where input is validated. Every
+    problem answer has the Problem schema, which joins the components."""
+    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(problem_schema.pop("$defs", {}))
+    schemas["Problem"] = problem_schema
+    for path in openapi.get("paths", {}).values():
+        for operation in path.values():
+            answers: dict[str, Any] = operation.setdefault("responses", {})
+            added: dict[int | str, dict[str, Any]] = {}
+            if operation.get("security"):
+                added.update(_SECURED)
+            if "requestBody" in operation:
+                added.update(_WITH_BODY)
+            # FastAPI declares a 422 where it validates parameters or a body, in its own
+            # shape: the service answers those as a Problem.
+            if _FASTAPI_422 in answers.get("422", {}).get("content", {}).values():
+                del answers["422"]
+                added.update(_VALIDATED)
+            for status, answer in added.items():
+                answers.setdefault(str(status), answer)
+            for answer in answers.values():
+                # A problem declared without its schema (the webhooks' refusals) has this one.
+                declared = answer.get("content", {}).get(PROBLEM_JSON)
+                if declared is not None:
+                    declared.setdefault("schema", PROBLEM_REF)
+            if "401" in answers:
+                answers["401"]["headers"] = {
+                    "WWW-Authenticate": {
+                        "description": "`Bearer`: the credentials to send.",
+                        "schema": {"type": "string"},
+                    }
+                }
+    return openapi
 
 
 # Problems raised by Starlette or FastAPI themselves (routing, body parsing, middleware).

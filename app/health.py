@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from app.errors import problem
+from app.errors import PROBLEM_JSON, PROBLEM_REF, problem
 
 router = APIRouter(tags=["operations"])
 
@@ -16,13 +16,24 @@ class Health(BaseModel):
     status: str
 
 
-@router.get("/healthz", response_model=Health)
+@router.get("/healthz", response_model=Health, operation_id="getLiveness", summary="Liveness")
 async def healthz() -> Health:
     """Liveness: the process answers."""
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Health, responses={503: {"description": "Not ready"}})
+@router.get(
+    "/readyz",
+    response_model=Health,
+    operation_id="getReadiness",
+    summary="Readiness",
+    responses={
+        503: {
+            "description": "Not ready: the database is not reachable.",
+            "content": {PROBLEM_JSON: {"schema": PROBLEM_REF}},
+        }
+    },
+)
 async def readyz(request: Request) -> Health | Response:
     """Readiness: the database answers."""
     try:
@@ -33,7 +44,18 @@ async def readyz(request: Request) -> Health | Response:
     return Health(status="ok")
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    operation_id="getMetrics",
+    summary="Prometheus metrics",
+    responses={
+        200: {
+            "description": "The Prometheus text exposition format.",
+            "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def metrics() -> Response:
     """Prometheus metrics."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -6,11 +6,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
-from app import errors, health
-from app.api import router as api_router
+from app import api, errors, health
 from app.config import Settings, get_settings
 from app.kit import embedded
 from app.kit.crypto import SecretBox
@@ -31,7 +31,13 @@ Campanile sends SMS campaigns for schools and tells staff, contact by contact, w
 became of each message: Delivered, still being retried (Pending / Scheduled / Still in
 Queue), or Failed with a reason a person understands.
 
-Authenticate with `Authorization: Bearer <api key>`. Errors are `application/problem+json`.
+Authenticate with `Authorization: Bearer <api key>` (the `SchoolApiKey` scheme; the admin
+operations take `Bearer <ADMIN_TOKEN>`, the `AdminToken` scheme). Errors are
+`application/problem+json` (RFC 9457), all of one shape: `Problem`.
+
+Lists take `?limit=` (1-500, default 50) and `?cursor=` (the previous page's `next_cursor`)
+and answer `{"items": [...], "next_cursor": str | null}`. Timestamps are RFC 3339 UTC; ids
+are opaque strings.
 """
 
 
@@ -98,14 +104,24 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        openapi_tags=api.TAGS,
+        generate_unique_id_function=api.operation_id,
     )
+
+    def openapi() -> dict[str, Any]:
+        # FastAPI's document, completed with the errors every operation can answer.
+        if app.openapi_schema is None:
+            app.openapi_schema = errors.document(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     # Twilio's status callbacks are answered in front of the FastAPI stack (the hot path:
     # app.webhooks.twilio_fast_path), inside the body limit (the last added is outermost).
     app.add_middleware(TwilioStatusFastPath)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     errors.install(app)
     app.include_router(health.router)
-    app.include_router(api_router)
+    app.include_router(api.router)
     return app
 
 

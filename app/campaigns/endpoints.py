@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Response, status
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from app.campaigns import schemas, service
 from app.campaigns.schemas import Preview
+from app.errors import Conflict, NotFound, responses
 from app.kit.deps import SessionDep
-from app.kit.pagination import Cursor, Limit, Page
+from app.kit.pagination import CURSOR_ERROR, Cursor, Limit, Page
 from app.models import CampaignStatus
 from app.schools.dependencies import CurrentSchool
 from app.sending import message
@@ -13,7 +15,33 @@ from app.sending import message
 router = APIRouter(prefix="/campaigns", tags=["campaigns"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=schemas.Campaign)
+class CampaignIdConvertor(StringConvertor):
+    """A campaign id in a path (`{campaign_id:campaign_id}`): any segment but `preview`,
+    a resource of its own (`POST /v1/campaigns/preview`), so that another method on it is
+    a 405 naming POST, not the campaign `preview` not found."""
+
+    regex = "(?!preview$)[^/]+"
+
+
+register_url_convertor("campaign_id", CampaignIdConvertor())
+CAMPAIGN = "/{campaign_id:campaign_id}"
+
+NO_SUCH_CAMPAIGN = (NotFound, "No such campaign in this school.")
+NO_SUCH_LIST = (NotFound, "No such contact list in this school (`contact_list_id`).")
+
+
+def _wrong_state(allowed: str) -> tuple[type[Conflict], str]:
+    return (Conflict, f"The campaign is not {allowed}; `campaign_status` says what it is.")
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=schemas.Campaign,
+    operation_id="createCampaign",
+    summary="Create a draft campaign",
+    responses=responses(NO_SUCH_LIST),
+)
 async def create_campaign(
     data: schemas.CampaignCreate, school: CurrentSchool, session: SessionDep
 ) -> schemas.Campaign:
@@ -21,7 +49,13 @@ async def create_campaign(
     return await service.view(session, await service.create(session, school, data))
 
 
-@router.get("", response_model=Page[schemas.Campaign])
+@router.get(
+    "",
+    response_model=Page[schemas.Campaign],
+    operation_id="listCampaigns",
+    summary="List campaigns",
+    responses=responses(CURSOR_ERROR),
+)
 async def list_campaigns(
     school: CurrentSchool,
     session: SessionDep,
@@ -36,14 +70,25 @@ async def list_campaigns(
     return Page(items=items, next_cursor=next_cursor)
 
 
-@router.post("/preview", response_model=Preview)
+@router.post(
+    "/preview",
+    response_model=Preview,
+    operation_id="previewMessage",
+    summary="Preview a message",
+)
 async def preview(data: schemas.PreviewRequest, school: CurrentSchool) -> Preview:
     """Render a body for a contact: text, encoding, characters and segments."""
     text = message.render(data.body, data.contact.model_dump())
     return Preview.model_validate(message.measure(text), from_attributes=True)
 
 
-@router.get("/{campaign_id}", response_model=schemas.Campaign)
+@router.get(
+    CAMPAIGN,
+    response_model=schemas.Campaign,
+    operation_id="getCampaign",
+    summary="Get a campaign",
+    responses=responses(NO_SUCH_CAMPAIGN),
+)
 async def get_campaign(
     campaign_id: str, school: CurrentSchool, session: SessionDep
 ) -> schemas.Campaign:
@@ -51,7 +96,13 @@ async def get_campaign(
     return await service.view(session, await service.get(session, school, campaign_id))
 
 
-@router.patch("/{campaign_id}", response_model=schemas.Campaign)
+@router.patch(
+    CAMPAIGN,
+    response_model=schemas.Campaign,
+    operation_id="updateCampaign",
+    summary="Edit a draft campaign",
+    responses=responses(NO_SUCH_CAMPAIGN, NO_SUCH_LIST, _wrong_state("a draft")),
+)
 async def update_campaign(
     campaign_id: str, data: schemas.CampaignUpdate, school: CurrentSchool, session: SessionDep
 ) -> schemas.Campaign:
@@ -60,14 +111,30 @@ async def update_campaign(
     return await service.view(session, await service.update(session, school, campaign, data))
 
 
-@router.delete("/{campaign_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    CAMPAIGN,
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="deleteCampaign",
+    summary="Delete a draft campaign",
+    responses=responses(NO_SUCH_CAMPAIGN, _wrong_state("a draft")),
+)
 async def delete_campaign(campaign_id: str, school: CurrentSchool, session: SessionDep) -> Response:
     """Delete a draft (409 once launched)."""
     await service.delete(session, await service.get(session, school, campaign_id, lock=True))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/{campaign_id}/launch", response_model=schemas.Campaign)
+@router.post(
+    "/{campaign_id}/launch",
+    response_model=schemas.Campaign,
+    operation_id="launchCampaign",
+    summary="Launch a campaign",
+    responses=responses(
+        NO_SUCH_CAMPAIGN,
+        _wrong_state("a draft"),
+        (Conflict, "The contact list is empty."),
+    ),
+)
 async def launch_campaign(
     campaign_id: str, school: CurrentSchool, session: SessionDep
 ) -> schemas.Campaign:
@@ -76,7 +143,13 @@ async def launch_campaign(
     return await service.view(session, await service.launch(session, school, campaign))
 
 
-@router.post("/{campaign_id}/close", response_model=schemas.Campaign)
+@router.post(
+    "/{campaign_id}/close",
+    response_model=schemas.Campaign,
+    operation_id="closeCampaign",
+    summary="Close a campaign",
+    responses=responses(NO_SUCH_CAMPAIGN, _wrong_state("scheduled or active")),
+)
 async def close_campaign(
     campaign_id: str, school: CurrentSchool, session: SessionDep
 ) -> schemas.Campaign:
@@ -84,7 +157,13 @@ async def close_campaign(
     return await service.view(session, await service.close(session, school, campaign_id))
 
 
-@router.post("/{campaign_id}/archive", response_model=schemas.Campaign)
+@router.post(
+    "/{campaign_id}/archive",
+    response_model=schemas.Campaign,
+    operation_id="archiveCampaign",
+    summary="Archive a campaign",
+    responses=responses(NO_SUCH_CAMPAIGN, (Conflict, "The campaign is already archived.")),
+)
 async def archive_campaign(
     campaign_id: str, school: CurrentSchool, session: SessionDep
 ) -> schemas.Campaign:
@@ -93,7 +172,12 @@ async def archive_campaign(
 
 
 @router.post(
-    "/{campaign_id}/clone", status_code=status.HTTP_201_CREATED, response_model=schemas.Campaign
+    "/{campaign_id}/clone",
+    status_code=status.HTTP_201_CREATED,
+    response_model=schemas.Campaign,
+    operation_id="cloneCampaign",
+    summary="Clone a campaign as a new draft",
+    responses=responses(NO_SUCH_CAMPAIGN),
 )
 async def clone_campaign(
     campaign_id: str, school: CurrentSchool, session: SessionDep

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.kit.schemas import Id, RequestSchema, Schema
+from app.kit.schemas import Id, RequestSchema, Schema, Timestamp
 from app.models.campaign import CampaignStatus
 
 Body = Field(
@@ -18,10 +18,22 @@ Body = Field(
 
 
 class CampaignCreate(RequestSchema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Room change",
+                    "body": "Hi {first_name}, room {room} opens at 9.",
+                    "contact_list_id": "0b7e6b9e-5a8e-4a53-9a43-3c1f2f3f4d5e",
+                }
+            ]
+        }
+    )
+
     name: str = Field(min_length=1, max_length=200)
     body: str = Body
-    contact_list_id: str
-    send_at: AwareDatetime | None = Field(
+    contact_list_id: str = Field(description="A contact list of the school.")
+    send_at: Timestamp | None = Field(
         default=None, description="When to start sending; null or past: at launch."
     )
 
@@ -32,7 +44,7 @@ class CampaignUpdate(RequestSchema):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     body: str | None = Field(default=None, min_length=1, max_length=1600)
     contact_list_id: str | None = None
-    send_at: AwareDatetime | None = None
+    send_at: Timestamp | None = Field(default=None, description="null: at launch.")
 
 
 class Counts(BaseModel):
@@ -64,16 +76,42 @@ class PreviewContact(RequestSchema):
     phone: str | None = None
     first_name: str | None = None
     last_name: str | None = None
-    fields: dict[str, Any] = Field(default_factory=dict)
+    fields: dict[str, str | int | float | bool | None] = Field(
+        default_factory=dict, description="Merge fields, as a contact's."
+    )
 
 
 class PreviewRequest(RequestSchema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "body": "Hi {first_name}, room {room} opens at 9.",
+                    "contact": {"first_name": "Ana", "fields": {"room": "12"}},
+                }
+            ]
+        }
+    )
+
     body: str = Body
     contact: PreviewContact = Field(default_factory=PreviewContact)
 
 
 class Preview(Schema):
     """A rendered message as the carrier will see it (read from `message.Measure`)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "text": "Hi Ana, room 12 opens at 9.",
+                    "encoding": "GSM-7",
+                    "characters": 27,
+                    "segments": 1,
+                }
+            ]
+        }
+    )
 
     text: str
     encoding: Literal["GSM-7", "UCS-2"]

@@ -1,32 +1,35 @@
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, status
 
 from app.contact_lists import schemas, service
 from app.contact_lists.dependencies import ImportRows
+from app.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    Unprocessable,
+    UnsupportedMediaType,
+    responses,
+)
 from app.kit.deps import SessionDep
-from app.kit.pagination import Cursor, Limit, Page
+from app.kit.pagination import CURSOR_ERROR, Cursor, Limit, Page
 from app.kit.schemas import parse_uuid
 from app.schools.dependencies import CurrentSchool
 
-router = APIRouter(tags=["contact_lists"])
+router = APIRouter(tags=["contact-lists"])
 
 LIST = "contact list"
-
-
-def _problems(*cases: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
-    return {
-        code: {"description": text, "content": {"application/problem+json": {}}}
-        for code, text in cases
-    }
+NO_SUCH_LIST = (NotFound, "No such list in this school.")
 
 
 @router.post(
     "/contact-lists",
     status_code=status.HTTP_201_CREATED,
     response_model=schemas.ContactList,
+    operation_id="createContactList",
+    summary="Create a contact list",
 )
 async def create_contact_list(
     school: CurrentSchool, session: SessionDep, data: schemas.ContactListCreate
@@ -35,7 +38,13 @@ async def create_contact_list(
     return schemas.ContactList.model_validate(await service.create(session, school, data))
 
 
-@router.get("/contact-lists", response_model=Page[schemas.ContactList])
+@router.get(
+    "/contact-lists",
+    response_model=Page[schemas.ContactList],
+    operation_id="listContactLists",
+    summary="List contact lists",
+    responses=responses(CURSOR_ERROR),
+)
 async def list_contact_lists(
     school: CurrentSchool, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[schemas.ContactList]:
@@ -48,7 +57,9 @@ async def list_contact_lists(
 @router.get(
     "/contact-lists/{list_id}",
     response_model=schemas.ContactList,
-    responses=_problems((404, "No such list in this school.")),
+    operation_id="getContactList",
+    summary="Get a contact list",
+    responses=responses(NO_SUCH_LIST),
 )
 async def get_contact_list(
     list_id: str, school: CurrentSchool, session: SessionDep
@@ -61,9 +72,10 @@ async def get_contact_list(
 @router.delete(
     "/contact-lists/{list_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=_problems(
-        (404, "No such list in this school."),
-        (409, "A campaign uses the list; the problem names the campaigns."),
+    operation_id="deleteContactList",
+    summary="Delete a contact list",
+    responses=responses(
+        NO_SUCH_LIST, (Conflict, "A campaign uses the list; the problem names the campaigns.")
     ),
 )
 async def delete_contact_list(list_id: str, school: CurrentSchool, session: SessionDep) -> None:
@@ -75,12 +87,20 @@ async def delete_contact_list(list_id: str, school: CurrentSchool, session: Sess
     "/contact-lists/{list_id}/contacts",
     response_model=schemas.ImportResult,
     openapi_extra=schemas.IMPORT_REQUEST_BODY,
-    responses=_problems(
-        (400, "Malformed JSON, a CSV that is not UTF-8 or cannot be read, or an empty body."),
-        (404, "No such list in this school."),
-        (413, "More rows than the import limit (100,000), or a body that is too large."),
-        (415, "Neither `application/json` nor `text/csv`."),
-        (422, "JSON of the wrong shape, or a CSV header without a `phone` column."),
+    operation_id="importContacts",
+    summary="Import contacts (JSON or CSV)",
+    responses=responses(
+        (
+            BadRequest,
+            "Malformed JSON, a CSV that is not UTF-8 or cannot be read, or an empty body.",
+        ),
+        NO_SUCH_LIST,
+        (
+            PayloadTooLarge,
+            "More rows than the import limit (`MAX_IMPORT_ROWS`), or a body that is too large.",
+        ),
+        (UnsupportedMediaType, "Neither `application/json` nor `text/csv`."),
+        (Unprocessable, "JSON of the wrong shape, or a CSV header without a `phone` column."),
     ),
 )
 async def import_contacts(
@@ -95,7 +115,9 @@ async def import_contacts(
 @router.get(
     "/contact-lists/{list_id}/contacts",
     response_model=Page[schemas.Contact],
-    responses=_problems((404, "No such list in this school.")),
+    operation_id="listContacts",
+    summary="List a contact list's contacts",
+    responses=responses(NO_SUCH_LIST, CURSOR_ERROR),
 )
 async def list_contacts(
     list_id: str,

@@ -3,9 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from app.kit.schemas import Id, RequestSchema, Schema
+from app.kit.schemas import NOT_BLANK, Id, RequestSchema, Schema
 
 NAME_MAX = 200
 
@@ -23,7 +23,12 @@ FieldName = Annotated[Text, Field(min_length=1)]
 
 
 class ContactListCreate(RequestSchema):
-    name: str = Field(min_length=1, max_length=NAME_MAX, examples=["Grade 9 parents"])
+    name: str = Field(
+        min_length=1,
+        max_length=NAME_MAX,
+        examples=["Grade 5 families"],
+        json_schema_extra={"pattern": NOT_BLANK},
+    )
 
     @field_validator("name")
     @classmethod
@@ -80,6 +85,19 @@ class RejectedRow(BaseModel):
 
 
 class ImportResult(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "imported": 5,
+                    "rejected": [
+                        {"row": 6, "phone": "not a phone", "reason": "not a phone number"}
+                    ],
+                }
+            ]
+        }
+    )
+
     imported: int
     rejected: list[RejectedRow]
 
@@ -139,6 +157,7 @@ IMPORT_REQUEST_BODY: dict[str, Any] = {
             "text/csv": {
                 "schema": {
                     "type": "string",
+                    "format": "binary",
                     "description": "UTF-8 (a byte-order mark is fine), comma-separated, with a "
                     "header row. `phone` is required; `first_name` and `last_name` are "
                     "optional; every other named column becomes a merge field, its name "

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from fastapi import Query
 from pydantic import BaseModel
 
-from app.errors import BadRequest
+from app.errors import BadRequest, ErrorDoc
 
 T = TypeVar("T")
 
@@ -20,6 +20,13 @@ Limit = Annotated[int, Query(ge=1, le=500, description="Page size (1-500).")]
 Cursor = Annotated[
     str | None, Query(description="`next_cursor` of the previous page; omit for the first.")
 ]
+
+
+# What a list answers when its `cursor` is not one the service issued (`decode_cursor`).
+CURSOR_ERROR: ErrorDoc = (
+    BadRequest,
+    "The cursor is not one this service issued for this list (`next_cursor` is opaque).",
+)
 
 
 class Page(BaseModel, Generic[T]):

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
+from app.errors import NotFound, Unprocessable, responses
 from app.kit.deps import SessionDep
-from app.kit.pagination import Cursor, Limit, Page
+from app.kit.pagination import CURSOR_ERROR, Cursor, Limit, Page
 from app.models import OptOutSource
 from app.opt_outs import schemas, service
 from app.schools.dependencies import CurrentSchool
@@ -11,7 +12,13 @@ from app.schools.dependencies import CurrentSchool
 router = APIRouter(prefix="/opt-outs", tags=["opt-outs"])
 
 
-@router.get("", response_model=Page[schemas.OptOut])
+@router.get(
+    "",
+    response_model=Page[schemas.OptOut],
+    operation_id="listOptOuts",
+    summary="List opted-out numbers",
+    responses=responses(CURSOR_ERROR),
+)
 async def list_opt_outs(
     school: CurrentSchool, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[schemas.OptOut]:
@@ -24,7 +31,12 @@ async def list_opt_outs(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=schemas.OptOut,
-    responses={200: {"model": schemas.OptOut, "description": "Already opted out"}},
+    operation_id="createOptOut",
+    summary="Opt a number out",
+    responses={
+        200: {"model": schemas.OptOut, "description": "Already opted out"},
+        **responses((Unprocessable, "Invalid input, or `phone` is not a valid phone number.")),
+    },
 )
 async def create_opt_out(
     data: schemas.OptOutCreate, school: CurrentSchool, session: SessionDep, response: Response
@@ -42,7 +54,16 @@ async def create_opt_out(
     return schemas.OptOut.model_validate(record)
 
 
-@router.delete("/{phone}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{phone}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="deleteOptOut",
+    summary="Opt a number back in",
+    responses=responses(
+        (NotFound, "The number is not on the school's opt-out list."),
+        (Unprocessable, "`phone` is not a valid phone number."),
+    ),
+)
 async def delete_opt_out(phone: str, school: CurrentSchool, session: SessionDep) -> Response:
     """Opt a number back in."""
     await service.opt_in(session, school, phone)

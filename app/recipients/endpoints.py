@@ -4,8 +4,9 @@ from fastapi import APIRouter, Query, Response, status
 
 from app.campaigns import service as campaigns
 from app.campaigns.schemas import Preview
+from app.errors import Conflict, NotFound, responses
 from app.kit.deps import SessionDep
-from app.kit.pagination import Cursor, Limit, Page
+from app.kit.pagination import CURSOR_ERROR, Cursor, Limit, Page
 from app.kit.schemas import NoNul
 from app.models import OptOutSource
 from app.opt_outs import schemas as opt_out_schemas
@@ -18,8 +19,17 @@ from app.sending.status import Group, Status
 
 router = APIRouter(prefix="/campaigns/{campaign_id}", tags=["recipients"])
 
+NO_SUCH_CAMPAIGN = (NotFound, "No such campaign in this school.")
+NO_SUCH_CONTACT = (NotFound, "No such campaign in this school, or no such contact in it.")
 
-@router.get("/contacts", response_model=Page[schemas.Recipient])
+
+@router.get(
+    "/contacts",
+    response_model=Page[schemas.Recipient],
+    operation_id="listCampaignContacts",
+    summary="List a campaign's contacts and their status",
+    responses=responses(NO_SUCH_CAMPAIGN, CURSOR_ERROR),
+)
 async def list_recipients(
     campaign_id: str,
     school: CurrentSchool,
@@ -51,7 +61,12 @@ async def list_recipients(
 @router.get(
     "/contacts.csv",
     response_class=Response,
-    responses={200: {"content": {"text/csv": {}}, "description": "CSV export"}},
+    operation_id="exportCampaignContacts",
+    summary="Export a campaign's contacts as CSV",
+    responses={
+        200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "CSV export"},
+        **responses(NO_SUCH_CAMPAIGN),
+    },
 )
 async def export_recipients(
     campaign_id: str, school: CurrentSchool, session: SessionDep
@@ -65,7 +80,13 @@ async def export_recipients(
     )
 
 
-@router.get("/contacts/{recipient_id}", response_model=schemas.RecipientDetail)
+@router.get(
+    "/contacts/{recipient_id}",
+    response_model=schemas.RecipientDetail,
+    operation_id="getCampaignContact",
+    summary="Get one contact of a campaign, with its attempts",
+    responses=responses(NO_SUCH_CONTACT),
+)
 async def get_recipient(
     campaign_id: str, recipient_id: str, school: CurrentSchool, session: SessionDep
 ) -> schemas.RecipientDetail:
@@ -74,7 +95,13 @@ async def get_recipient(
     return await service.detail(session, await service.get(session, campaign, recipient_id))
 
 
-@router.get("/contacts/{recipient_id}/preview", response_model=Preview)
+@router.get(
+    "/contacts/{recipient_id}/preview",
+    response_model=Preview,
+    operation_id="previewCampaignContact",
+    summary="Preview the message a contact gets",
+    responses=responses(NO_SUCH_CONTACT),
+)
 async def preview_recipient(
     campaign_id: str, recipient_id: str, school: CurrentSchool, session: SessionDep
 ) -> Preview:
@@ -89,7 +116,12 @@ async def preview_recipient(
     "/contacts/{recipient_id}/opt-out",
     status_code=status.HTTP_201_CREATED,
     response_model=opt_out_schemas.OptOut,
-    responses={200: {"model": opt_out_schemas.OptOut, "description": "Already opted out"}},
+    operation_id="optOutCampaignContact",
+    summary="Opt a contact's number out",
+    responses={
+        200: {"model": opt_out_schemas.OptOut, "description": "Already opted out"},
+        **responses(NO_SUCH_CONTACT),
+    },
 )
 async def opt_out_recipient(
     campaign_id: str,
@@ -113,6 +145,16 @@ async def opt_out_recipient(
     "/contacts/{recipient_id}/resend",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=schemas.Recipient,
+    operation_id="resendCampaignContact",
+    summary="Resend to a failed contact",
+    responses=responses(
+        NO_SUCH_CONTACT,
+        (
+            Conflict,
+            "The contact cannot be resent (not failed, a reason that forbids it, or a "
+            "campaign that is not active); `failed_reason` names its reason.",
+        ),
+    ),
 )
 async def resend_recipient(
     campaign_id: str, recipient_id: str, school: CurrentSchool, session: SessionDep
@@ -125,6 +167,11 @@ async def resend_recipient(
     "/resend-failed",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=schemas.BulkResendReport,
+    operation_id="resendFailed",
+    summary="Resend to every failed contact that may be",
+    responses=responses(
+        NO_SUCH_CAMPAIGN, (Conflict, "The campaign's status does not allow resending.")
+    ),
 )
 async def resend_failed(
     campaign_id: str, school: CurrentSchool, session: SessionDep

@@ -13,9 +13,15 @@ from app.kit.deps import SessionDep, SettingsDep
 from app.models import School
 from app.schools import service
 
-bearer = HTTPBearer(auto_error=False, description="A school's API key")
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="SchoolApiKey",
+    description="A school's API key (from `POST /v1/admin/schools` or its api-keys).",
+)
 admin_bearer = HTTPBearer(
-    auto_error=False, scheme_name="AdminToken", description="The service's ADMIN_TOKEN"
+    auto_error=False,
+    scheme_name="AdminToken",
+    description="The service's `ADMIN_TOKEN` setting, for the `/v1/admin/...` operations.",
 )
 
 

@@ -2,12 +2,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Body, status
 
+from app.errors import NotFound, responses
 from app.kit.deps import SecretBoxDep, SessionDep, SettingsDep
 from app.kit.schemas import parse_uuid
 from app.schools import schemas, service
 from app.schools.dependencies import AdminAuth, CurrentSchool
 
-router = APIRouter(tags=["schools"])
+router = APIRouter()
+ADMIN = "schools"
+SCHOOL = "school"
 
 
 @router.post(
@@ -15,6 +18,9 @@ router = APIRouter(tags=["schools"])
     status_code=status.HTTP_201_CREATED,
     response_model=schemas.SchoolWithKey,
     dependencies=[AdminAuth],
+    operation_id="createSchool",
+    summary="Create a school",
+    tags=[ADMIN],
 )
 async def create_school(
     data: schemas.SchoolCreate, session: SessionDep, settings: SettingsDep
@@ -31,6 +37,10 @@ async def create_school(
     status_code=status.HTTP_201_CREATED,
     response_model=schemas.ApiKeyCreated,
     dependencies=[AdminAuth],
+    operation_id="createSchoolApiKey",
+    summary="Issue another API key",
+    tags=[ADMIN],
+    responses=responses((NotFound, "No school with that id.")),
 )
 async def create_api_key(school_id: str, session: SessionDep) -> schemas.ApiKeyCreated:
     """Issue another API key for a school (shown only in this answer)."""
@@ -40,13 +50,25 @@ async def create_api_key(school_id: str, session: SessionDep) -> schemas.ApiKeyC
     )
 
 
-@router.get("/school", response_model=schemas.School)
+@router.get(
+    "/school",
+    response_model=schemas.School,
+    operation_id="getSchool",
+    summary="Get the caller's school",
+    tags=[SCHOOL],
+)
 async def get_school(school: CurrentSchool) -> schemas.School:
     """The caller's school and its settings."""
     return schemas.School.model_validate(school)
 
 
-@router.patch("/school", response_model=schemas.School)
+@router.patch(
+    "/school",
+    response_model=schemas.School,
+    operation_id="updateSchool",
+    summary="Change the school's settings",
+    tags=[SCHOOL],
+)
 async def update_school(
     changes: schemas.SchoolSettings, school: CurrentSchool, session: SessionDep
 ) -> schemas.School:
@@ -54,7 +76,13 @@ async def update_school(
     return schemas.School.model_validate(await service.update(session, school, changes))
 
 
-@router.put("/school/provider", response_model=schemas.ProviderAccount)
+@router.put(
+    "/school/provider",
+    response_model=schemas.ProviderAccount,
+    operation_id="setProviderAccount",
+    summary="Set the SMS provider account",
+    tags=[SCHOOL],
+)
 async def set_provider(
     school: CurrentSchool,
     session: SessionDep,
@@ -66,7 +94,16 @@ async def set_provider(
     return schemas.ProviderAccount.model_validate(account)
 
 
-@router.get("/school/provider", response_model=schemas.ProviderAccount)
+@router.get(
+    "/school/provider",
+    response_model=schemas.ProviderAccount,
+    operation_id="getProviderAccount",
+    summary="Get the SMS provider account",
+    tags=[SCHOOL],
+    responses=responses(
+        (NotFound, "The school has no provider account: its messages go to the simulator.")
+    ),
+)
 async def get_provider(school: CurrentSchool, session: SessionDep) -> schemas.ProviderAccount:
     """The school's provider account, without secrets (404: the simulator is used)."""
     return schemas.ProviderAccount.model_validate(await service.get_provider(session, school))

@@ -10,6 +10,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     PlainSerializer,
     Strict,
@@ -21,7 +22,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from app.kit.phones import is_country_code, is_region
-from app.kit.schemas import Id, RequestSchema, Schema
+from app.kit.schemas import NOT_BLANK, Id, RequestSchema, Schema
 
 HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 # PostgreSQL's `integer` columns hold retry settings; a year is far beyond any useful value.
@@ -91,16 +92,39 @@ def _check_country_codes(values: list[int]) -> list[int]:
     return sorted(set(values))
 
 
-TimeZoneName = Annotated[str, AfterValidator(_check_timezone), Field(examples=["America/Chicago"])]
-Region = Annotated[str, AfterValidator(_check_region), Field(examples=["US"])]
-CountryCodes = Annotated[
-    list[StrictInt], AfterValidator(_check_country_codes), Field(min_length=1, examples=[[1]])
+# The shapes JSON Schema can check; whether the zone or region exists, only the code can.
+TimeZoneName = Annotated[
+    str,
+    Field(
+        max_length=64,
+        pattern=r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$",
+        description="An IANA time zone name.",
+        examples=["America/Chicago"],
+    ),
+    AfterValidator(_check_timezone),
 ]
-SchoolName = Annotated[Text, Field(min_length=1, max_length=200)]
+Region = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z]{2}$",
+        description="An ISO 3166 region (any case): national numbers are read in it.",
+        examples=["US"],
+    ),
+    AfterValidator(_check_region),
+]
+CountryCodes = Annotated[
+    list[Annotated[StrictInt, Field(ge=1, le=999)]],
+    AfterValidator(_check_country_codes),
+    Field(min_length=1, description="Country calling codes.", examples=[[1]]),
+]
+SchoolName = Annotated[
+    Text, Field(min_length=1, max_length=200, json_schema_extra={"pattern": NOT_BLANK})
+]
 
 
 class SendingWindowIn(RequestSchema):
-    """Local hours (school time zone) in which attempts may start."""
+    """Local hours (school time zone) in which attempts may start; `start` and `end` differ
+    (an `end` before `start` spans midnight)."""
 
     start: HHMMIn
     end: HHMMIn
@@ -190,6 +214,14 @@ class SchoolSettings(RequestSchema):
 
 
 class SchoolCreate(SchoolSettings):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"name": "Lincoln High", "timezone": "America/Chicago", "sending_window": None}
+            ]
+        }
+    )
+
     name: SchoolName
 
 
@@ -230,23 +262,54 @@ class ApiKeyCreated(BaseModel):
     created_at: datetime
 
 
+API_BASE = r"^https?://[^\x00]*$"
+# Base64 of a 32-byte Ed25519 key, as the Telnyx portal shows it; spaces and line breaks
+# around it (from a copy) are ignored.
+ED25519_KEY = r"^[ \t\r\n]*[A-Za-z0-9+/]{43}=[ \t\r\n]*$"
+ED25519_AROUND = " \t\r\n"
+
+
+def _one_of(*names: str) -> dict[str, Any]:
+    """JSON Schema for "exactly one of these fields, as text" (the model's `_sender`)."""
+    return {
+        "oneOf": [{"required": [name], "properties": {name: {"type": "string"}}} for name in names]
+    }
+
+
 def _ed25519_key(value: str) -> str:
+    value = value.strip(ED25519_AROUND)
+    if not re.fullmatch(ED25519_KEY, value):
+        raise ValueError("must be the base64 public key shown in the Telnyx portal")
     try:
-        raw = base64.b64decode(value.strip(), validate=True)
+        raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError("must be the base64 public key shown in the Telnyx portal") from exc
     if len(raw) != 32:
         raise ValueError("must be a base64 Ed25519 public key (32 bytes)")
-    return value.strip()
+    return value
 
 
 class TwilioAccount(RequestSchema):
+    model_config = ConfigDict(
+        json_schema_extra=_one_of("from_number", "messaging_service_sid")
+        | {
+            "examples": [
+                {
+                    "provider": "twilio",
+                    "account_sid": "AC" + "0" * 32,
+                    "auth_token": "your-auth-token",
+                    "from_number": "+12015550199",
+                }
+            ]
+        }
+    )
+
     provider: Literal["twilio"]
     account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")
     auth_token: Text = Field(min_length=8, max_length=128)
     from_number: Text | None = Field(default=None, max_length=32)
     messaging_service_sid: str | None = Field(default=None, pattern=r"^MG[0-9a-fA-F]{32}$")
-    api_base: Text | None = Field(default=None, max_length=300, pattern=r"^https?://")
+    api_base: str | None = Field(default=None, max_length=300, pattern=API_BASE)
     max_messages_per_second: MessagesPerSecond | None = None
 
     @model_validator(mode="after")
@@ -257,14 +320,19 @@ class TwilioAccount(RequestSchema):
 
 
 class TelnyxAccount(RequestSchema):
+    model_config = ConfigDict(json_schema_extra=_one_of("from_number", "messaging_profile_id"))
+
     provider: Literal["telnyx"]
     api_key: Text = Field(min_length=8, max_length=256)
     public_key: Annotated[str, AfterValidator(_ed25519_key)] = Field(
-        min_length=40, max_length=100, description="Base64 Ed25519 key"
+        min_length=40,
+        max_length=100,
+        description="Base64 Ed25519 key",
+        json_schema_extra={"pattern": ED25519_KEY},
     )
     from_number: Text | None = Field(default=None, max_length=32)
     messaging_profile_id: Text | None = Field(default=None, max_length=64)
-    api_base: Text | None = Field(default=None, max_length=300, pattern=r"^https?://")
+    api_base: str | None = Field(default=None, max_length=300, pattern=API_BASE)
     max_messages_per_second: MessagesPerSecond | None = None
 
     @model_validator(mode="after")

@@ -145,6 +145,8 @@ TELNYX_BODY: dict[str, Any] = {
 @router.post(
     callbacks.TELNYX,
     response_class=Response,
+    operation_id="telnyxWebhook",
+    summary="Telnyx webhook (delivery receipts and inbound SMS)",
     responses={
         200: {
             "description": (

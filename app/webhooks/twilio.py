@@ -24,6 +24,7 @@ from app.delivery.inbox import keep
 from app.kit.crypto import SecretBox
 from app.kit.db import unit_of_work
 from app.kit.deps import InboxDep, SecretBoxDep, SessionDep, SessionmakerDep, SettingsDep
+from app.kit.schemas import text_only
 from app.opt_outs import service as opt_outs
 from app.providers import callbacks
 from app.providers.base import InvalidSignature, MalformedWebhook, Receipt
@@ -188,10 +189,11 @@ INBOUND_FORM = _form_body(
 
 @router.post(
     callbacks.TWILIO_STATUS,
-    operation_id="twilio_status_callback",
+    operation_id="twilioStatusCallback",
+    summary="Twilio status callback (delivery receipt)",
     response_class=Response,
     responses={200: {"description": "Stored (once per event); applied moments later"}, **REFUSALS},
-    openapi_extra={**STATUS_FORM, **SIGNED},
+    openapi_extra=text_only({**STATUS_FORM, **SIGNED}),
 )
 async def twilio_status_callback(
     receipt: Annotated[Receipt, Depends(status_receipt)], inbox: InboxDep
@@ -207,6 +209,8 @@ async def twilio_status_callback(
 @router.post(
     callbacks.TWILIO_INBOUND,
     response_class=Response,
+    operation_id="twilioInbound",
+    summary="Twilio inbound SMS (opt-out and opt-in keywords)",
     responses={
         200: {
             "description": "Empty TwiML: no reply is sent",
@@ -214,7 +218,7 @@ async def twilio_status_callback(
         },
         **REFUSALS,
     },
-    openapi_extra={**INBOUND_FORM, **SIGNED},
+    openapi_extra=text_only({**INBOUND_FORM, **SIGNED}),
 )
 async def twilio_inbound(
     message: Annotated[Inbound, Depends(inbound_message)], session: SessionDep
