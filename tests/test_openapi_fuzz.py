@@ -1,0 +1,165 @@
+"""The OpenAPI document tells the whole truth: a property-based fuzzer (schemathesis 4) runs
+over every operation of the document a live `campanile serve` publishes, on a fresh
+database, authenticated as a school (its API key) and as the admin (ADMIN_TOKEN), with every
+check on (`--checks all`), and finds nothing: no 5xx, no undeclared status or content type,
+no response that breaks its schema, no valid request refused, no invalid one accepted.
+
+A few checks cannot pass by nature on a few operations: what the service refuses there
+depends on something JSON Schema cannot say. Those are listed in `BY_NATURE`, each with the
+statuses it adds to what that check accepts and why; the check stays on (it still fails on
+any other status) and every other check stays on for those operations.
+
+The number of examples is bounded (`MAX_EXAMPLES` per operation and phase) so that the run
+takes a minute or two. The seed is random, so each run tries other inputs; a failing run
+prints its seed: `CAMPANILE_FUZZ_SEED=<seed>` replays it, `CAMPANILE_FUZZ_EXAMPLES=<n>` tries
+more. Run it alone with `scripts/test tests/test_openapi_fuzz.py -s` to see the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.live import live_server
+
+MAX_EXAMPLES = int(os.environ.get("CAMPANILE_FUZZ_EXAMPLES", "25"))
+FUZZ_SECONDS = 600  # a hard stop, far above the minute or two a run takes
+
+# What schemathesis's response checks accept by default (`st explain ST202`).
+POSITIVE_DEFAULT: list[int | str] = ["2xx", "3xx", 401, 403, 404, 409, 429, "5xx"]
+
+
+@dataclass(frozen=True)
+class ByNature:
+    """A check that cannot pass on these operations whatever the document says: the
+    statuses the check must also accept there, and why."""
+
+    operations: tuple[str, ...]  # operationIds
+    check: str
+    also: tuple[int, ...]
+    why: str
+
+
+LISTS = ("listCampaigns", "listContactLists", "listContacts", "listCampaignContacts", "listOptOuts")
+
+BY_NATURE = [
+    ByNature(
+        LISTS,
+        "positive_data_acceptance",
+        (400,),
+        "`cursor` is any string to JSON Schema, but only a `next_cursor` this service issued "
+        "is a cursor (it encodes the last row of a page: app/kit/pagination.py); any other "
+        "string is a 400.",
+    ),
+    ByNature(
+        ("createOptOut", "deleteOptOut"),
+        "positive_data_acceptance",
+        (422,),
+        "A phone number is a string to JSON Schema; whether it is a real number only the "
+        "phone-number library can say (`+1 201 555 0100` is, `+1 201 555 01` is not): 422.",
+    ),
+    ByNature(
+        ("createSchool", "updateSchool"),
+        "positive_data_acceptance",
+        (422,),
+        "JSON Schema cannot compare two values nor hold the IANA and ISO lists: a sending "
+        "window's `start` must differ from its `end`; a retry policy, once merged with the "
+        "settings the request does not name, must keep `max_delay_seconds` at least "
+        "`base_delay_seconds`; a time zone or region of the right shape must exist (README, "
+        "Delivery). Each is a 422 naming the field.",
+    ),
+    ByNature(
+        ("importContacts",),
+        "positive_data_acceptance",
+        (400, 422),
+        "A `text/csv` body is a string to JSON Schema; the service reads it as CSV, which "
+        "must be UTF-8 without NUL bytes (400) and start with a header row naming a `phone` "
+        "column (422).",
+    ),
+]
+
+
+def config_toml() -> str:
+    """schemathesis.toml: the two security schemes' credentials (from the environment)
+    and the checks widened by nature, per operation."""
+    lines = [
+        "[auth.openapi]",
+        'SchoolApiKey = { bearer = "${CAMPANILE_FUZZ_SCHOOL_KEY}" }',
+        'AdminToken = { bearer = "${CAMPANILE_FUZZ_ADMIN_TOKEN}" }',
+    ]
+    widened: dict[str, dict[str, set[int]]] = defaultdict(lambda: defaultdict(set))
+    for entry in BY_NATURE:
+        for operation in entry.operations:
+            widened[operation][entry.check].update(entry.also)
+    for operation, checks in sorted(widened.items()):
+        lines += ["", "[[operations]]", f"include-operation-id = {json.dumps(operation)}"]
+        for check, statuses in sorted(checks.items()):
+            expected = POSITIVE_DEFAULT + sorted(statuses)
+            lines.append(f"checks.{check}.expected-statuses = {json.dumps(expected)}")
+    return "\n".join(lines) + "\n"
+
+
+def test_the_fuzzer_finds_nothing(server_url: str, tmp_path: Path) -> None:
+    with live_server(server_url, tmp_path) as server:
+        config = tmp_path / "schemathesis.toml"
+        config.write_text(config_toml())
+        report = tmp_path / "report.json"
+        command = [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "--config-file",
+            str(config),
+            "run",
+            f"{server.base_url}/openapi.json",
+            "--checks",
+            "all",
+            "--max-examples",
+            str(MAX_EXAMPLES),
+            "--workers",
+            "2",
+            "--request-timeout",
+            "30",
+            "--generation-database",
+            "none",
+            "--no-color",
+            "--report",
+            "json",
+            "--report-json-path",
+            str(report),
+        ]
+        if seed := os.environ.get("CAMPANILE_FUZZ_SEED"):
+            command += ["--seed", seed]
+        env = {
+            **os.environ,
+            "CAMPANILE_FUZZ_SCHOOL_KEY": server.new_school_key("Fuzz High"),
+            "CAMPANILE_FUZZ_ADMIN_TOKEN": server.admin_token,
+        }
+        run = subprocess.run(
+            command,
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=FUZZ_SECONDS,
+            check=False,
+        )
+        output = run.stdout + run.stderr
+        assert report.exists(), output
+        result = json.loads(report.read_text())
+        operations, cases = result["operations"], result["test_cases"]
+        print(
+            f"\nfuzzer: {cases['generated']} cases generated over {operations['tested']} of "
+            f"{operations['total']} operations, seed {result['seed']}: "
+            f"{cases['unique_failures']} failures, {len(result['errors'])} errors "
+            f"({result['running_time']:.0f} s)"
+        )
+        assert run.returncode == 0, f"{output}\nserver log:\n{server.log_tail()}"
+        assert result["failures"] == [] and result["errors"] == [], output
+        assert operations["tested"] == operations["total"], output
+        assert cases["generated"] >= operations["total"] * MAX_EXAMPLES, output
