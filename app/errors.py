@@ -225,10 +225,17 @@ def document(openapi: dict[str, Any]) -> dict[str, Any]:
             if "requestBody" in operation:
                 added.update(_WITH_BODY)
             # FastAPI declares a 422 where it validates parameters or a body, in its own
-            # shape: the service answers those as a Problem.
+            # shape: the service answers those as a Problem. Not where the only parameters
+            # are text in the path, which any segment is.
             if _FASTAPI_422 in answers.get("422", {}).get("content", {}).values():
                 del answers["422"]
-                added.update(_VALIDATED)
+                if "requestBody" in operation or any(
+                    parameter["in"] != "path"
+                    or parameter["schema"].get("type") != "string"
+                    or set(parameter["schema"]) - {"type", "title"}
+                    for parameter in operation.get("parameters", [])
+                ):
+                    added.update(_VALIDATED)
             for status, answer in added.items():
                 answers.setdefault(str(status), answer)
             for answer in answers.values():

@@ -24,8 +24,11 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from tests.support.live import live_server
+import httpx
+
+from tests.support.live import LiveServer, live_server
 
 MAX_EXAMPLES = int(os.environ.get("CAMPANILE_FUZZ_EXAMPLES", "25"))
 FUZZ_SECONDS = 600  # a hard stop, far above the minute or two a run takes
@@ -84,9 +87,42 @@ BY_NATURE = [
 ]
 
 
-def config_toml() -> str:
-    """schemathesis.toml: the two security schemes' credentials (from the environment)
-    and the checks widened by nature, per operation."""
+# The operations on one recipient: their ids are pinned to a seeded campaign's recipient
+# (`seed_recipient`), or no id the fuzzer makes up would ever be one and only their 404
+# would be tried; `resendFailed` gets that campaign. Every other input still varies.
+ON_A_RECIPIENT = (
+    "getCampaignContact",
+    "previewCampaignContact",
+    "optOutCampaignContact",
+    "resendCampaignContact",
+)
+
+
+def seed_recipient(server: LiveServer, key: str) -> dict[str, str]:
+    """A launched campaign of the fuzzing school with a few recipients (on the simulator):
+    the path parameters of one of them."""
+    auth = {"Authorization": f"Bearer {key}"}
+    url = server.base_url
+
+    def post(path: str, body: object) -> dict[str, Any]:
+        response = httpx.post(f"{url}{path}", json=body, headers=auth, timeout=30)
+        assert response.is_success, response.text
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    list_id = post("/v1/contact-lists", {"name": "Seeded families"})["id"]
+    phones = ["+12015550100", "+12015550102", "+12015550104"]
+    post(f"/v1/contact-lists/{list_id}/contacts", {"contacts": [{"phone": p} for p in phones]})
+    campaign = post("/v1/campaigns", {"name": "Seeded", "body": "Hi", "contact_list_id": list_id})
+    post(f"/v1/campaigns/{campaign['id']}/launch", None)
+    page = httpx.get(f"{url}/v1/campaigns/{campaign['id']}/contacts", headers=auth, timeout=30)
+    assert page.status_code == 200, page.text
+    return {"campaign_id": campaign["id"], "recipient_id": page.json()["items"][-1]["id"]}
+
+
+def config_toml(recipient: dict[str, str]) -> str:
+    """schemathesis.toml: the two security schemes' credentials (from the environment),
+    the checks widened by nature, per operation, and the recipient operations' ids."""
     lines = [
         "[auth.openapi]",
         'SchoolApiKey = { bearer = "${CAMPANILE_FUZZ_SCHOOL_KEY}" }',
@@ -101,13 +137,25 @@ def config_toml() -> str:
         for check, statuses in sorted(checks.items()):
             expected = POSITIVE_DEFAULT + sorted(statuses)
             lines.append(f"checks.{check}.expected-statuses = {json.dumps(expected)}")
+    pinned = ", ".join(f'"path.{name}" = {json.dumps(value)}' for name, value in recipient.items())
+    lines += [
+        "",
+        "[[operations]]",
+        f"include-operation-id = {json.dumps(list(ON_A_RECIPIENT))}",
+        f"parameters = {{ {pinned} }}",
+        "",
+        "[[operations]]",
+        'include-operation-id = "resendFailed"',
+        f'parameters = {{ "path.campaign_id" = {json.dumps(recipient["campaign_id"])} }}',
+    ]
     return "\n".join(lines) + "\n"
 
 
 def test_the_fuzzer_finds_nothing(server_url: str, tmp_path: Path) -> None:
     with live_server(server_url, tmp_path) as server:
+        key = server.new_school_key("Fuzz High")
         config = tmp_path / "schemathesis.toml"
-        config.write_text(config_toml())
+        config.write_text(config_toml(seed_recipient(server, key)))
         report = tmp_path / "report.json"
         command = [
             sys.executable,
@@ -137,7 +185,7 @@ def test_the_fuzzer_finds_nothing(server_url: str, tmp_path: Path) -> None:
             command += ["--seed", seed]
         env = {
             **os.environ,
-            "CAMPANILE_FUZZ_SCHOOL_KEY": server.new_school_key("Fuzz High"),
+            "CAMPANILE_FUZZ_SCHOOL_KEY": key,
             "CAMPANILE_FUZZ_ADMIN_TOKEN": server.admin_token,
         }
         run = subprocess.run(
@@ -153,11 +201,12 @@ def test_the_fuzzer_finds_nothing(server_url: str, tmp_path: Path) -> None:
         assert report.exists(), output
         result = json.loads(report.read_text())
         operations, cases = result["operations"], result["test_cases"]
+        warned = {name: found for name, found in result["warnings"].items() if found}
         print(
             f"\nfuzzer: {cases['generated']} cases generated over {operations['tested']} of "
             f"{operations['total']} operations, seed {result['seed']}: "
             f"{cases['unique_failures']} failures, {len(result['errors'])} errors "
-            f"({result['running_time']:.0f} s)"
+            f"({result['running_time']:.0f} s); warnings: {warned}"
         )
         assert run.returncode == 0, f"{output}\nserver log:\n{server.log_tail()}"
         assert result["failures"] == [] and result["errors"] == [], output
