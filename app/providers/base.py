@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from sqlalchemy import String
+
+from app.models.receipt import StoredReceipt
 from app.sending.outcomes import Classification, Outcome
 
 
@@ -164,3 +167,16 @@ class Provider(Protocol):
         message whose final receipt never came). Never raises: anything but a readable
         answer is `Fetched.cant_tell`, and changes nothing."""
         ...
+
+
+def readable_receipt(receipt: Receipt) -> Receipt:
+    """A webhook's receipt, if the receipts inbox can keep each of its fields whole (the
+    columns of app/models/receipt.py); else MalformedWebhook (400): no provider sends a
+    status, an error code or an id that long, and a signed one must not be a 500."""
+    for name in ("provider_message_id", "provider_status", "error_code", "event_id"):
+        value: str | None = getattr(receipt, name)
+        column = StoredReceipt.__table__.c[name].type
+        limit = column.length if isinstance(column, String) else None
+        if value is not None and limit is not None and len(value) > limit:
+            raise MalformedWebhook(f"its {name} is longer than {limit} characters")
+    return receipt

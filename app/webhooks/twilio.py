@@ -44,6 +44,7 @@ from app.webhooks.common import (
     signature_headers,
     signing_accounts,
 )
+from app.webhooks.forms import RECEIPT_FIELDS, requiring
 
 PROVIDER = "twilio"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
@@ -193,7 +194,15 @@ INBOUND_FORM = _form_body(
     summary="Twilio status callback (delivery receipt)",
     response_class=Response,
     responses={200: {"description": "Stored (once per event); applied moments later"}, **REFUSALS},
-    openapi_extra=text_only({**STATUS_FORM, **SIGNED}),
+    openapi_extra=text_only(
+        requiring(
+            {**STATUS_FORM, **SIGNED},
+            "AccountSid",
+            "MessageSid",
+            "MessageStatus",
+            at_most=RECEIPT_FIELDS,
+        )
+    ),
 )
 async def twilio_status_callback(
     receipt: Annotated[Receipt, Depends(status_receipt)], inbox: InboxDep
@@ -218,7 +227,9 @@ async def twilio_status_callback(
         },
         **REFUSALS,
     },
-    openapi_extra=text_only({**INBOUND_FORM, **SIGNED}),
+    openapi_extra=text_only(
+        requiring({**INBOUND_FORM, **SIGNED}, "AccountSid", "MessageSid", "From", "To")
+    ),
 )
 async def twilio_inbound(
     message: Annotated[Inbound, Depends(inbound_message)], session: SessionDep

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.providers import codes
-from app.providers.base import InboundMessage, MalformedWebhook, Receipt
+from app.providers.base import InboundMessage, MalformedWebhook, Receipt, readable_receipt
 from app.sending.outcomes import Classification
 
 PROVIDER = "telnyx"
@@ -126,12 +126,14 @@ def parse_event(document: dict[str, Any]) -> Receipt | InboundMessage | None:
         raise MalformedWebhook("data.payload.to is empty")
     first = _object(recipients[0], "data.payload.to[0]")
     status = _text(first.get("status"), "data.payload.to[0].status").lower()
-    return status_receipt(
-        message_id,
-        status,
-        _error_code(payload),
-        event_id=_text(data.get("id"), "data.id"),
-        occurred_at=_occurred_at(data.get("occurred_at")),
+    return readable_receipt(
+        status_receipt(
+            message_id,
+            status,
+            _error_code(payload),
+            event_id=_text(data.get("id"), "data.id"),
+            occurred_at=_occurred_at(data.get("occurred_at")),
+        )
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 
 from app.providers import codes
-from app.providers.base import InboundMessage, MalformedWebhook, Receipt
+from app.providers.base import InboundMessage, MalformedWebhook, Receipt, readable_receipt
 from app.providers.twilio.form import Form, pairs
 
 # Statuses that end a message without delivering it: their receipts carry a classification.
@@ -56,7 +56,7 @@ def parse_status_callback(params: Form, *, provider: str = "twilio") -> Receipt:
         raise MalformedWebhook("status callback without MessageSid")
     if status is None:
         raise MalformedWebhook("status callback without MessageStatus")
-    return status_receipt(sid, status, _error_code(form), provider=provider)
+    return readable_receipt(status_receipt(sid, status, _error_code(form), provider=provider))
 
 
 def status_receipt(
