@@ -4,6 +4,10 @@ database, authenticated as a school (its API key) and as the admin (ADMIN_TOKEN)
 check on (`--checks all`), and finds nothing: no 5xx, no undeclared status or content type,
 no response that breaks its schema, no valid request refused, no invalid one accepted.
 
+The Twilio webhooks are signed as Twilio signs them, for the Twilio account of a school of
+their own (tests/support/fuzz_hooks.py), so what follows the signature check is fuzzed too;
+the Telnyx webhook goes unsigned, and only its 403 is.
+
 A few checks cannot pass by nature on a few operations: what the service refuses there
 depends on something JSON Schema cannot say. Those are listed in `BY_NATURE`, each with the
 statuses it adds to what that check accepts and why; the check stays on (it still fails on
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from collections import defaultdict
@@ -28,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from tests.support.database import ROOT
 from tests.support.live import LiveServer, live_server
 
 MAX_EXAMPLES = int(os.environ.get("CAMPANILE_FUZZ_EXAMPLES", "25"))
@@ -120,6 +126,25 @@ def seed_recipient(server: LiveServer, key: str) -> dict[str, str]:
     return {"campaign_id": campaign["id"], "recipient_id": page.json()["items"][-1]["id"]}
 
 
+def twilio_webhook_account(server: LiveServer) -> dict[str, str]:
+    """A school whose Twilio account signs the fuzzer's Twilio webhooks
+    (tests/support/fuzz_hooks.py): its sid and auth token. A school of its own, as the
+    fuzzer changes the fuzzing school's provider account at will."""
+    sid, token = "AC" + secrets.token_hex(16), secrets.token_hex(16)
+    account = {"provider": "twilio", "account_sid": sid, "auth_token": token}
+    # Nothing is sent from it: an unroutable API base.
+    account |= {"from_number": "+12015550199", "api_base": "http://127.0.0.1:9"}
+    key = server.new_school_key("Webhook High")
+    response = httpx.put(
+        f"{server.base_url}/v1/school/provider",
+        json=account,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return {"CAMPANILE_FUZZ_TWILIO_SID": sid, "CAMPANILE_FUZZ_TWILIO_TOKEN": token}
+
+
 def config_toml(recipient: dict[str, str]) -> str:
     """schemathesis.toml: the two security schemes' credentials (from the environment),
     the checks widened by nature, per operation, and the recipient operations' ids."""
@@ -187,6 +212,10 @@ def test_the_fuzzer_finds_nothing(server_url: str, tmp_path: Path) -> None:
             **os.environ,
             "CAMPANILE_FUZZ_SCHOOL_KEY": key,
             "CAMPANILE_FUZZ_ADMIN_TOKEN": server.admin_token,
+            **twilio_webhook_account(server),
+            "CAMPANILE_FUZZ_BASE_URL": server.base_url,
+            "SCHEMATHESIS_HOOKS": "tests.support.fuzz_hooks",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }
         run = subprocess.run(
             command,
