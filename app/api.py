@@ -8,16 +8,21 @@ from fastapi.routing import APIRoute
 
 from app.campaigns.endpoints import router as campaigns
 from app.contact_lists.endpoints import router as contact_lists
+from app.errors import responses
 from app.failed_reasons.endpoints import router as failed_reasons
 from app.opt_outs.endpoints import router as opt_outs
 from app.recipients.endpoints import router as recipients
+from app.schools.dependencies import RATE_LIMITED
 from app.schools.endpoints import router as schools
 from app.webhooks.telnyx import router as telnyx_webhooks
 from app.webhooks.twilio import router as twilio_webhooks
 
 v1 = APIRouter(prefix="/v1")
-for domain in (schools, contact_lists, campaigns, recipients, opt_outs, failed_reasons):
-    v1.include_router(domain)
+v1.include_router(schools)
+# Every operation of these takes a school's API key, so may be refused over its rate limit.
+for domain in (contact_lists, campaigns, recipients, opt_outs):
+    v1.include_router(domain, responses=responses(RATE_LIMITED))
+v1.include_router(failed_reasons)
 
 router = APIRouter()
 # Routes are matched in order, one by one: the webhooks, by far the most frequent requests
@@ -29,6 +34,15 @@ for routes in (twilio_webhooks, telnyx_webhooks, v1):
 TAGS: list[dict[str, Any]] = [
     {"name": "schools", "description": "Admin (`ADMIN_TOKEN`): schools and their API keys."},
     {"name": "school", "description": "The caller's school: settings and provider account."},
+    {
+        "name": "api-keys",
+        "description": "API keys: a school's own (its key), any school's (`ADMIN_TOKEN`); "
+        "listed without their secret, revoked at once.",
+    },
+    {
+        "name": "audit-events",
+        "description": "Who changed what through the API, and when (the school's trail).",
+    },
     {"name": "contact-lists", "description": "Contact lists and their imported contacts."},
     {"name": "campaigns", "description": "Campaigns and their lifecycle; message previews."},
     {

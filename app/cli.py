@@ -107,6 +107,7 @@ def worker(args: argparse.Namespace) -> int:
         from app.kit.db import Inbox, create_engine, create_sessionmaker
         from app.kit.http import outbound_client
         from app.providers import codes
+        from app.workers.audit_pruner import AuditPruner
         from app.workers.delivery import DeliveryWorker
         from app.workers.loop import freeze_start_up
         from app.workers.receipt_applier import ReceiptApplier
@@ -122,19 +123,21 @@ def worker(args: argparse.Namespace) -> int:
             delivery = DeliveryWorker(sessionmaker, settings, http, box, inbox)
             applier = ReceiptApplier(sessionmaker, settings)
             reconciler = ReconciliationLoop(sessionmaker, settings, delivery.registry, inbox)
+            pruner = AuditPruner(sessionmaker, settings)
             loop = asyncio.get_running_loop()
 
             def stop() -> None:
                 delivery.stop()
                 applier.stop()
                 reconciler.stop()
+                pruner.stop()
 
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop)
             freeze_start_up()
             try:
                 # All return after SIGTERM, claimed work finished or released.
-                await asyncio.gather(delivery.run(), applier.run(), reconciler.run())
+                await asyncio.gather(delivery.run(), applier.run(), reconciler.run(), pruner.run())
             finally:
                 await delivery.aclose()
                 await inbox.aclose()

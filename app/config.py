@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     # Request limits.
     max_body_bytes: int = 16 * 1024 * 1024
     max_import_rows: int = 100_000
+    # Requests each API key may make a minute, in each API process, with bursts of as many
+    # (README, Rate limits); 0 turns the limit off.
+    rate_limit_per_minute: int = Field(default=600, ge=0)
+
+    # Audit events older than this are deleted by the worker (README, Audit trail); 0 keeps
+    # them as long as their school.
+    audit_retention_days: int = Field(default=365, ge=0)
 
     # Operator overrides of the provider code tables (JSON files, same shape as shipped).
     twilio_code_table: Path | None = None

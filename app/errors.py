@@ -26,10 +26,17 @@ class AppError(Exception):
     # What the answer means, in the OpenAPI document, when the route does not say more.
     described = "Something went wrong."
 
-    def __init__(self, detail: str, *, extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        extra: dict[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.extra = extra or {}
+        self.headers = dict(headers or {})
 
 
 class BadRequest(AppError):
@@ -86,6 +93,21 @@ class Unprocessable(AppError):
     slug = "validation-error"
     title = "Validation error"
     described = "The request is well formed but not valid; `errors` names each field."
+
+
+class TooManyRequests(AppError):
+    """Over a key's rate limit; `Retry-After` says when to try again (seconds)."""
+
+    status_code = 429
+    slug = "too-many-requests"
+    title = "Too many requests"
+    described = (
+        "Over the API key's rate limit (`RATE_LIMIT_PER_MINUTE`); `Retry-After` says when "
+        "to try again."
+    )
+
+    def __init__(self, detail: str, *, retry_after_seconds: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_seconds)})
 
 
 def problem(
@@ -187,11 +209,24 @@ def responses(*raised: ErrorDoc) -> dict[int | str, dict[str, Any]]:
         texts = described.setdefault(error.status_code, [])
         if text not in texts:
             texts.append(text)
-    return {status: _problem_response(" ".join(texts)) for status, texts in described.items()}
+    return {
+        status: _problem_response(status, " ".join(texts)) for status, texts in described.items()
+    }
 
 
-def _problem_response(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {PROBLEM_JSON: {"schema": PROBLEM_REF}}}
+def _problem_response(status: int, description: str) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "description": description,
+        "content": {PROBLEM_JSON: {"schema": PROBLEM_REF}},
+    }
+    if status == TooManyRequests.status_code:
+        answer["headers"] = {
+            "Retry-After": {
+                "description": "Seconds to wait before trying again.",
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        }
+    return answer
 
 
 # What every operation may answer whatever its route says, from the layers around it:
@@ -265,6 +300,7 @@ HTTP_PROBLEMS: dict[int, tuple[str, str]] = {
         PayloadTooLarge,
         UnsupportedMediaType,
         Unprocessable,
+        TooManyRequests,
     )
 }
 HTTP_PROBLEMS[405] = ("method-not-allowed", "Method not allowed")
@@ -297,7 +333,9 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
-        return problem(exc.status_code, exc.slug, exc.title, exc.detail, **exc.extra)
+        return problem(
+            exc.status_code, exc.slug, exc.title, exc.detail, headers=exc.headers, **exc.extra
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

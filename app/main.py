@@ -17,8 +17,12 @@ from app.kit.crypto import SecretBox
 from app.kit.db import Inbox, create_engine, create_sessionmaker
 from app.kit.http import outbound_client
 from app.kit.limits import BodySizeLimit
+from app.kit.rate_limit import TokenBuckets
+from app.kit.request_id import RequestId
 from app.providers import codes
+from app.schools.service import LastUsed
 from app.webhooks.twilio_fast_path import TwilioStatusFastPath
+from app.workers.audit_pruner import AuditPruner
 from app.workers.delivery import DeliveryWorker
 from app.workers.loop import LoopService, freeze_start_up
 from app.workers.receipt_applier import ReceiptApplier
@@ -86,6 +90,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
                 ReconciliationLoop(
                     app.state.sessionmaker, resolved, worker.registry, app.state.inbox
                 ),
+                AuditPruner(app.state.sessionmaker, resolved),
             ]
         tasks = [asyncio.create_task(s.run(), name=s.name) for s in services]
         freeze_start_up()
@@ -115,10 +120,16 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    # Every request's id, behind the fast path: Twilio's status callbacks need none.
+    app.add_middleware(RequestId)
     # Twilio's status callbacks are answered in front of the FastAPI stack (the hot path:
     # app.webhooks.twilio_fast_path), inside the body limit (the last added is outermost).
     app.add_middleware(TwilioStatusFastPath)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Per process (README, Rate limits), as is what keeps `last_used_at` to the minute.
+    per_minute = settings.rate_limit_per_minute
+    app.state.rate_limits = TokenBuckets(per_minute) if per_minute else None
+    app.state.last_used = LastUsed()
     errors.install(app)
     app.include_router(health.router)
     app.include_router(api.router)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from copy import deepcopy
 from dataclasses import dataclass
@@ -282,6 +283,8 @@ VALID_BODIES: dict[str, Callable[[Ids], list[Json]]] = {
         }
     ],
     "POST /v1/opt-outs": lambda ids: [{"phone": "+12015550177", "keyword": "STOP"}],
+    "POST /v1/api-keys": lambda ids: [{"name": "Attendance sync"}],
+    "POST /v1/admin/schools/{school_id}/api-keys": lambda ids: [{"name": "Support"}],
 }
 PLACEHOLDER_IDS: Ids = {"list_id": "LIST", "campaign_id": "CAMPAIGN", "school_id": "SCHOOL"}
 
@@ -350,6 +353,8 @@ async def world(client: httpx.AsyncClient, school: tuple[Json, Headers]) -> Worl
             "campaign_id": campaign["id"],
             "recipient_id": "1",
             "phone": "+12015550123",
+            # No key of the school's: a sweep must not revoke the key it sends.
+            "key_id": str(uuid.uuid4()),
         },
     )
 

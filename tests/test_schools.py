@@ -272,7 +272,9 @@ async def test_admin_endpoints_need_the_admin_token(
     assert created.headers["www-authenticate"] == "Bearer"
     other, _ = await make_school(client)
     schools, keys = schools + 1, keys + 1
-    key = await client.post(f"/v1/admin/schools/{other['id']}/api-keys", headers=headers)
+    key = await client.post(
+        f"/v1/admin/schools/{other['id']}/api-keys", headers=headers, json={"name": "Second"}
+    )
     assert_problem(key, 401)
     assert await count(session, School) == schools
     assert await count(session, ApiKey) == keys
@@ -284,7 +286,10 @@ async def test_a_school_key_is_not_an_admin_token(
     body, headers = school
     assert_problem(await client.post("/v1/admin/schools", json={"name": "x"}, headers=headers), 401)
     assert_problem(
-        await client.post(f"/v1/admin/schools/{body['id']}/api-keys", headers=headers), 401
+        await client.post(
+            f"/v1/admin/schools/{body['id']}/api-keys", headers=headers, json={"name": "Second"}
+        ),
+        401,
     )
     # ...and the admin token is not a school key.
     assert_problem(await client.get("/v1/school", headers=ADMIN), 401)
@@ -316,7 +321,9 @@ async def test_second_api_key_works_and_the_first_keeps_working(
     client: httpx.AsyncClient, session: AsyncSession, school: tuple[Json, Headers]
 ) -> None:
     body, first = school
-    response = await client.post(f"/v1/admin/schools/{body['id']}/api-keys", headers=ADMIN)
+    response = await client.post(
+        f"/v1/admin/schools/{body['id']}/api-keys", headers=ADMIN, json={"name": "Second"}
+    )
     assert response.status_code == 201, response.text
     issued = response.json()
     assert {"id", "api_key", "prefix", "created_at"} <= issued.keys()
@@ -353,7 +360,12 @@ async def test_api_key_for_an_unknown_school_is_404(
     client: httpx.AsyncClient, session: AsyncSession, school_id: str
 ) -> None:
     keys = await count(session, ApiKey)
-    assert_problem(await client.post(f"/v1/admin/schools/{school_id}/api-keys", headers=ADMIN), 404)
+    assert_problem(
+        await client.post(
+            f"/v1/admin/schools/{school_id}/api-keys", headers=ADMIN, json={"name": "Second"}
+        ),
+        404,
+    )
     assert await count(session, ApiKey) == keys
 
 
@@ -744,6 +756,8 @@ async def test_one_schools_key_never_sees_or_changes_another_school(
     assert await rows_as_text(session, "provider_accounts", school_a["id"]) == a_rows
 
     # A key issued for A later still authenticates as A, never as B.
-    issued = await client.post(f"/v1/admin/schools/{school_a['id']}/api-keys", headers=ADMIN)
+    issued = await client.post(
+        f"/v1/admin/schools/{school_a['id']}/api-keys", headers=ADMIN, json={"name": "A2"}
+    )
     me = await client.get("/v1/school", headers=bearer(issued.json()["api_key"]))
     assert me.json()["id"] == school_a["id"]

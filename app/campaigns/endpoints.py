@@ -8,8 +8,8 @@ from app.campaigns.schemas import Preview
 from app.errors import Conflict, NotFound, responses
 from app.kit.deps import SessionDep
 from app.kit.pagination import CURSOR_ERROR, Cursor, Limit, Page
-from app.models import CampaignStatus
-from app.schools.dependencies import CurrentSchool
+from app.models import AuditAction, CampaignStatus
+from app.schools.dependencies import CurrentSchool, SchoolTrail
 from app.sending import message
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"])
@@ -43,10 +43,12 @@ def _wrong_state(allowed: str) -> tuple[type[Conflict], str]:
     responses=responses(NO_SUCH_LIST),
 )
 async def create_campaign(
-    data: schemas.CampaignCreate, school: CurrentSchool, session: SessionDep
+    data: schemas.CampaignCreate, school: CurrentSchool, session: SessionDep, trail: SchoolTrail
 ) -> schemas.Campaign:
     """Create a draft campaign."""
-    return await service.view(session, await service.create(session, school, data))
+    campaign = await service.create(session, school, data)
+    trail.record(school.id, AuditAction.campaign_create, campaign.id)
+    return await service.view(session, campaign)
 
 
 @router.get(
@@ -104,11 +106,22 @@ async def get_campaign(
     responses=responses(NO_SUCH_CAMPAIGN, NO_SUCH_LIST, _wrong_state("a draft")),
 )
 async def update_campaign(
-    campaign_id: str, data: schemas.CampaignUpdate, school: CurrentSchool, session: SessionDep
+    campaign_id: str,
+    data: schemas.CampaignUpdate,
+    school: CurrentSchool,
+    session: SessionDep,
+    trail: SchoolTrail,
 ) -> schemas.Campaign:
     """Edit a draft (409 once launched)."""
     campaign = await service.get(session, school, campaign_id, lock=True)
-    return await service.view(session, await service.update(session, school, campaign, data))
+    updated = await service.update(session, school, campaign, data)
+    trail.record(
+        school.id,
+        AuditAction.campaign_update,
+        campaign.id,
+        {"fields": sorted(data.model_fields_set)},
+    )
+    return await service.view(session, updated)
 
 
 @router.delete(
@@ -118,9 +131,13 @@ async def update_campaign(
     summary="Delete a draft campaign",
     responses=responses(NO_SUCH_CAMPAIGN, _wrong_state("a draft")),
 )
-async def delete_campaign(campaign_id: str, school: CurrentSchool, session: SessionDep) -> Response:
+async def delete_campaign(
+    campaign_id: str, school: CurrentSchool, session: SessionDep, trail: SchoolTrail
+) -> Response:
     """Delete a draft (409 once launched)."""
-    await service.delete(session, await service.get(session, school, campaign_id, lock=True))
+    campaign = await service.get(session, school, campaign_id, lock=True)
+    await service.delete(session, campaign)
+    trail.record(school.id, AuditAction.campaign_delete, campaign.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -136,11 +153,13 @@ async def delete_campaign(campaign_id: str, school: CurrentSchool, session: Sess
     ),
 )
 async def launch_campaign(
-    campaign_id: str, school: CurrentSchool, session: SessionDep
+    campaign_id: str, school: CurrentSchool, session: SessionDep, trail: SchoolTrail
 ) -> schemas.Campaign:
     """Launch a draft: now, or at its `send_at` (status scheduled until then)."""
     campaign = await service.get(session, school, campaign_id, lock=True)
-    return await service.view(session, await service.launch(session, school, campaign))
+    launched = await service.launch(session, school, campaign)
+    trail.record(school.id, AuditAction.campaign_launch, campaign.id)
+    return await service.view(session, launched)
 
 
 @router.post(
@@ -151,10 +170,12 @@ async def launch_campaign(
     responses=responses(NO_SUCH_CAMPAIGN, _wrong_state("scheduled or active")),
 )
 async def close_campaign(
-    campaign_id: str, school: CurrentSchool, session: SessionDep
+    campaign_id: str, school: CurrentSchool, session: SessionDep, trail: SchoolTrail
 ) -> schemas.Campaign:
     """Stop all further attempts; recipients keep their status."""
-    return await service.view(session, await service.close(session, school, campaign_id))
+    closed = await service.close(session, school, campaign_id)
+    trail.record(school.id, AuditAction.campaign_close, closed.id)
+    return await service.view(session, closed)
 
 
 @router.post(
@@ -165,10 +186,12 @@ async def close_campaign(
     responses=responses(NO_SUCH_CAMPAIGN, (Conflict, "The campaign is already archived.")),
 )
 async def archive_campaign(
-    campaign_id: str, school: CurrentSchool, session: SessionDep
+    campaign_id: str, school: CurrentSchool, session: SessionDep, trail: SchoolTrail
 ) -> schemas.Campaign:
     """Archive: hide from the active list and freeze every recipient's status."""
-    return await service.view(session, await service.archive(session, school, campaign_id))
+    archived = await service.archive(session, school, campaign_id)
+    trail.record(school.id, AuditAction.campaign_archive, archived.id)
+    return await service.view(session, archived)
 
 
 @router.post(
@@ -180,8 +203,10 @@ async def archive_campaign(
     responses=responses(NO_SUCH_CAMPAIGN),
 )
 async def clone_campaign(
-    campaign_id: str, school: CurrentSchool, session: SessionDep
+    campaign_id: str, school: CurrentSchool, session: SessionDep, trail: SchoolTrail
 ) -> schemas.Campaign:
     """A new draft with the same body and list."""
     campaign = await service.get(session, school, campaign_id)
-    return await service.view(session, await service.clone(session, campaign))
+    clone = await service.clone(session, campaign)
+    trail.record(school.id, AuditAction.campaign_clone, clone.id, {"source": str(campaign.id)})
+    return await service.view(session, clone)

@@ -16,7 +16,8 @@ from app.errors import (
 from app.kit.deps import SessionDep
 from app.kit.pagination import CURSOR_ERROR, Cursor, Limit, Page
 from app.kit.schemas import parse_uuid
-from app.schools.dependencies import CurrentSchool
+from app.models import AuditAction
+from app.schools.dependencies import CurrentSchool, SchoolTrail
 
 router = APIRouter(tags=["contact-lists"])
 
@@ -32,10 +33,12 @@ NO_SUCH_LIST = (NotFound, "No such list in this school.")
     summary="Create a contact list",
 )
 async def create_contact_list(
-    school: CurrentSchool, session: SessionDep, data: schemas.ContactListCreate
+    school: CurrentSchool, session: SessionDep, trail: SchoolTrail, data: schemas.ContactListCreate
 ) -> schemas.ContactList:
     """Create an empty contact list."""
-    return schemas.ContactList.model_validate(await service.create(session, school, data))
+    created = await service.create(session, school, data)
+    trail.record(school.id, AuditAction.contact_list_create, created.id)
+    return schemas.ContactList.model_validate(created)
 
 
 @router.get(
@@ -78,9 +81,13 @@ async def get_contact_list(
         NO_SUCH_LIST, (Conflict, "A campaign uses the list; the problem names the campaigns.")
     ),
 )
-async def delete_contact_list(list_id: str, school: CurrentSchool, session: SessionDep) -> None:
+async def delete_contact_list(
+    list_id: str, school: CurrentSchool, session: SessionDep, trail: SchoolTrail
+) -> None:
     """Delete a contact list and its contacts (refused while a campaign uses it)."""
-    await service.delete(session, school, parse_uuid(list_id, LIST))
+    list_uuid = parse_uuid(list_id, LIST)
+    await service.delete(session, school, list_uuid)
+    trail.record(school.id, AuditAction.contact_list_delete, list_uuid)
 
 
 @router.post(
@@ -104,12 +111,17 @@ async def delete_contact_list(list_id: str, school: CurrentSchool, session: Sess
     ),
 )
 async def import_contacts(
-    list_id: str, school: CurrentSchool, rows: ImportRows, session: SessionDep
+    list_id: str, school: CurrentSchool, rows: ImportRows, session: SessionDep, trail: SchoolTrail
 ) -> schemas.ImportResult:
     """Import contacts from JSON or CSV. Each row is judged on its own: rows with a missing,
     unreadable or invalid phone, or a number already in the list (or earlier in the
     upload), are listed in `rejected` with their 1-based row number; the rest are imported."""
-    return await service.import_contacts(session, school, parse_uuid(list_id, LIST), rows)
+    list_uuid = parse_uuid(list_id, LIST)
+    result = await service.import_contacts(session, school, list_uuid, rows)
+    if result.imported:
+        details = {"imported": result.imported, "rejected": len(result.rejected)}
+        trail.record(school.id, AuditAction.contact_list_import, list_uuid, details)
+    return result
 
 
 @router.get(

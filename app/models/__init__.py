@@ -2,6 +2,7 @@
 
 from app.models.api_key import ApiKey
 from app.models.attempt import Attempt
+from app.models.audit_event import ADMIN_ACTOR, AuditAction, AuditEvent
 from app.models.campaign import Campaign, CampaignStatus
 from app.models.contact import Contact
 from app.models.contact_list import ContactList
@@ -12,8 +13,11 @@ from app.models.recipient import Recipient
 from app.models.school import School
 
 __all__ = [
+    "ADMIN_ACTOR",
     "ApiKey",
     "Attempt",
+    "AuditAction",
+    "AuditEvent",
     "Campaign",
     "CampaignStatus",
     "Contact",

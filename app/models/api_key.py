@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -18,5 +19,11 @@ class ApiKey(TimestampMixin, Base):
         ForeignKey("schools.id", ondelete="CASCADE"), index=True
     )
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    # First characters of the token, so staff can tell keys apart.
+    # First characters of the token, so staff can tell keys apart (and the audit trail
+    # names the key that made a change).
     prefix: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(100))
+    # The minute of the key's latest use, written at most once a minute (README, API keys).
+    last_used_at: Mapped[datetime | None]
+    # Set once: a revoked key is refused from then on and never comes back.
+    revoked_at: Mapped[datetime | None]

@@ -5,9 +5,9 @@ from fastapi import APIRouter, Response, status
 from app.errors import NotFound, Unprocessable, responses
 from app.kit.deps import SessionDep
 from app.kit.pagination import CURSOR_ERROR, Cursor, Limit, Page
-from app.models import OptOutSource
+from app.models import AuditAction, OptOutSource
 from app.opt_outs import schemas, service
-from app.schools.dependencies import CurrentSchool
+from app.schools.dependencies import CurrentSchool, SchoolTrail
 
 router = APIRouter(prefix="/opt-outs", tags=["opt-outs"])
 
@@ -39,7 +39,11 @@ async def list_opt_outs(
     },
 )
 async def create_opt_out(
-    data: schemas.OptOutCreate, school: CurrentSchool, session: SessionDep, response: Response
+    data: schemas.OptOutCreate,
+    school: CurrentSchool,
+    session: SessionDep,
+    trail: SchoolTrail,
+    response: Response,
 ) -> schemas.OptOut:
     """Opt a number out (staff); its waiting messages in every campaign are cancelled."""
     record, created = await service.opt_out(
@@ -49,7 +53,9 @@ async def create_opt_out(
         source=OptOutSource.staff,
         keyword=data.keyword,
     )
-    if not created:
+    if created:
+        trail.record(school.id, AuditAction.opt_out_create, record.phone)
+    else:
         response.status_code = status.HTTP_200_OK
     return schemas.OptOut.model_validate(record)
 
@@ -64,7 +70,10 @@ async def create_opt_out(
         (Unprocessable, "`phone` is not a valid phone number."),
     ),
 )
-async def delete_opt_out(phone: str, school: CurrentSchool, session: SessionDep) -> Response:
+async def delete_opt_out(
+    phone: str, school: CurrentSchool, session: SessionDep, trail: SchoolTrail
+) -> Response:
     """Opt a number back in."""
-    await service.opt_in(session, school, phone)
+    opted_in = await service.opt_in(session, school, phone)
+    trail.record(school.id, AuditAction.opt_out_delete, opted_in)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

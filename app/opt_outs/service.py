@@ -122,11 +122,12 @@ async def _opt_out(
     return [recorded[r.school_id, r.phone] for r in requests]
 
 
-async def opt_in(session: AsyncSession, school: School, raw_phone: str) -> None:
-    """Remove the number from the school's opt-out list (staff action or keyword)."""
+async def opt_in(session: AsyncSession, school: School, raw_phone: str) -> str:
+    """Remove the number from the school's opt-out list (staff action); the number, E.164."""
     phone = normalize(school, raw_phone, where="path")
     if not await repository.remove(session, school.id, phone):
         raise NotFound(f"{phone} is not on the opt-out list.")
+    return phone
 
 
 async def opt_in_if_listed(session: AsyncSession, school_id: uuid.UUID, phone: str) -> bool:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+
 from fastapi import APIRouter, Query, Response, status
 
 from app.campaigns import service as campaigns
@@ -8,12 +10,12 @@ from app.errors import Conflict, NotFound, responses
 from app.kit.deps import SessionDep
 from app.kit.pagination import CURSOR_ERROR, Cursor, Limit, Page
 from app.kit.schemas import NoNul
-from app.models import OptOutSource
+from app.models import AuditAction, OptOutSource
 from app.opt_outs import schemas as opt_out_schemas
 from app.opt_outs import service as opt_outs
 from app.recipients import schemas, service
 from app.recipients.schemas import FailedReasonCode
-from app.schools.dependencies import CurrentSchool
+from app.schools.dependencies import CurrentSchool, SchoolTrail
 from app.sending import message
 from app.sending.status import Group, Status
 
@@ -128,6 +130,7 @@ async def opt_out_recipient(
     recipient_id: str,
     school: CurrentSchool,
     session: SessionDep,
+    trail: SchoolTrail,
     response: Response,
 ) -> opt_out_schemas.OptOut:
     """Opt this contact's number out of every campaign of the school."""
@@ -136,7 +139,10 @@ async def opt_out_recipient(
     record, created = await opt_outs.opt_out(
         session, school.id, recipient.phone, source=OptOutSource.staff, campaign_id=campaign.id
     )
-    if not created:
+    if created:
+        details = {"campaign_id": str(campaign.id), "recipient_id": str(recipient.id)}
+        trail.record(school.id, AuditAction.opt_out_create, record.phone, details)
+    else:
         response.status_code = status.HTTP_200_OK
     return opt_out_schemas.OptOut.model_validate(record)
 
@@ -157,10 +163,17 @@ async def opt_out_recipient(
     ),
 )
 async def resend_recipient(
-    campaign_id: str, recipient_id: str, school: CurrentSchool, session: SessionDep
+    campaign_id: str,
+    recipient_id: str,
+    school: CurrentSchool,
+    session: SessionDep,
+    trail: SchoolTrail,
 ) -> schemas.Recipient:
     """Queue a new attempt for a failed contact (409 when its reason forbids it)."""
-    return service.view(await service.resend(session, school, campaign_id, recipient_id))
+    recipient = await service.resend(session, school, campaign_id, recipient_id)
+    details = {"campaign_id": str(recipient.campaign_id)}
+    trail.record(school.id, AuditAction.recipient_resend, recipient.id, details)
+    return service.view(recipient)
 
 
 @router.post(
@@ -174,7 +187,12 @@ async def resend_recipient(
     ),
 )
 async def resend_failed(
-    campaign_id: str, school: CurrentSchool, session: SessionDep
+    campaign_id: str, school: CurrentSchool, session: SessionDep, trail: SchoolTrail
 ) -> schemas.BulkResendReport:
     """Resend every failed contact whose reason allows it; report what was skipped."""
-    return await service.resend_failed(session, school, campaign_id)
+    report = await service.resend_failed(session, school, campaign_id)
+    if report.queued:
+        details = {"queued": report.queued}
+        target = uuid.UUID(campaign_id)  # found, so a UUID: recorded in its canonical form
+        trail.record(school.id, AuditAction.campaign_resend_failed, target, details)
+    return report

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import hmac
+import math
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.errors import Unauthorized
-from app.kit.deps import SessionDep, SettingsDep
-from app.models import School
+from app.audit.service import Trail
+from app.errors import AppError, TooManyRequests, Unauthorized
+from app.kit.crypto import token_hash
+from app.kit.deps import SessionDep, SessionmakerDep, SettingsDep
+from app.kit.rate_limit import TokenBuckets
+from app.kit.request_id import request_id
+from app.models import ADMIN_ACTOR, School
 from app.schools import service
+from app.schools.repository import KeyInUse
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -25,16 +31,37 @@ admin_bearer = HTTPBearer(
 )
 
 
-async def current_school(
+async def current_key(
+    request: Request,
     session: SessionDep,
+    sessionmaker: SessionmakerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> School:
+) -> KeyInUse:
+    """The caller's key and school. Its rate limit is spent first, so a key over it is
+    refused before anything is asked of the database (README, Rate limits)."""
     if credentials is None:
         raise Unauthorized("Send your API key as `Authorization: Bearer <key>`.")
-    school = await service.authenticate(session, credentials.credentials)
-    if school is None:
+    digest = token_hash(credentials.credentials)
+    limits: TokenBuckets | None = request.app.state.rate_limits
+    if limits is not None and (wait := limits.take(digest)):
+        seconds = max(1, math.ceil(wait))
+        raise TooManyRequests(
+            f"This API key is over its rate limit; try again in {seconds} s.",
+            retry_after_seconds=seconds,
+        )
+    last_used: service.LastUsed = request.app.state.last_used
+    await last_used.note(sessionmaker, digest)
+    key = await service.authenticate(session, digest)
+    if key is None:
         raise Unauthorized("That API key is not valid.")
-    return school
+    return key
+
+
+CurrentKey = Annotated[KeyInUse, Depends(current_key)]
+
+
+async def current_school(key: CurrentKey) -> School:
+    return key.school
 
 
 async def require_admin(
@@ -48,5 +75,31 @@ async def require_admin(
         raise Unauthorized("That admin token is not valid.")
 
 
+async def school_trail(request: Request, session: SessionDep, key: CurrentKey) -> Trail:
+    """The audit trail of a change made with the caller's key."""
+    return Trail(session, key.prefix, request_id(request))
+
+
+async def admin_trail(request: Request, session: SessionDep) -> Trail:
+    """The audit trail of a change made with the admin token."""
+    return Trail(session, ADMIN_ACTOR, request_id(request))
+
+
 CurrentSchool = Annotated[School, Depends(current_school)]
 AdminAuth = Depends(require_admin)
+SchoolTrail = Annotated[Trail, Depends(school_trail)]
+AdminTrail = Annotated[Trail, Depends(admin_trail)]
+
+# The errors every operation behind these dependencies may answer (OpenAPI `responses`,
+# through `app.errors.declared`).
+RATE_LIMITED: tuple[type[AppError], str] = (
+    TooManyRequests,
+    "The key is over its rate limit; `Retry-After` says when to retry.",
+)
+KEY_REFUSALS: tuple[tuple[type[AppError], str], ...] = (
+    (Unauthorized, "No API key, or one that is unknown or revoked."),
+    RATE_LIMITED,
+)
+ADMIN_REFUSALS: tuple[tuple[type[AppError], str], ...] = (
+    (Unauthorized, "No admin token, or not the service's ADMIN_TOKEN."),
+)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection
+from datetime import datetime
+from typing import NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import ApiKey, ProviderAccount, School
@@ -15,13 +17,72 @@ async def get(session: AsyncSession, school_id: uuid.UUID) -> School | None:
     return await session.get(School, school_id)
 
 
-async def by_token_hash(session: AsyncSession, token_hash: str) -> School | None:
+class KeyInUse(NamedTuple):
+    """A key that is not revoked, and the school it opens."""
+
+    school: School
+    key_id: uuid.UUID
+    prefix: str
+
+
+async def by_token_hash(session: AsyncSession, token_hash: str) -> KeyInUse | None:
+    """The school of the key with this hash, unless the key was revoked: one query, the
+    same one that loads the request's school (no cache, so a revocation holds at once)."""
     query = (
-        select(School)
+        select(School, ApiKey.id, ApiKey.prefix)
         .join(ApiKey, ApiKey.school_id == School.id)
-        .where(ApiKey.token_hash == token_hash)
+        .where(ApiKey.token_hash == token_hash, ApiKey.revoked_at.is_(None))
     )
+    row = (await session.execute(query)).one_or_none()
+    return None if row is None else KeyInUse(*row)
+
+
+async def mark_key_used(session: AsyncSession, digest: str, minute: datetime) -> None:
+    """The key's `last_used_at` = minute, unless it is revoked or a later one is there."""
+    await session.execute(
+        update(ApiKey)
+        .where(
+            ApiKey.token_hash == digest,
+            ApiKey.revoked_at.is_(None),
+            or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < minute),
+        )
+        .values(last_used_at=minute)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def api_key(
+    session: AsyncSession, school_id: uuid.UUID, key_id: uuid.UUID, *, lock: bool = False
+) -> ApiKey | None:
+    query = select(ApiKey).where(ApiKey.school_id == school_id, ApiKey.id == key_id)
+    if lock:
+        query = query.with_for_update()
     return (await session.execute(query)).scalar_one_or_none()
+
+
+async def api_keys_page(
+    session: AsyncSession,
+    school_id: uuid.UUID,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[ApiKey]:
+    """Up to limit+1 of the school's keys, oldest first, revoked ones too."""
+    query = select(ApiKey).where(ApiKey.school_id == school_id)
+    if after is not None:
+        query = query.where(tuple_(ApiKey.created_at, ApiKey.id) > tuple_(*after))
+    query = query.order_by(ApiKey.created_at, ApiKey.id).limit(limit + 1)
+    return list((await session.execute(query)).scalars())
+
+
+async def schools_page(
+    session: AsyncSession, after: tuple[datetime, uuid.UUID] | None, limit: int
+) -> list[School]:
+    """Up to limit+1 schools, oldest first."""
+    query = select(School)
+    if after is not None:
+        query = query.where(tuple_(School.created_at, School.id) > tuple_(*after))
+    query = query.order_by(School.created_at, School.id).limit(limit + 1)
+    return list((await session.execute(query)).scalars())
 
 
 async def provider_account(session: AsyncSession, school_id: uuid.UUID) -> ProviderAccount | None:

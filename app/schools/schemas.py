@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -255,11 +254,37 @@ class SchoolWithKey(School):
     api_key: str = Field(description="Shown once; store it now.")
 
 
-class ApiKeyCreated(BaseModel):
+KeyName = Annotated[Text, Field(min_length=1, max_length=100)]
+DEFAULT_KEY_NAME = "API key"
+
+
+class ApiKeyCreate(RequestSchema):
+    name: KeyName = Field(description="What the key is for, so staff can tell keys apart.")
+
+    @field_validator("name")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be blank")
+        return value
+
+
+class ApiKey(Schema):
+    """A school's API key as it is listed: never its secret."""
+
     id: Id
-    api_key: str = Field(description="Shown once; store it now.")
-    prefix: str
+    name: str
+    prefix: str = Field(description="The key's first characters, as the audit trail names it.")
     created_at: datetime
+    last_used_at: datetime | None = Field(
+        description="The minute of the key's latest use (seconds are zero); null: never used."
+    )
+    revoked_at: datetime | None = Field(description="null: the key works.")
+
+
+class ApiKeyCreated(ApiKey):
+    api_key: str = Field(description="Shown once; store it now.")
 
 
 API_BASE = r"^https?://[^\x00]*$"

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection
-from datetime import time
+from datetime import datetime, time
 
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.errors import NotFound, Unprocessable
+from app.kit.clock import utcnow
 from app.kit.crypto import SecretBox, new_token, token_hash
+from app.kit.db import unit_of_work
+from app.kit.pagination import decode_cursor, page_of, time_key, uuid_key
 from app.models import ApiKey, ProviderAccount, School
 from app.schools import repository, schemas
+from app.schools.repository import KeyInUse
 
 DEFAULT_WINDOW = (time(8, 0), time(21, 0))
 DEFAULT_TIMEZONE = "America/New_York"
@@ -82,25 +86,91 @@ async def create(
     _apply(school, data)
     session.add(school)
     await session.flush()
-    _, key = await add_api_key(session, school.id)
+    _, key = await add_api_key(session, school.id, schemas.DEFAULT_KEY_NAME)
     await session.refresh(school)
     return school, key
 
 
-async def add_api_key(session: AsyncSession, school_id: uuid.UUID) -> tuple[ApiKey, str]:
-    """A new API key for the school; the clear token exists only in the return value."""
-    if await repository.get(session, school_id) is None:
+async def get(session: AsyncSession, school_id: uuid.UUID) -> School:
+    school = await repository.get(session, school_id)
+    if school is None:
         raise NotFound(f"No school with id {school_id}.")
+    return school
+
+
+async def list_page(
+    session: AsyncSession, cursor: str | None, limit: int
+) -> tuple[list[School], str | None]:
+    """Every school, oldest first (the admin's list)."""
+    after = decode_cursor(cursor, time_key, uuid_key)
+    rows = await repository.schools_page(session, (after[0], after[1]) if after else None, limit)
+    return page_of(rows, limit, lambda school: (school.created_at.isoformat(), school.id))
+
+
+async def add_api_key(session: AsyncSession, school_id: uuid.UUID, name: str) -> tuple[ApiKey, str]:
+    """A new API key for the school; the clear token exists only in the return value."""
+    await get(session, school_id)
     token = new_token("cmp")
-    key = ApiKey(school_id=school_id, token_hash=token_hash(token), prefix=token[:12])
+    key = ApiKey(school_id=school_id, token_hash=token_hash(token), prefix=token[:12], name=name)
     session.add(key)
     await session.flush()
     await session.refresh(key)
     return key, token
 
 
-async def authenticate(session: AsyncSession, token: str) -> School | None:
-    return await repository.by_token_hash(session, token_hash(token))
+async def api_keys_page(
+    session: AsyncSession, school_id: uuid.UUID, cursor: str | None, limit: int
+) -> tuple[list[ApiKey], str | None]:
+    """The school's keys, oldest first, revoked ones included."""
+    await get(session, school_id)
+    after = decode_cursor(cursor, time_key, uuid_key)
+    rows = await repository.api_keys_page(
+        session, school_id, (after[0], after[1]) if after else None, limit
+    )
+    return page_of(rows, limit, lambda key: (key.created_at.isoformat(), key.id))
+
+
+async def revoke_api_key(
+    session: AsyncSession, school_id: uuid.UUID, key_id: uuid.UUID
+) -> tuple[ApiKey, bool]:
+    """Revoke the school's key: every request with it is refused once this commits (keys
+    are checked on every request, README, API keys). (key, whether it was revoked now: a
+    key revoked before is left as it was.)"""
+    key = await repository.api_key(session, school_id, key_id, lock=True)
+    if key is None:
+        raise NotFound(f"This school has no API key with id {key_id}.")
+    if key.revoked_at is not None:
+        return key, False
+    key.revoked_at = utcnow()
+    await session.flush()
+    return key, True
+
+
+async def authenticate(session: AsyncSession, digest: str) -> KeyInUse | None:
+    """The key (by its token's SHA-256) and its school, unless unknown or revoked."""
+    return await repository.by_token_hash(session, digest)
+
+
+class LastUsed:
+    """Keeps `api_keys.last_used_at` to the minute without a write per request: a process
+    writes a key's minute once, on the key's first request in that minute (an UPDATE that
+    leaves a row already at that minute alone), in a transaction of its own made before the
+    request's own begins, so a request never holds two connections."""
+
+    MAX_HELD = 10_000
+
+    def __init__(self) -> None:
+        self._written: dict[str, datetime] = {}
+
+    async def note(self, sessionmaker: async_sessionmaker[AsyncSession], digest: str) -> None:
+        minute = utcnow().replace(second=0, microsecond=0)
+        if self._written.get(digest) == minute:
+            return
+        if len(self._written) >= self.MAX_HELD:
+            self._written = {d: m for d, m in self._written.items() if m == minute}
+        self._written[digest] = minute
+        async with unit_of_work(sessionmaker) as session:
+            await repository.mark_key_used(session, digest, minute)
 
 
 async def update(session: AsyncSession, school: School, changes: schemas.SchoolSettings) -> School:

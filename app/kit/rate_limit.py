@@ -1,0 +1,63 @@
+"""Per-key request limits: a token bucket per key, in this process's memory.
+
+Each key's bucket holds `per_minute` requests and refills at `per_minute` a minute, so a
+key may spend a minute's worth at once (a burst) and then goes on at the steady rate; a
+request that finds the bucket empty is told how long until the next token. Two floats per
+key and a few arithmetic operations a request: no lock (one event loop), no background
+task. Why per process and not shared: README, Rate limits.
+
+Not the `limits` package: its in-memory storages expire entries on a background timer (a
+thread started every 10 ms in the sync one, a task and a thread hop per call in the async
+one), and its moving window keeps an object per request; this needs none of it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# Idle buckets are dropped when this many are held (refilled buckets carry no state).
+MAX_BUCKETS = 10_000
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    at: float
+
+
+class TokenBuckets:
+    def __init__(self, per_minute: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if per_minute < 1:
+            raise ValueError("per_minute must be at least 1")
+        self.capacity = float(per_minute)
+        self.per_second = per_minute / 60.0
+        self._clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+
+    def take(self, key: str) -> float:
+        """Spend one request of `key`: 0.0 when it may go ahead, else the seconds until it
+        may (nothing spent)."""
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= MAX_BUCKETS:
+                self._forget_full(now)
+            self._buckets[key] = _Bucket(self.capacity - 1.0, now)
+            return 0.0
+        tokens = min(self.capacity, bucket.tokens + (now - bucket.at) * self.per_second)
+        bucket.at = now
+        if tokens >= 1.0:
+            bucket.tokens = tokens - 1.0
+            return 0.0
+        bucket.tokens = tokens
+        return (1.0 - tokens) / self.per_second
+
+    def _forget_full(self, now: float) -> None:
+        """Drop the buckets that have refilled: forgetting them changes nothing."""
+        self._buckets = {
+            key: bucket
+            for key, bucket in self._buckets.items()
+            if bucket.tokens + (now - bucket.at) * self.per_second < self.capacity
+        }
