@@ -1,0 +1,169 @@
+"""Keys and limits across API processes, as deployed: two `campanile serve --no-worker`
+processes on one database. A key revoked through one is refused by it at once and by the
+other within 2 s (README, API keys); a burst from one school over its limit leaves another
+school's requests answered."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.kit.crypto import new_secret_key
+from tests.support.api import ADMIN, ADMIN_TOKEN
+from tests.test_serve import free_port
+from tests.webhooks.conftest import NOT_INHERITED
+
+ROOT = Path(__file__).resolve().parents[1]
+# The children run this checkout's code, whichever one the interpreter has installed.
+SERVE = [sys.executable, "-c", "import sys; from app.cli import main; sys.exit(main())"]
+LIMIT = 60
+REVOKED_EVERYWHERE_WITHIN = 2.0
+
+
+@pytest.fixture
+def api_processes(own_database_url: str) -> Iterator[list[str]]:
+    """Base URLs of two API processes (no worker) on one migrated database."""
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in NOT_INHERITED},
+        "PYTHONPATH": str(ROOT),
+        "DATABASE_URL": own_database_url,
+        "SECRET_KEY": new_secret_key(),
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "LOG_LEVEL": "WARNING",
+        "RATE_LIMIT_PER_MINUTE": str(LIMIT),
+    }
+    log = Path(tempfile.mkstemp(prefix="campanile-api-", suffix=".log")[1])
+    processes: list[subprocess.Popen[bytes]] = []
+    urls = []
+    with log.open("wb") as output:
+        try:
+            for _ in range(2):
+                port = free_port()
+                processes.append(
+                    subprocess.Popen(
+                        [*SERVE, "serve", "--no-worker", "--port", str(port)],
+                        env=env,
+                        cwd=tempfile.gettempdir(),  # no stray .env
+                        stdout=output,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+                urls.append(f"http://127.0.0.1:{port}")
+            for process, url in zip(processes, urls, strict=True):
+                wait_ready(process, url, log)
+            yield urls
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            log.unlink(missing_ok=True)
+
+
+def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"serve exited early:\n{log.read_text()}"
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"not ready:\n{log.read_text()}")
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(trust_env=False, limits=limits, timeout=30) as client:
+        yield client
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def new_school(http: httpx.AsyncClient, url: str, name: str) -> dict[str, Any]:
+    response = await http.post(f"{url}/v1/admin/schools", json={"name": name}, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    school: dict[str, Any] = response.json()
+    return school
+
+
+async def test_a_revoked_key_is_refused_by_every_process(
+    http: httpx.AsyncClient, api_processes: list[str]
+) -> None:
+    first, second = api_processes
+    school = await new_school(http, first, "Lincoln High")
+    admin_key = bearer(school["api_key"])
+    made = await http.post(f"{first}/v1/api-keys", json={"name": "Leaky"}, headers=admin_key)
+    assert made.status_code == 201, made.text
+    leaked = bearer(made.json()["api_key"])
+    for url in api_processes:  # known, and used, in both processes
+        assert (await http.get(f"{url}/v1/school", headers=leaked)).status_code == 200
+
+    revoked = await http.delete(f"{first}/v1/api-keys/{made.json()['id']}", headers=admin_key)
+    assert revoked.status_code == 204
+    returned = time.monotonic()
+    refused = await http.get(f"{first}/v1/school", headers=leaked)
+    assert refused.status_code == 401, "the revoking process must refuse the key at once"
+    while (await http.get(f"{second}/v1/school", headers=leaked)).status_code != 401:
+        assert time.monotonic() - returned < REVOKED_EVERYWHERE_WITHIN
+        await asyncio.sleep(0.05)
+    assert time.monotonic() - returned < REVOKED_EVERYWHERE_WITHIN
+
+    for url in api_processes:  # the other key goes on working everywhere
+        assert (await http.get(f"{url}/v1/school", headers=admin_key)).status_code == 200
+    listed = await http.get(f"{second}/v1/api-keys", headers=admin_key)
+    assert made.json()["api_key"] not in listed.text and school["api_key"] not in listed.text
+    assert [k["revoked_at"] is not None for k in listed.json()["items"]] == [False, True]
+
+
+async def test_one_schools_burst_leaves_another_school_answering(
+    http: httpx.AsyncClient, api_processes: list[str]
+) -> None:
+    first, _ = api_processes
+    runaway = bearer((await new_school(http, first, "Runaway script"))["api_key"])
+    calm = bearer((await new_school(http, first, "Calm school"))["api_key"])
+
+    async def get(auth: dict[str, str]) -> httpx.Response:
+        return await http.get(f"{first}/v1/campaigns", headers=auth)
+
+    burst = [asyncio.create_task(get(runaway)) for _ in range(LIMIT * 3)]
+    others = [await get(calm) for _ in range(20)]
+    answers = await asyncio.gather(*burst)
+
+    assert [r.status_code for r in others] == [200] * 20
+    statuses = [r.status_code for r in answers]
+    assert set(statuses) == {200, 429}
+    # At most the burst and what refilled meanwhile got through.
+    assert LIMIT <= statuses.count(200) < LIMIT * 2
+    refused = next(r for r in answers if r.status_code == 429)
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert int(refused.headers["retry-after"]) >= 1
+    # Webhooks, under the same load, are never refused for it. (A connection of its own for
+    # each: an unsigned webhook's 403 may close it.)
+    fresh = httpx.Limits(max_connections=20, max_keepalive_connections=0)
+    async with httpx.AsyncClient(trust_env=False, limits=fresh, timeout=30) as hooks:
+        posted = await asyncio.gather(
+            *(
+                hooks.post(f"{first}/v1/webhooks/twilio/inbound", content=b"x=1", headers=runaway)
+                for _ in range(LIMIT)
+            )
+        )
+    assert 429 not in {r.status_code for r in posted}
