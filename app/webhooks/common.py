@@ -214,6 +214,20 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def naming_the_attempt(extra: dict[str, Any]) -> dict[str, Any]:
+    """A status webhook's `openapi_extra` with the query parameter that names the attempt
+    (`app.providers.callbacks`): in every callback URL this service gives a provider."""
+    attempt = {
+        "name": callbacks.ATTEMPT,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "The attempt the message belongs to, as this service named it in the "
+        "callback URL it gave with the message; a name it did not make names nothing",
+    }
+    return {**extra, "parameters": [*extra.get("parameters", []), attempt]}
+
+
 def signature_headers(described: dict[str, str]) -> dict[str, Any]:
     """The OpenAPI parameters (`openapi_extra`) of a webhook's signature headers: required,
     as the provider always sends them. The code that checks a signature reads its headers

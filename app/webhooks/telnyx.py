@@ -43,6 +43,7 @@ from app.webhooks.common import (
     WebhookAccount,
     account_cache,
     named_attempt,
+    naming_the_attempt,
     receiving_schools,
     refusals,
     signature_headers,
@@ -155,15 +156,17 @@ TELNYX_BODY: dict[str, Any] = {
         },
         **REFUSALS,
     },
-    openapi_extra={
-        **TELNYX_BODY,
-        **signature_headers(
-            {
-                signature.SIGNATURE_HEADER: "Base64 Ed25519 signature of `timestamp|body`",
-                signature.TIMESTAMP_HEADER: "Unix seconds; refused more than 300 s from now",
-            }
-        ),
-    },
+    openapi_extra=naming_the_attempt(
+        {
+            **TELNYX_BODY,
+            **signature_headers(
+                {
+                    signature.SIGNATURE_HEADER: "Base64 Ed25519 signature of `timestamp|body`",
+                    signature.TIMESTAMP_HEADER: "Unix seconds; refused more than 300 s from now",
+                }
+            ),
+        }
+    ),
 )
 async def telnyx_webhook(
     event: Annotated[Receipt | Inbound | None, Depends(telnyx_event)],

@@ -38,6 +38,7 @@ from app.webhooks.common import (
     WebhookAccount,
     account_cache,
     named_attempt,
+    naming_the_attempt,
     public_url,
     receiving_schools,
     refusals,
@@ -194,13 +195,15 @@ INBOUND_FORM = _form_body(
     summary="Twilio status callback (delivery receipt)",
     response_class=Response,
     responses={200: {"description": "Stored (once per event); applied moments later"}, **REFUSALS},
-    openapi_extra=text_only(
-        requiring(
-            {**STATUS_FORM, **SIGNED},
-            "AccountSid",
-            "MessageSid",
-            "MessageStatus",
-            at_most=RECEIPT_FIELDS,
+    openapi_extra=naming_the_attempt(
+        text_only(
+            requiring(
+                {**STATUS_FORM, **SIGNED},
+                "AccountSid",
+                "MessageSid",
+                "MessageStatus",
+                at_most=RECEIPT_FIELDS,
+            )
         )
     ),
 )
