@@ -232,6 +232,7 @@ def _problem_response(status: int, description: str) -> dict[str, Any]:
 # What every operation may answer whatever its route says, from the layers around it:
 # authentication, body parsing and the body limit (app.kit.limits), validation.
 _SECURED = responses(Unauthorized)
+_RATE_LIMITED = responses(TooManyRequests)
 _WITH_BODY = responses(
     (BadRequest, "The body is not valid JSON (or not UTF-8)."),
     PayloadTooLarge,
@@ -257,6 +258,8 @@ def document(openapi: dict[str, Any]) -> dict[str, Any]:
             added: dict[int | str, dict[str, Any]] = {}
             if operation.get("security"):
                 added.update(_SECURED)
+            if any("SchoolApiKey" in scheme for scheme in operation.get("security", [])):
+                added.update(_RATE_LIMITED)  # each key's requests are limited
             if "requestBody" in operation:
                 added.update(_WITH_BODY)
             # FastAPI declares a 422 where it validates parameters or a body, in its own

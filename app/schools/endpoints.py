@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Body, Query, Response, status
-from pydantic import AwareDatetime
 
 from app.audit import schemas as audit_schemas
 from app.audit import service as audit
 from app.errors import NotFound, Unprocessable, responses
 from app.kit.deps import SecretBoxDep, SessionDep, SettingsDep
-from app.kit.pagination import Cursor, Limit, Page
-from app.kit.schemas import NoNul, parse_uuid
+from app.kit.pagination import CURSOR_ERROR, Cursor, Limit, Page
+from app.kit.schemas import NoNul, Timestamp, parse_uuid
 from app.models import AuditAction
 from app.schools import schemas, service
 from app.schools.dependencies import (
@@ -57,7 +56,7 @@ async def create_school(
     dependencies=[AdminAuth],
     operation_id="listSchools",
     summary="List schools",
-    responses=responses(*ADMIN_REFUSALS),
+    responses=responses(*ADMIN_REFUSALS, CURSOR_ERROR),
     tags=[ADMIN],
 )
 async def list_schools(
@@ -90,7 +89,7 @@ async def get_school_as_admin(school_id: str, session: SessionDep) -> schemas.Sc
     tags=[KEYS],
     operation_id="listSchoolApiKeys",
     summary="List a school's API keys",
-    responses=responses(*ADMIN_REFUSALS, NO_SCHOOL),
+    responses=responses(*ADMIN_REFUSALS, NO_SCHOOL, CURSOR_ERROR),
 )
 async def list_school_api_keys(
     school_id: str, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
@@ -147,7 +146,7 @@ async def revoke_school_api_key(
     tags=[KEYS],
     operation_id="listApiKeys",
     summary="List API keys",
-    responses=responses(*KEY_REFUSALS),
+    responses=responses(*KEY_REFUSALS, CURSOR_ERROR),
 )
 async def list_api_keys(
     school: CurrentSchool, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
@@ -200,7 +199,7 @@ async def revoke_api_key(
     tags=[AUDIT],
     operation_id="listAuditEvents",
     summary="List audit events",
-    responses=responses(*KEY_REFUSALS, INVALID),
+    responses=responses(*KEY_REFUSALS, INVALID, CURSOR_ERROR),
 )
 async def list_audit_events(
     school: CurrentSchool,
@@ -209,7 +208,7 @@ async def list_audit_events(
     target_id: str | None = Query(
         default=None, max_length=64, pattern=NoNul, description="Only changes of this target."
     ),
-    since: AwareDatetime | None = Query(
+    since: Timestamp | None = Query(
         default=None, description="Only changes made at or after this time (RFC 3339)."
     ),
     limit: Limit = 50,
