@@ -6,13 +6,17 @@ sorted by date_sent, a message still queued with none, pages and next_page_uri."
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import cast
 
 import httpx
 import pytest
 from sqlalchemy import update
 
+from app.delivery import recover
 from app.delivery.engine import Engine
+from app.delivery.jobs import Job
 from app.kit.db import unit_of_work
 from app.models import Attempt, Recipient
 from app.providers.twilio.client import HOLDING_SECONDS
@@ -180,3 +184,28 @@ async def test_a_queued_message_behind_older_ones_is_found_not_sent_again(
     assert [a["provider_message_id"] for a in recipient["attempts_history"]] == [queued[0]["sid"]]
     assert create.body is not None
     assert queued[0]["body"] == create.body
+
+
+def test_a_lookup_that_cannot_tell_asks_again_later_and_later_until_the_holding_time() -> None:
+    """The waits between asks grow as the hand-over ages (each as long as it is old, within
+    the school's base and max delays), and the last ask comes just after the provider could
+    no longer be holding the message (README, Delivery)."""
+    started = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
+
+    class Provider:
+        holding_seconds = 36_000.0
+
+    job = cast(Job, SimpleNamespace(started=started, provider=Provider()))
+    waits, now = [], started + timedelta(seconds=1)
+    for _ in range(40):
+        later = recover.ask_again_at(job, now, base=60, cap=3600)
+        waits.append((later - now).total_seconds())
+        now = later
+        if now > started + timedelta(seconds=Provider.holding_seconds):
+            break
+    assert waits[0] == 60  # the base delay first
+    *growing, last = waits
+    assert growing == sorted(growing)  # each no sooner than the one before
+    assert max(growing) == 3600  # the max delay caps them
+    assert last <= 3600  # the last is cut at the holding time
+    assert now == started + timedelta(seconds=Provider.holding_seconds + 1)
