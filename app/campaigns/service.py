@@ -34,10 +34,11 @@ async def get(
 
 async def view(session: AsyncSession, campaign: Campaign) -> schemas.Campaign:
     counts = (await repository.counts(session, [campaign.id]))[campaign.id]
-    return _view(campaign, counts)
+    return shown(campaign, counts)
 
 
-def _view(campaign: Campaign, counts: dict[str, int]) -> schemas.Campaign:
+def shown(campaign: Campaign, counts: dict[str, int]) -> schemas.Campaign:
+    """The campaign as the API shows it, with its recipients' `counts` by status."""
     data = {
         name: getattr(campaign, name) for name in schemas.Campaign.model_fields if name != "counts"
     }
@@ -58,7 +59,7 @@ async def list_page(
     rows = await repository.list_page(session, school.id, status, key, limit)
     page, next_cursor = page_of(rows, limit, lambda c: (c.created_at.isoformat(), c.id))
     counts = await repository.counts(session, [c.id for c in page])
-    return [_view(c, counts[c.id]) for c in page], next_cursor
+    return [shown(c, counts[c.id]) for c in page], next_cursor
 
 
 async def _own_list(session: AsyncSession, school: School, list_id: str) -> uuid.UUID:

@@ -6,6 +6,7 @@ from app.models.audit_event import ADMIN_ACTOR, AuditAction, AuditEvent
 from app.models.campaign import Campaign, CampaignStatus
 from app.models.contact import Contact
 from app.models.contact_list import ContactList
+from app.models.event import Event
 from app.models.opt_out import OptOut, OptOutSource
 from app.models.provider_account import ProviderAccount
 from app.models.receipt import StoredReceipt
@@ -22,6 +23,7 @@ __all__ = [
     "CampaignStatus",
     "Contact",
     "ContactList",
+    "Event",
     "OptOut",
     "OptOutSource",
     "ProviderAccount",

@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+import asyncpg
 import httpx
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.delivery import applier
 from app.delivery import inbox as receipts
 from app.kit.clock import utcnow
-from app.kit.db import unit_of_work
+from app.kit.db import Inbox, unit_of_work
 from app.models import Attempt, Recipient
 from app.providers.callbacks import ATTEMPT, AttemptNames
 from app.providers.twilio.events import parse_status_callback
@@ -133,6 +137,27 @@ async def attempt_holding(sessionmaker: Sessions, sid: str) -> int | None:
     async with unit_of_work(sessionmaker) as session:
         found = await session.scalar(select(Attempt.id).where(Attempt.provider_message_id == sid))
     return found
+
+
+async def committed_receipt(
+    sessionmaker: Sessions, sid: str, status: str, error_code: str | None = None
+) -> list[applier.Result]:
+    """A status callback kept as the webhook keeps it, then applied as the worker's receipt
+    applier does, each in a transaction of its own (a pool that commits: the tests under
+    tests/delivery/committed): what it did."""
+    form = {"MessageSid": sid, "MessageStatus": status, "AccountSid": "AC" + "f" * 32}
+    if error_code:
+        form["ErrorCode"] = error_code
+    async with unit_of_work(sessionmaker) as session:
+        raw = await (await session.connection()).get_raw_connection()
+
+        @asynccontextmanager
+        async def acquire() -> AsyncIterator[asyncpg.Connection]:
+            yield raw.driver_connection
+
+        assert await receipts.keep(Inbox(acquire), parse_status_callback(form))
+    async with unit_of_work(sessionmaker) as session:
+        return await applier.apply_stored(session)
 
 
 async def launch(

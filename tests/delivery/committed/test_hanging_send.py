@@ -9,19 +9,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from sqlalchemy import text
 
-from app.delivery import applier, inbox
+from app.delivery import applier
 from app.delivery.engine import Engine
 from app.delivery.gate import STRAGGLERS_PER_PLACE
-from app.kit.db import Inbox, unit_of_work
-from app.providers.twilio.events import parse_status_callback
 from tests.fakes.twilio import Answer
 from tests.support.delivery import (
     Sessions,
@@ -33,6 +29,9 @@ from tests.support.delivery import (
     now,
     one,
     phone,
+)
+from tests.support.delivery import (
+    committed_receipt as receipt,
 )
 
 # A failing test gives up after this long; no assertion depends on it.
@@ -55,22 +54,6 @@ async def recorded(client: httpx.AsyncClient, school: TwilioSchool, cid: str, nu
             if any(a["provider_message_id"] for a in recipient["attempts_history"]):
                 return recipient
             await asyncio.sleep(0.02)
-
-
-async def receipt(sessionmaker: Sessions, sid: str, status: str) -> list[applier.Result]:
-    """A status callback kept as the webhook keeps it, then applied as the worker's
-    receipt applier does: what it did."""
-    form = {"MessageSid": sid, "MessageStatus": status, "AccountSid": "AC" + "f" * 32}
-    async with unit_of_work(sessionmaker) as session:
-        raw = await (await session.connection()).get_raw_connection()
-
-        @asynccontextmanager
-        async def acquire() -> AsyncIterator[asyncpg.Connection]:
-            yield raw.driver_connection
-
-        assert await inbox.keep(Inbox(acquire), parse_status_callback(form))
-    async with unit_of_work(sessionmaker) as session:
-        return await applier.apply_stored(session)
 
 
 async def hanging(twilio: TimedFakeTwilio, number: str) -> None:

@@ -1,0 +1,64 @@
+"""The outbox's order (`app.models.Event`): positions given to events once they have
+committed, so a reader never passes an event still to commit.
+
+Events are numbered as they are written (`id`), not as they commit: a transaction that
+wrote event 100 may commit after the one that wrote event 101, and a reader that had passed
+101 would never see 100. So readers follow `position` instead. `sequence` gives the events
+that have committed since it last ran their positions, after every position given before,
+in one short transaction; one sequencer at a time (a transaction-scoped advisory lock), so
+positions are given in the order their transactions commit. An event still to commit is
+not seen, gets no position, and gets a later one once it has committed: late, never lost.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Event
+
+# The sequencer's lock (pg_advisory_xact_lock's key): one sequencer at a time.
+_SEQUENCER = 0x63616D7065767473  # "campevts"
+# The next positions, after the last given, to the committed events without one, in the
+# order they were written.
+_SEQUENCE = text(
+    """
+    WITH todo AS (
+        SELECT id FROM events WHERE position IS NULL ORDER BY id LIMIT :limit FOR UPDATE
+    ),
+    numbered AS (
+        SELECT id,
+               (SELECT coalesce(max(position), 0) FROM events)
+               + row_number() OVER (ORDER BY id) AS position
+        FROM todo
+    )
+    UPDATE events AS e SET position = n.position FROM numbered AS n WHERE e.id = n.id
+    """
+)
+
+
+async def sequence(session: AsyncSession, limit: int = 5000) -> int:
+    """Give positions to up to `limit` committed events without one, in the caller's
+    transaction (the caller commits at once: the lock is held until then); how many. 0
+    when another sequencer is at work."""
+    lock = text("SELECT pg_try_advisory_xact_lock(:key)")
+    if not await session.scalar(lock, {"key": _SEQUENCER}):
+        return 0
+    result = await session.execute(_SEQUENCE, {"limit": limit})
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def read(
+    session: AsyncSession,
+    after: int,
+    *,
+    campaign_id: uuid.UUID | None = None,
+    limit: int = 500,
+) -> list[Event]:
+    """The events after position `after`, in order (one campaign's, with `campaign_id`)."""
+    query = select(Event).where(Event.position > after).order_by(Event.position).limit(limit)
+    if campaign_id is not None:
+        query = query.where(Event.campaign_id == campaign_id)
+    return list((await session.scalars(query)).all())
