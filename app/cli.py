@@ -109,6 +109,7 @@ def worker(args: argparse.Namespace) -> int:
         from app.providers import codes
         from app.workers.audit_pruner import AuditPruner
         from app.workers.delivery import DeliveryWorker
+        from app.workers.events import EventSequencer
         from app.workers.loop import freeze_start_up
         from app.workers.receipt_applier import ReceiptApplier
         from app.workers.reconciler import ReconciliationLoop
@@ -124,6 +125,7 @@ def worker(args: argparse.Namespace) -> int:
             applier = ReceiptApplier(sessionmaker, settings)
             reconciler = ReconciliationLoop(sessionmaker, settings, delivery.registry, inbox)
             pruner = AuditPruner(sessionmaker, settings)
+            sequencer = EventSequencer(sessionmaker, settings)
             loop = asyncio.get_running_loop()
 
             def stop() -> None:
@@ -131,13 +133,16 @@ def worker(args: argparse.Namespace) -> int:
                 applier.stop()
                 reconciler.stop()
                 pruner.stop()
+                sequencer.stop()
 
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop)
             freeze_start_up()
             try:
                 # All return after SIGTERM, claimed work finished or released.
-                await asyncio.gather(delivery.run(), applier.run(), reconciler.run(), pruner.run())
+                await asyncio.gather(
+                    delivery.run(), applier.run(), reconciler.run(), pruner.run(), sequencer.run()
+                )
             finally:
                 await delivery.aclose()
                 await inbox.aclose()

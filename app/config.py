@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     # How often an idle receipt applier looks for stored receipts to apply.
     receipts_poll_seconds: float = 0.2
 
+    # How often an idle event sequencer looks for committed events to give positions
+    # (README, Events): the most a change waits before streams and webhooks see it.
+    events_poll_seconds: float = Field(default=0.2, gt=0)
+
     # Receipts that never come (README, Webhooks): a message at the provider with no final receipt
     # for this long is looked up by its message id, and again every as long after;
     reconcile_after_seconds: int = Field(default=43_200, gt=0)

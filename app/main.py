@@ -24,6 +24,7 @@ from app.schools.service import LastUsed
 from app.webhooks.twilio_fast_path import TwilioStatusFastPath
 from app.workers.audit_pruner import AuditPruner
 from app.workers.delivery import DeliveryWorker
+from app.workers.events import EventSequencer
 from app.workers.loop import LoopService, freeze_start_up
 from app.workers.receipt_applier import ReceiptApplier
 from app.workers.reconciler import ReconciliationLoop
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
                     app.state.sessionmaker, resolved, worker.registry, app.state.inbox
                 ),
                 AuditPruner(app.state.sessionmaker, resolved),
+                EventSequencer(app.state.sessionmaker, resolved),
             ]
         tasks = [asyncio.create_task(s.run(), name=s.name) for s in services]
         freeze_start_up()

@@ -19,6 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Event
 
+# Events given positions per transaction.
+BATCH = 5000
+# Notified (at commit) when positions were given: wakes the streams (`app.events.stream`).
+SEQUENCED = "campanile_events_sequenced"
 # The sequencer's lock (pg_advisory_xact_lock's key): one sequencer at a time.
 _SEQUENCER = 0x63616D7065767473  # "campevts"
 # The next positions, after the last given, to the committed events without one, in the
@@ -39,15 +43,17 @@ _SEQUENCE = text(
 )
 
 
-async def sequence(session: AsyncSession, limit: int = 5000) -> int:
+async def sequence(session: AsyncSession, limit: int = BATCH) -> int:
     """Give positions to up to `limit` committed events without one, in the caller's
     transaction (the caller commits at once: the lock is held until then); how many. 0
     when another sequencer is at work."""
     lock = text("SELECT pg_try_advisory_xact_lock(:key)")
     if not await session.scalar(lock, {"key": _SEQUENCER}):
         return 0
-    result = await session.execute(_SEQUENCE, {"limit": limit})
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    given = int((await session.execute(_SEQUENCE, {"limit": limit})).rowcount)  # type: ignore[attr-defined]
+    if given:
+        await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": SEQUENCED})
+    return given
 
 
 async def read(

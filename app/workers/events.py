@@ -1,0 +1,27 @@
+"""The events' sequencer: gives committed events their positions in the outbox's order
+(`app.events.outbox.sequence`), every EVENTS_POLL_SECONDS when idle, at once while more
+are waiting. Runs beside every delivery worker (`campanile worker`, and `campanile serve`
+unless --no-worker); any number may run: one gives positions at a time, the others find
+the lock taken and rest."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.events import outbox
+from app.kit.db import unit_of_work
+from app.workers.loop import LoopService
+
+
+class EventSequencer(LoopService):
+    name = "event sequencer"
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+        super().__init__(settings.events_poll_seconds)
+        self.sessionmaker = sessionmaker
+
+    async def run_once(self) -> bool:
+        async with unit_of_work(self.sessionmaker) as session:
+            given = await outbox.sequence(session, outbox.BATCH)
+        return given == outbox.BATCH
