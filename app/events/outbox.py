@@ -5,7 +5,8 @@ Events are numbered as they are written (`id`), not as they commit: a transactio
 wrote event 100 may commit after the one that wrote event 101, and a reader that had passed
 101 would never see 100. So readers follow `position` instead. `sequence` gives the events
 that have committed since it last ran their positions, after every position given before,
-in one short transaction; one sequencer at a time (a transaction-scoped advisory lock), so
+in one short transaction, and hands each to the webhook endpoints that take it (a
+delivery each); one sequencer at a time (a transaction-scoped advisory lock), so
 positions are given in the order their transactions commit. An event still to commit is
 not seen, gets no position, and gets a later one once it has committed: late, never lost.
 """
@@ -26,7 +27,8 @@ SEQUENCED = "campanile_events_sequenced"
 # The sequencer's lock (pg_advisory_xact_lock's key): one sequencer at a time.
 _SEQUENCER = 0x63616D7065767473  # "campevts"
 # The next positions, after the last given, to the committed events without one, in the
-# order they were written.
+# order they were written; and a delivery of each to every enabled webhook endpoint of its
+# school that takes its type (`app.events.deliveries`). How many were given positions.
 _SEQUENCE = text(
     """
     WITH todo AS (
@@ -37,8 +39,20 @@ _SEQUENCE = text(
                (SELECT coalesce(max(position), 0) FROM events)
                + row_number() OVER (ORDER BY id) AS position
         FROM todo
+    ),
+    sequenced AS (
+        UPDATE events AS e SET position = n.position FROM numbered AS n WHERE e.id = n.id
+        RETURNING e.id, e.school_id, e.type
+    ),
+    fanned AS (
+        INSERT INTO webhook_deliveries (endpoint_id, event_id, next_attempt_at)
+        SELECT w.id, s.id, now()
+        FROM sequenced AS s
+        JOIN webhook_endpoints AS w
+          ON w.school_id = s.school_id AND w.enabled
+         AND (w.events IS NULL OR s.type = ANY (w.events))
     )
-    UPDATE events AS e SET position = n.position FROM numbered AS n WHERE e.id = n.id
+    SELECT count(*) FROM sequenced
     """
 )
 
@@ -50,7 +64,7 @@ async def sequence(session: AsyncSession, limit: int = BATCH) -> int:
     lock = text("SELECT pg_try_advisory_xact_lock(:key)")
     if not await session.scalar(lock, {"key": _SEQUENCER}):
         return 0
-    given = int((await session.execute(_SEQUENCE, {"limit": limit})).rowcount)  # type: ignore[attr-defined]
+    given = int(await session.scalar(_SEQUENCE, {"limit": limit}) or 0)
     if given:
         await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": SEQUENCED})
     return given

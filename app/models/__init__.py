@@ -12,6 +12,7 @@ from app.models.provider_account import ProviderAccount
 from app.models.receipt import StoredReceipt
 from app.models.recipient import Recipient
 from app.models.school import School
+from app.models.webhook_endpoint import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "ADMIN_ACTOR",
@@ -30,4 +31,6 @@ __all__ = [
     "Recipient",
     "School",
     "StoredReceipt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]
