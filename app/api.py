@@ -9,6 +9,7 @@ from fastapi.routing import APIRoute
 from app.campaigns.endpoints import router as campaigns
 from app.contact_lists.endpoints import router as contact_lists
 from app.errors import responses
+from app.events.endpoints import router as webhook_endpoints
 from app.failed_reasons.endpoints import router as failed_reasons
 from app.opt_outs.endpoints import router as opt_outs
 from app.recipients.endpoints import router as recipients
@@ -20,7 +21,7 @@ from app.webhooks.twilio import router as twilio_webhooks
 v1 = APIRouter(prefix="/v1")
 v1.include_router(schools)
 # Every operation of these takes a school's API key, so may be refused over its rate limit.
-for domain in (contact_lists, campaigns, recipients, opt_outs):
+for domain in (contact_lists, campaigns, recipients, opt_outs, webhook_endpoints):
     v1.include_router(domain, responses=responses(RATE_LIMITED))
 v1.include_router(failed_reasons)
 

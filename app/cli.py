@@ -109,7 +109,7 @@ def worker(args: argparse.Namespace) -> int:
         from app.providers import codes
         from app.workers.audit_pruner import AuditPruner
         from app.workers.delivery import DeliveryWorker
-        from app.workers.events import EventSequencer
+        from app.workers.events import EventDeliverer, EventSequencer
         from app.workers.loop import freeze_start_up
         from app.workers.receipt_applier import ReceiptApplier
         from app.workers.reconciler import ReconciliationLoop
@@ -126,6 +126,7 @@ def worker(args: argparse.Namespace) -> int:
             reconciler = ReconciliationLoop(sessionmaker, settings, delivery.registry, inbox)
             pruner = AuditPruner(sessionmaker, settings)
             sequencer = EventSequencer(sessionmaker, settings)
+            deliverer = EventDeliverer(sessionmaker, settings, box)
             loop = asyncio.get_running_loop()
 
             def stop() -> None:
@@ -134,6 +135,7 @@ def worker(args: argparse.Namespace) -> int:
                 reconciler.stop()
                 pruner.stop()
                 sequencer.stop()
+                deliverer.stop()
 
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop)
@@ -141,7 +143,12 @@ def worker(args: argparse.Namespace) -> int:
             try:
                 # All return after SIGTERM, claimed work finished or released.
                 await asyncio.gather(
-                    delivery.run(), applier.run(), reconciler.run(), pruner.run(), sequencer.run()
+                    delivery.run(),
+                    applier.run(),
+                    reconciler.run(),
+                    pruner.run(),
+                    sequencer.run(),
+                    deliverer.run(),
                 )
             finally:
                 await delivery.aclose()

@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     # (README, Events): the most a change waits before streams and webhooks see it.
     events_poll_seconds: float = Field(default=0.2, gt=0)
 
+    # Webhook endpoints may be http, and point at private, loopback and link-local
+    # addresses (README, Events): for development and tests only.
+    events_allow_private_urls: bool = False
+    # Events are kept this long, then pruned (README, Events).
+    events_retention_days: int = Field(default=7, gt=0)
+
     # Receipts that never come (README, Webhooks): a message at the provider with no final receipt
     # for this long is looked up by its message id, and again every as long after;
     reconcile_after_seconds: int = Field(default=43_200, gt=0)

@@ -10,6 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.events import outbox
+from app.events.deliveries import Deliverer
+from app.kit.crypto import SecretBox
 from app.kit.db import unit_of_work
 from app.workers.loop import LoopService
 
@@ -25,3 +27,27 @@ class EventSequencer(LoopService):
         async with unit_of_work(self.sessionmaker) as session:
             given = await outbox.sequence(session, outbox.BATCH)
         return given == outbox.BATCH
+
+
+class EventDeliverer(LoopService):
+    """Posts due webhook deliveries (`app.events.deliveries.Deliverer`), claiming again as
+    soon as there is room, resting EVENTS_POLL_SECONDS when nothing was due."""
+
+    name = "event deliverer"
+
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, box: SecretBox
+    ) -> None:
+        super().__init__(settings.events_poll_seconds)
+        self.deliverer = Deliverer(
+            sessionmaker, box, allow_private=settings.events_allow_private_urls
+        )
+
+    async def run_once(self) -> bool:
+        return await self.deliverer.claim_and_post() > 0
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            await self.deliverer.finish()

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from app.kit.schemas import Id, RequestSchema, Schema
+
+EventType = Literal["recipient.updated", "campaign.updated", "opt_out.created", "opt_out.deleted"]
+
+_URL = Field(
+    min_length=1,
+    max_length=2000,
+    description="Where events are posted: https, and a public address (README, Events)",
+    examples=["https://sis.example.org/campanile/events"],
+)
+_EVENTS = Field(
+    default=None,
+    description="The event types posted here; null for all",
+    examples=[["recipient.updated", "campaign.updated"]],
+)
+
+
+class WebhookEndpointCreate(RequestSchema):
+    url: str = _URL
+    events: list[EventType] | None = _EVENTS
+    description: str | None = Field(default=None, max_length=500)
+
+
+class WebhookEndpointUpdate(RequestSchema):
+    url: str | None = Field(default=None, min_length=1, max_length=2000)
+    events: list[EventType] | None = _EVENTS
+    description: str | None = Field(default=None, max_length=500)
+    enabled: bool | None = None
+
+
+class WebhookEndpoint(Schema):
+    id: Id
+    url: str
+    events: list[EventType] | None
+    description: str | None
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookEndpointCreated(WebhookEndpoint):
+    secret: str = Field(
+        description="The signing secret (`whsec_...`), shown this once: verify each post's "
+        "`webhook-signature` with it (Standard Webhooks)"
+    )
+
+
+class Delivery(Schema):
+    id: Id
+    event_id: str = Field(description="The event's id (`evt_...`): its `webhook-id` header")
+    type: EventType
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_status: int | None = Field(description="The last post's HTTP status, if it had one")
+    last_error: str | None
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+    created_at: datetime

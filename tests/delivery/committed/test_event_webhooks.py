@@ -1,0 +1,223 @@
+"""Events posted to schools' webhook endpoints (README, Events): signed as Standard Webhooks
+says (checked with the official `standardwebhooks` package), at least once, the same
+`webhook-id` on every retry, a dead endpoint never holding up a healthy one. Real receivers
+on loopback, real commits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import update
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app.config import Settings
+from app.events import outbox
+from app.events.deliveries import Deliverer
+from app.kit.clock import utcnow
+from app.kit.crypto import SecretBox
+from app.kit.db import unit_of_work
+from app.models import WebhookDelivery
+from tests.support.delivery import Sessions, TwilioSchool, launch, phone
+
+PATIENCE_SECONDS = 30.0
+
+
+@dataclass
+class Receiver:
+    """A school's system on loopback: what it answers is `answer(request number)`."""
+
+    answer: Callable[[int], int] = lambda n: 204
+    hang: bool = False
+    posts: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    port: int = 0
+    _server: uvicorn.Server | None = None
+    _task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/events"
+
+    async def _events(self, request: Request) -> Response:
+        body = await request.body()
+        self.posts.append((dict(request.headers), body))
+        if self.hang:
+            await asyncio.sleep(3600)
+        return Response(status_code=self.answer(len(self.posts)))
+
+    async def start(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        app = Starlette(routes=[Route("/events", self._events, methods=["POST"])])
+        config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if self._task.done():
+                await self._task  # raises what stopped it
+                raise RuntimeError("the receiver stopped at start-up")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        assert self._server is not None and self._task is not None
+        self._server.should_exit = True
+        self._server.force_exit = True
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+@pytest.fixture
+async def receivers() -> AsyncIterator[Callable[..., Any]]:
+    started: list[Receiver] = []
+
+    async def start(**kwargs: Any) -> Receiver:
+        receiver = Receiver(**kwargs)
+        await receiver.start()
+        started.append(receiver)
+        return receiver
+
+    yield start
+    for receiver in started:
+        await receiver.stop()
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Endpoints on loopback allowed (EVENTS_ALLOW_PRIVATE_URLS, as for development)."""
+    return settings.model_copy(update={"events_allow_private_urls": True})
+
+
+async def subscribe(
+    client: httpx.AsyncClient, school: TwilioSchool, url: str, events: list[str] | None = None
+) -> dict[str, Any]:
+    response = await client.post(
+        "/v1/webhook-endpoints", json={"url": url, "events": events}, headers=school.auth
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def deliver_all(
+    sessionmaker: Sessions, deliverer: Deliverer, until: Callable[[], bool]
+) -> None:
+    """Run the sequencer and the deliverer as the worker does, until `until()`."""
+    async with asyncio.timeout(PATIENCE_SECONDS):
+        while not until():
+            async with unit_of_work(sessionmaker) as session:
+                await outbox.sequence(session)
+            await deliverer.claim_and_post()
+            await asyncio.sleep(0.02)
+
+
+async def make_retries_due(sessionmaker: Sessions) -> None:
+    """Time passes: every delivery waiting for a retry is due now."""
+    async with unit_of_work(sessionmaker) as session:
+        await session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.next_attempt_at.is_not(None))
+            .values(next_attempt_at=utcnow() - timedelta(seconds=1))
+        )
+
+
+def verified(secret: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    payload: dict[str, Any] = Webhook(secret).verify(body, headers)
+    return payload
+
+
+async def test_events_are_posted_signed_and_retried_with_the_same_id(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    sessionmaker: Sessions,
+    settings: Settings,
+    receivers: Callable[..., Any],
+) -> None:
+    assert settings.secret_key
+    # The first post of each event fails (500), the retry is taken.
+    receiver: Receiver = await receivers(answer=lambda n: 500 if n % 2 else 200)
+    endpoint = await subscribe(client, twilio_school, receiver.url, ["campaign.updated"])
+    assert endpoint["secret"].startswith("whsec_")
+    deliverer = Deliverer(sessionmaker, SecretBox(settings.secret_key), allow_private=True)
+    try:
+        cid = await launch(client, twilio_school, phone(0))
+        await deliver_all(sessionmaker, deliverer, lambda: len(receiver.posts) >= 1)
+        await asyncio.sleep(0.2)
+        await make_retries_due(sessionmaker)
+        await deliver_all(sessionmaker, deliverer, lambda: len(receiver.posts) >= 2)
+    finally:
+        await deliverer.finish()
+
+    (first_headers, first_body), (again_headers, again_body) = receiver.posts
+    first = verified(endpoint["secret"], first_headers, first_body)
+    again = verified(endpoint["secret"], again_headers, again_body)
+    assert first["type"] == "campaign.updated"
+    assert first["data"]["id"] == cid and first["data"]["status"] == "active"
+    assert first_headers["webhook-id"] == again_headers["webhook-id"] == first["id"]
+    assert again == first
+    # A tampered body, or an old timestamp, fails the receiver's verification.
+    with pytest.raises(WebhookVerificationError):
+        verified(endpoint["secret"], first_headers, first_body.replace(b"active", b"closed"))
+    stale = {**first_headers, "webhook-timestamp": str(int(utcnow().timestamp()) - 3600)}
+    with pytest.raises(WebhookVerificationError):
+        verified(endpoint["secret"], stale, first_body)
+
+    response = await client.get(
+        f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=twilio_school.auth
+    )
+    assert response.status_code == 200, response.text
+    [delivery] = response.json()["items"]
+    assert (delivery["event_id"], delivery["status"], delivery["attempts"]) == (
+        first["id"],
+        "delivered",
+        2,
+    )
+    assert delivery["last_status"] == 200
+
+
+async def test_a_dead_endpoint_does_not_hold_up_a_healthy_one(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    sessionmaker: Sessions,
+    settings: Settings,
+    receivers: Callable[..., Any],
+) -> None:
+    assert settings.secret_key
+    dead: Receiver = await receivers(hang=True)
+    healthy: Receiver = await receivers()
+    await subscribe(client, twilio_school, dead.url)
+    await subscribe(client, twilio_school, healthy.url)
+    deliverer = Deliverer(
+        sessionmaker, SecretBox(settings.secret_key), allow_private=True, per_endpoint=2
+    )
+    try:
+        numbers = [phone(n) for n in range(6)]
+        cid = await launch(client, twilio_school, *numbers)
+        for n in numbers:  # six changes: six events beside the campaign's
+            response = await client.post(
+                "/v1/opt-outs", json={"phone": n}, headers=twilio_school.auth
+            )
+            assert response.status_code == 201, response.text
+        await deliver_all(sessionmaker, deliverer, lambda: len(healthy.posts) >= 13)
+        # The dead one took no more than its share while it hangs.
+        assert len(dead.posts) == 2
+    finally:
+        await deliverer.finish(0.1)
+    kinds = [json.loads(body)["type"] for _, body in healthy.posts]
+    assert kinds.count("opt_out.created") == 6
+    assert kinds.count("recipient.updated") == 6  # each opted-out recipient failed
+    assert cid

@@ -1,0 +1,67 @@
+"""Webhook endpoints (README, Events): only https URLs of public addresses are taken
+(EVENTS_ALLOW_PRIVATE_URLS off, as in production), checked on the resolved address; a
+refused one is a 422 problem and saves nothing."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.support.api import make_school
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/events",
+        "https://127.0.0.1/events",
+        "https://10.0.0.1/events",
+        "https://169.254.169.254/latest/meta-data",
+        "https://localhost/events",
+        "https://[::1]/events",
+        "ftp://example.org/events",
+    ],
+)
+async def test_private_and_plain_urls_are_refused(client: httpx.AsyncClient, url: str) -> None:
+    _, auth = await make_school(client)
+    response = await client.post("/v1/webhook-endpoints", json={"url": url}, headers=auth)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    listed = await client.get("/v1/webhook-endpoints", headers=auth)
+    assert listed.json()["items"] == []
+
+
+async def test_an_endpoint_is_made_listed_changed_and_deleted(client: httpx.AsyncClient) -> None:
+    """Its secret is shown once; another school cannot see it (404)."""
+    _, auth = await make_school(client)
+    _, other = await make_school(client, name="Other High")
+    url = "https://93.184.215.14/events"  # a public address: no name to resolve
+    made = await client.post(
+        "/v1/webhook-endpoints",
+        json={"url": url, "events": ["recipient.updated"], "description": "SIS"},
+        headers=auth,
+    )
+    assert made.status_code == 201, made.text
+    endpoint = made.json()
+    assert endpoint["secret"].startswith("whsec_")
+    assert (endpoint["url"], endpoint["events"], endpoint["enabled"]) == (
+        url,
+        ["recipient.updated"],
+        True,
+    )
+    path = f"/v1/webhook-endpoints/{endpoint['id']}"
+    shown = (await client.get(path, headers=auth)).json()
+    assert "secret" not in shown
+    assert (await client.get(path, headers=other)).status_code == 404
+    changed = await client.patch(path, json={"enabled": False, "events": None}, headers=auth)
+    assert changed.status_code == 200, changed.text
+    assert (changed.json()["enabled"], changed.json()["events"]) == (False, None)
+    refused = await client.patch(path, json={"url": "https://10.1.2.3/x"}, headers=auth)
+    assert refused.status_code == 422
+    assert (await client.get(path, headers=auth)).json()["url"] == url
+    bad_type = await client.post(
+        "/v1/webhook-endpoints", json={"url": url, "events": ["nope"]}, headers=auth
+    )
+    assert bad_type.status_code == 422
+    assert (await client.delete(path, headers=auth)).status_code == 204
+    assert (await client.get(path, headers=auth)).status_code == 404
