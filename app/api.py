@@ -10,6 +10,7 @@ from app.campaigns.endpoints import router as campaigns
 from app.contact_lists.endpoints import router as contact_lists
 from app.errors import responses
 from app.events.endpoints import router as webhook_endpoints
+from app.events.endpoints import streams as campaign_streams
 from app.failed_reasons.endpoints import router as failed_reasons
 from app.opt_outs.endpoints import router as opt_outs
 from app.recipients.endpoints import router as recipients
@@ -21,7 +22,7 @@ from app.webhooks.twilio import router as twilio_webhooks
 v1 = APIRouter(prefix="/v1")
 v1.include_router(schools)
 # Every operation of these takes a school's API key, so may be refused over its rate limit.
-for domain in (contact_lists, campaigns, recipients, opt_outs, webhook_endpoints):
+for domain in (contact_lists, campaigns, recipients, opt_outs, webhook_endpoints, campaign_streams):
     v1.include_router(domain, responses=responses(RATE_LIMITED))
 v1.include_router(failed_reasons)
 

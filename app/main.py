@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from app import api, errors, health
 from app.config import Settings, get_settings
+from app.events.stream import Broadcaster
 from app.kit import embedded
 from app.kit.crypto import SecretBox
 from app.kit.db import Inbox, create_engine, create_sessionmaker
@@ -56,9 +57,12 @@ def bind(app: FastAPI, settings: Settings) -> None:
     app.state.inbox = Inbox.pool(settings.database_url)
     app.state.secret_box = SecretBox(settings.secret_key)
     app.state.http = outbound_client()
+    # The campaigns' live streams (started by the first one).
+    app.state.broadcaster = Broadcaster(app.state.sessionmaker, settings.database_url)
 
 
 async def unbind(app: FastAPI) -> None:
+    await app.state.broadcaster.stop()  # the streams end
     await app.state.http.aclose()
     await app.state.engine.dispose()
     await app.state.inbox.aclose()

@@ -1,11 +1,24 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from datetime import UTC, datetime
+from typing import Annotated
 
-from app.events import schemas, service
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.security import HTTPAuthorizationCredentials
+from sse_starlette import EventSourceResponse
+
+from app.campaigns import service as campaigns
+from app.errors import BadRequest, Unauthorized
+from app.events import schemas, service, stream
+from app.events.stream import Broadcaster
+from app.events.tokens import StreamTokens
 from app.kit.deps import SecretBoxDep, SessionDep, SettingsDep
 from app.kit.pagination import Cursor, Limit, Page
-from app.schools.dependencies import CurrentSchool
+from app.kit.schemas import parse_uuid
+from app.models import School
+from app.schools.dependencies import CurrentSchool, bearer, current_school
+
+HEARTBEAT_SECONDS = 15
 
 router = APIRouter(prefix="/webhook-endpoints", tags=["webhook-endpoints"])
 
@@ -103,3 +116,76 @@ async def list_webhook_deliveries(
 ) -> Page[schemas.Delivery]:
     items, next_cursor = await service.deliveries(session, school, endpoint_id, cursor, limit)
     return Page(items=items, next_cursor=next_cursor)
+
+
+streams = APIRouter(prefix="/campaigns", tags=["campaigns"])
+
+
+@streams.post(
+    "/{campaign_id}/events/token",
+    response_model=schemas.StreamToken,
+    operation_id="createStreamToken",
+    summary="A short-lived token for a campaign's live stream, for browsers",
+)
+async def create_stream_token(
+    campaign_id: str, school: CurrentSchool, session: SessionDep, box: SecretBoxDep
+) -> schemas.StreamToken:
+    campaign = await campaigns.get(session, school, campaign_id)
+    token, expires = StreamTokens(box).issue(school.id, campaign.id)
+    return schemas.StreamToken(token=token, expires_at=datetime.fromtimestamp(expires, UTC))
+
+
+@streams.get(
+    "/{campaign_id}/events",
+    operation_id="streamCampaignEvents",
+    summary="The campaign's live stream of events (Server-Sent Events)",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "The stream"}},
+)
+async def stream_campaign_events(
+    campaign_id: str,
+    request: Request,
+    session: SessionDep,
+    box: SecretBoxDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    token: Annotated[str | None, Query(max_length=200)] = None,
+    last_event_id: Annotated[str | None, Header(max_length=40)] = None,
+) -> EventSourceResponse:
+    """The campaign's `recipient.updated` and `campaign.updated` events, as the webhooks post
+    them, each with its position as the SSE `id`: those after `Last-Event-ID` first (all
+    of them without it), then each as it happens, within a second of its commit; a comment
+    every 15 s keeps proxies from closing it. Authenticate with the API key, or with
+    `?token=` from `POST .../events/token`."""
+    school = await stream_school(session, box, credentials, token, campaign_id)
+    campaign = await campaigns.get(session, school, campaign_id)
+    after = 0
+    if last_event_id:
+        if not last_event_id.isascii() or not last_event_id.isdigit():
+            raise BadRequest("Last-Event-ID is not a position this stream sent.")
+        after = int(last_event_id)
+    broadcaster: Broadcaster = request.app.state.broadcaster
+    await broadcaster.start()
+    sessionmaker = request.app.state.sessionmaker
+    return EventSourceResponse(
+        stream.campaign_events(broadcaster, sessionmaker, campaign.id, after),
+        ping=HEARTBEAT_SECONDS,
+    )
+
+
+async def stream_school(
+    session: SessionDep,
+    box: SecretBoxDep,
+    credentials: HTTPAuthorizationCredentials | None,
+    token: str | None,
+    campaign_id: str,
+) -> School:
+    """The school a stream is opened for: by its API key, or by a stream token."""
+    if credentials is not None:
+        return await current_school(session, credentials)
+    if token is None:
+        raise Unauthorized("Send your API key as `Authorization: Bearer <key>`, or `?token=`.")
+    school_id = StreamTokens(box).read(token, parse_uuid(campaign_id, "campaign"))
+    school = await session.get(School, school_id) if school_id is not None else None
+    if school is None:
+        raise Unauthorized("That stream token is not valid, or has expired.")
+    return school

@@ -63,3 +63,11 @@ class Delivery(Schema):
     next_attempt_at: datetime | None
     delivered_at: datetime | None
     created_at: datetime
+
+
+class StreamToken(Schema):
+    token: str = Field(
+        description="Put it in the stream's URL as `?token=` (a browser's EventSource cannot "
+        "send headers); it opens this campaign's stream only, for an hour"
+    )
+    expires_at: datetime

@@ -1,0 +1,164 @@
+"""A campaign's live stream (README, Events): Server-Sent Events of its `recipient.updated`
+and `campaign.updated` events, each with its position in the outbox's order as its `id`.
+
+One `Broadcaster` per process listens for the sequencer's notification (PostgreSQL
+`LISTEN`, one connection, however many clients), reads the events given positions since,
+once, and hands each to the streams of its campaign. A stream subscribes first, then
+replays from the outbox what its client missed (after `Last-Event-ID`), then passes on
+what the broadcaster hands it, skipping what it replayed: nothing missed, nothing twice. A
+client too slow to keep up is dropped (its queue full); it reconnects with its
+`Last-Event-ID` and replays. The broadcaster also looks every POLL_SECONDS, should a
+notification be lost (a dropped listening connection is opened again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sse_starlette import ServerSentEvent
+
+from app.events import outbox, render
+from app.kit.db import driver_url, unit_of_work
+from app.models import Event
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0
+QUEUE_SIZE = 10_000  # events a stream may lag behind before it is dropped
+STREAMED = (render.RECIPIENT_UPDATED, render.CAMPAIGN_UPDATED)
+
+
+class Dropped(Exception):
+    """The client fell too far behind: its stream ends (it reconnects and replays)."""
+
+
+class Subscription:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue(QUEUE_SIZE)
+
+    def put(self, position: int, data: str) -> bool:
+        try:
+            self.queue.put_nowait((position, data))
+        except asyncio.QueueFull:
+            return False
+        return True
+
+
+class Broadcaster:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], database_url: str) -> None:
+        self.sessionmaker = sessionmaker
+        self.database_url = database_url
+        self._subscribers: defaultdict[uuid.UUID, set[Subscription]] = defaultdict(set)
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._position = 0
+        self._task: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Start listening, once (the first stream of the process starts it)."""
+        async with self._starting:
+            if self._task is not None:
+                return
+            async with unit_of_work(self.sessionmaker) as session:
+                self._position = int(await session.scalar(select(func.max(Event.position))) or 0)
+            self._task = asyncio.create_task(self._run(), name="event broadcaster")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for subscriptions in self._subscribers.values():
+            for subscription in subscriptions:
+                with contextlib.suppress(asyncio.QueueFull):
+                    subscription.queue.put_nowait(None)
+        if self._task is not None:
+            await self._task
+
+    @contextlib.contextmanager
+    def subscribe(self, campaign_id: uuid.UUID) -> Any:
+        subscription = Subscription()
+        self._subscribers[campaign_id].add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._subscribers[campaign_id].discard(subscription)
+            if not self._subscribers[campaign_id]:
+                del self._subscribers[campaign_id]
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            listener: asyncpg.Connection | None = None
+            try:
+                listener = await asyncpg.connect(driver_url(self.database_url))
+                await listener.add_listener(outbox.SEQUENCED, lambda *_: self._wake.set())
+                while not self._stopping.is_set() and not listener.is_closed():
+                    await self._hand_out()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+                    self._wake.clear()
+            except (OSError, asyncpg.PostgresError) as error:
+                log.warning("event broadcaster: %s; listening again shortly", error)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), POLL_SECONDS)
+            finally:
+                if listener is not None:
+                    with contextlib.suppress(Exception):
+                        await listener.close()
+
+    async def _hand_out(self) -> None:
+        """Hand the events given positions since the last look to their streams."""
+        while True:
+            async with unit_of_work(self.sessionmaker) as session:
+                batch = await outbox.read(session, self._position, limit=1000)
+            for event in batch:
+                self._position = event.position or self._position
+                subscribers = self._subscribers.get(event.campaign_id or uuid.UUID(int=0))
+                if not subscribers or event.type not in STREAMED:
+                    continue
+                data = json.dumps(render.envelope(event), separators=(",", ":"))
+                for subscription in list(subscribers):
+                    if not subscription.put(self._position, data):
+                        subscribers.discard(subscription)  # too slow: dropped
+                        with contextlib.suppress(asyncio.QueueFull):
+                            subscription.queue.put_nowait(None)
+            if len(batch) < 1000:
+                return
+
+
+async def campaign_events(
+    broadcaster: Broadcaster,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    campaign_id: uuid.UUID,
+    after: int,
+) -> AsyncIterator[ServerSentEvent]:
+    """The stream of one campaign after position `after`: the missed events, then live."""
+    with broadcaster.subscribe(campaign_id) as subscription:
+        last = after
+        while True:
+            async with unit_of_work(sessionmaker) as session:
+                batch = await outbox.read(session, last, campaign_id=campaign_id, limit=500)
+            for event in batch:
+                last = event.position or last
+                if event.type in STREAMED:
+                    data = json.dumps(render.envelope(event), separators=(",", ":"))
+                    yield ServerSentEvent(data=data, id=str(last))
+            if len(batch) < 500:
+                break
+        while True:
+            item = await subscription.queue.get()
+            if item is None:  # dropped, or the process is stopping
+                return
+            position, data = item
+            if position <= last:
+                continue
+            last = position
+            yield ServerSentEvent(data=data, id=str(position))

@@ -1,0 +1,171 @@
+"""A campaign's live stream (README, Events): Server-Sent Events from a live server on
+loopback, the sequencer running as the worker runs it. Events arrive moments after their
+commit; a client that reconnects with `Last-Event-ID` gets exactly what it missed; another
+school's key gets 404; a browser's stream token opens its campaign's stream only."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import update
+
+from app.config import Settings
+from app.events import outbox
+from app.kit.db import unit_of_work
+from app.main import bind, create_app, unbind
+from app.models import Recipient
+from tests.support.api import make_school
+from tests.support.delivery import Sessions, TwilioSchool, launch, phone
+
+PATIENCE_SECONDS = 20.0
+
+
+@pytest.fixture
+async def live(settings: Settings, sessionmaker: Sessions) -> AsyncIterator[str]:
+    """The app served on loopback (real commits), with a sequencer beside it."""
+    app = create_app(settings)
+    bind(app, settings)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
+    )
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    stop = asyncio.Event()
+
+    async def sequencer() -> None:
+        while not stop.is_set():
+            async with unit_of_work(sessionmaker) as session:
+                await outbox.sequence(session)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.1)
+
+    sequencing = asyncio.create_task(sequencer())
+    while not server.started:
+        if serving.done():
+            await serving
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        await sequencing
+        await unbind(app)  # the streams end: the server can stop
+        server.should_exit = True
+        await serving
+
+
+class Stream:
+    """An SSE client: (id, event) pairs as they come."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self._lines = response.aiter_lines()
+
+    async def next(self) -> tuple[str, dict[str, Any]]:
+        async with asyncio.timeout(PATIENCE_SECONDS):
+            fields: dict[str, str] = {}
+            async for line in self._lines:
+                if not line:
+                    if "data" in fields:
+                        return fields.get("id", ""), json.loads(fields["data"])
+                    fields = {}
+                    continue
+                if line.startswith(":"):
+                    continue
+                name, _, value = line.partition(":")
+                fields[name] = value.removeprefix(" ")
+        raise AssertionError("the stream ended")
+
+
+@contextlib.asynccontextmanager
+async def opened(
+    base: str, path: str, headers: dict[str, str] | None = None
+) -> AsyncIterator[Stream]:
+    async with (
+        httpx.AsyncClient(base_url=base, timeout=PATIENCE_SECONDS, trust_env=False) as http,
+        http.stream("GET", path, headers=headers) as response,
+    ):
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        yield Stream(response)
+
+
+async def fail(sessionmaker: Sessions, recipient_id: str, reason: str) -> float:
+    """Staff-visible change to one recipient, committed; when it committed."""
+    async with unit_of_work(sessionmaker) as session:
+        await session.execute(
+            update(Recipient)
+            .where(Recipient.id == int(recipient_id))
+            .values(status="failed", failed_reason=reason, next_attempt_at=None)
+        )
+    return time.monotonic()
+
+
+async def recipient_ids(client: httpx.AsyncClient, school: TwilioSchool, cid: str) -> list[str]:
+    response = await client.get(f"/v1/campaigns/{cid}/contacts", headers=school.auth)
+    return sorted((r["id"] for r in response.json()["items"]), key=int)
+
+
+async def test_events_arrive_live_and_a_reconnect_replays_what_was_missed(
+    live: str, client: httpx.AsyncClient, twilio_school: TwilioSchool, sessionmaker: Sessions
+) -> None:
+    cid = await launch(client, twilio_school, *(phone(n) for n in range(5)))
+    ids = await recipient_ids(client, twilio_school, cid)
+    path = f"/v1/campaigns/{cid}/events"
+    async with opened(live, path, twilio_school.auth) as stream:
+        position, first = await stream.next()  # what happened before: the launch
+        assert (first["type"], first["data"]["status"]) == ("campaign.updated", "active")
+        committed = await fail(sessionmaker, ids[0], "unknown")
+        position, event = await stream.next()
+        lag = time.monotonic() - committed
+        assert (event["type"], event["data"]["id"], event["data"]["status"]) == (
+            "recipient.updated",
+            ids[0],
+            "failed",
+        )
+        print(f"commit to client: {lag * 1000:.0f} ms")
+    for n in (1, 2, 3):  # while the client is away
+        await fail(sessionmaker, ids[n], "unknown")
+    async with opened(live, path, {**twilio_school.auth, "Last-Event-ID": position}) as stream:
+        missed = [await stream.next() for _ in range(3)]
+        assert [e["data"]["id"] for _, e in missed] == ids[1:4]
+        assert [int(p) for p, _ in missed] == sorted(int(p) for p, _ in missed)
+        assert int(missed[0][0]) > int(position)
+        await fail(sessionmaker, ids[4], "unknown")
+        _, live_event = await stream.next()
+        assert live_event["data"]["id"] == ids[4]  # then live, nothing twice
+
+
+async def test_only_the_campaign_s_school_may_open_its_stream(
+    live: str, client: httpx.AsyncClient, twilio_school: TwilioSchool
+) -> None:
+    cid = await launch(client, twilio_school, phone(0))
+    path = f"/v1/campaigns/{cid}/events"
+    _, other = await make_school(client, name="Other High")
+    async with httpx.AsyncClient(base_url=live, trust_env=False) as http:
+        assert (await http.get(path, headers=other)).status_code == 404
+        assert (await http.get(path)).status_code == 401
+        assert (await http.get(path, params={"token": "forged"})).status_code == 401
+        minted = await http.post(f"{path}/token", headers=twilio_school.auth)
+        assert minted.status_code == 200, minted.text
+        token = minted.json()["token"]
+        other_cid = await launch(client, twilio_school, phone(1))
+        wrong = f"/v1/campaigns/{other_cid}/events"
+        assert (await http.get(wrong, params={"token": token})).status_code == 401
+        missing = f"/v1/campaigns/{uuid.uuid4()}/events"
+        assert (await http.get(missing, headers=twilio_school.auth)).status_code == 404
+    async with opened(live, f"{path}?token={token}") as stream:
+        _, event = await stream.next()
+        assert event["data"]["id"] == cid
