@@ -14,6 +14,7 @@ not seen, gets no position, and gets a later one once it has committed: late, ne
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -82,3 +83,19 @@ async def read(
     if campaign_id is not None:
         query = query.where(Event.campaign_id == campaign_id)
     return list((await session.scalars(query)).all())
+
+
+# Events kept past the retention, a batch at a time (their deliveries go with them).
+_PRUNE = text(
+    """
+    DELETE FROM events WHERE id IN (
+        SELECT id FROM events WHERE occurred_at < :before ORDER BY occurred_at LIMIT :limit
+    )
+    """
+)
+
+
+async def prune(session: AsyncSession, before: datetime, limit: int = BATCH) -> int:
+    """Delete up to `limit` events that occurred before `before`; how many."""
+    result = await session.execute(_PRUNE, {"before": before, "limit": limit})
+    return int(result.rowcount)  # type: ignore[attr-defined]

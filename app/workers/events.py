@@ -6,27 +6,44 @@ the lock taken and rest."""
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
+
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.events import outbox
 from app.events.deliveries import Deliverer
+from app.kit.clock import utcnow
 from app.kit.crypto import SecretBox
 from app.kit.db import unit_of_work
 from app.workers.loop import LoopService
 
+PRUNE_SECONDS = 60.0
+
 
 class EventSequencer(LoopService):
+    """Also prunes the events older than EVENTS_RETENTION_DAYS, a batch every
+    PRUNE_SECONDS (and their deliveries with them)."""
+
     name = "event sequencer"
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> None:
         super().__init__(settings.events_poll_seconds)
         self.sessionmaker = sessionmaker
+        self.retention = timedelta(days=settings.events_retention_days)
+        self._last_prune = 0.0
 
     async def run_once(self) -> bool:
         async with unit_of_work(self.sessionmaker) as session:
             given = await outbox.sequence(session, outbox.BATCH)
-        return given == outbox.BATCH
+        pruned = 0
+        if time.monotonic() - self._last_prune > PRUNE_SECONDS:
+            async with unit_of_work(self.sessionmaker) as session:
+                pruned = await outbox.prune(session, utcnow() - self.retention)
+            if pruned < outbox.BATCH:
+                self._last_prune = time.monotonic()
+        return given == outbox.BATCH or pruned == outbox.BATCH
 
 
 class EventDeliverer(LoopService):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ from sqlalchemy import func, select, update
 
 from app.delivery.engine import Engine
 from app.events import outbox, render
+from app.kit.clock import utcnow
 from app.kit.db import unit_of_work
 from app.models import Event, Recipient
 from tests.fakes.twilio import Answer
@@ -175,3 +177,26 @@ async def test_a_reader_never_passes_an_event_still_to_commit(
     assert [e["data"]["id"] for e in seen] == [str(ids[1]), str(ids[0])]
     # Each event's sequence still follows its writing, for a receiver dropping stale ones.
     assert seen[1]["data"]["sequence"] < seen[0]["data"]["sequence"]
+
+
+async def test_events_past_the_retention_are_pruned(
+    client: httpx.AsyncClient, twilio_school: TwilioSchool, sessionmaker: Sessions
+) -> None:
+    await launch(client, twilio_school, phone(0))
+    response = await client.post(
+        "/v1/opt-outs", json={"phone": phone(0)}, headers=twilio_school.auth
+    )
+    assert response.status_code == 201, response.text
+    everything = await events(sessionmaker)
+    old, kept = everything[:-1], everything[-1]
+    async with unit_of_work(sessionmaker) as session:
+        await session.execute(
+            update(Event)
+            .where(Event.public_id.in_([e["id"] for e in old]))
+            .values(occurred_at=utcnow() - timedelta(days=8))
+        )
+    async with unit_of_work(sessionmaker) as session:
+        assert await outbox.prune(session, utcnow() - timedelta(days=7), limit=1) == 1
+    async with unit_of_work(sessionmaker) as session:
+        await outbox.prune(session, utcnow() - timedelta(days=7))
+    assert [e["id"] for e in await events(sessionmaker)] == [kept["id"]]
