@@ -285,6 +285,21 @@ VALID_BODIES: dict[str, Callable[[Ids], list[Json]]] = {
     "POST /v1/opt-outs": lambda ids: [{"phone": "+12015550177", "keyword": "STOP"}],
     "POST /v1/api-keys": lambda ids: [{"name": "Attendance sync"}],
     "POST /v1/admin/schools/{school_id}/api-keys": lambda ids: [{"name": "Support"}],
+    "POST /v1/webhook-endpoints": lambda ids: [
+        {
+            "url": "https://93.184.215.14/events",
+            "events": ["recipient.updated"],
+            "description": "SIS",
+        }
+    ],
+    "PATCH /v1/webhook-endpoints/{endpoint_id}": lambda ids: [
+        {
+            "url": "https://93.184.215.14/other",
+            "events": ["campaign.updated"],
+            "description": "SIS",
+            "enabled": False,
+        }
+    ],
 }
 PLACEHOLDER_IDS: Ids = {"list_id": "LIST", "campaign_id": "CAMPAIGN", "school_id": "SCHOOL"}
 
@@ -345,6 +360,10 @@ class World:
 async def world(client: httpx.AsyncClient, school: tuple[Json, Headers]) -> World:
     body, auth = school
     campaign = await make_campaign(client, auth, people("+12015550123"))
+    endpoint = await client.post(
+        "/v1/webhook-endpoints", json={"url": "https://93.184.215.14/events"}, headers=auth
+    )
+    assert endpoint.status_code == 201, endpoint.text
     return World(
         auth=auth,
         ids={
@@ -355,6 +374,7 @@ async def world(client: httpx.AsyncClient, school: tuple[Json, Headers]) -> Worl
             "phone": "+12015550123",
             # No key of the school's: a sweep must not revoke the key it sends.
             "key_id": str(uuid.uuid4()),
+            "endpoint_id": endpoint.json()["id"],
         },
     )
 

@@ -179,11 +179,12 @@ async def stream_school(
     token: str | None,
     campaign_id: str,
 ) -> School:
-    """The school a stream is opened for: by its API key, or by a stream token."""
-    if credentials is not None:
-        return await current_school(session, credentials)
+    """The school a stream is opened for: by its API key, or by a stream token (which, if
+    given, must be valid, whatever else is)."""
     if token is None:
-        raise Unauthorized("Send your API key as `Authorization: Bearer <key>`, or `?token=`.")
+        if credentials is None:
+            raise Unauthorized("Send your API key as `Authorization: Bearer <key>`, or `?token=`.")
+        return await current_school(session, credentials)
     school_id = StreamTokens(box).read(token, parse_uuid(campaign_id, "campaign"))
     school = await session.get(School, school_id) if school_id is not None else None
     if school is None:

@@ -25,13 +25,22 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.config import Settings
+from app.delivery.engine import Engine
 from app.events import outbox
 from app.events.deliveries import Deliverer
 from app.kit.clock import utcnow
 from app.kit.crypto import SecretBox
 from app.kit.db import unit_of_work
 from app.models import WebhookDelivery
-from tests.support.delivery import Sessions, TwilioSchool, launch, phone
+from tests.support.delivery import (
+    Sessions,
+    TimedFakeTwilio,
+    TwilioSchool,
+    by_phone,
+    committed_receipt,
+    launch,
+    phone,
+)
 
 PATIENCE_SECONDS = 30.0
 
@@ -60,7 +69,8 @@ class Receiver:
 
     async def start(self) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))  # its own port, or a new one
         self.port = sock.getsockname()[1]
         app = Starlette(routes=[Route("/events", self._events, methods=["POST"])])
         config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
@@ -221,3 +231,123 @@ async def test_a_dead_endpoint_does_not_hold_up_a_healthy_one(
     assert kinds.count("opt_out.created") == 6
     assert kinds.count("recipient.updated") == 6  # each opted-out recipient failed
     assert cid
+
+
+async def test_a_campaign_s_every_change_reaches_the_receiver_and_its_last_word_is_the_api_s(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    twilio: TimedFakeTwilio,
+    delivery: Engine,
+    sessionmaker: Sessions,
+    settings: Settings,
+    receivers: Callable[..., Any],
+) -> None:
+    assert settings.secret_key
+    receiver: Receiver = await receivers()
+    endpoint = await subscribe(client, twilio_school, receiver.url, ["recipient.updated"])
+    numbers = [phone(n) for n in range(4)]
+    cid = await launch(client, twilio_school, *numbers)
+    assert await delivery.run_once() == 4
+    outcomes = {numbers[0]: "delivered", numbers[1]: "delivered", numbers[2]: "undelivered"}
+    for number, final in outcomes.items():
+        await committed_receipt(sessionmaker, twilio.sid_to(number), "sent")
+        code = "30003" if final == "undelivered" else None
+        await committed_receipt(sessionmaker, twilio.sid_to(number), final, code)
+    # numbers[3]: accepted, no receipt yet: Still in Queue, no visible change, no event.
+    deliverer = Deliverer(sessionmaker, SecretBox(settings.secret_key), allow_private=True)
+    try:
+        await deliver_all(sessionmaker, deliverer, lambda: len(receiver.posts) >= 6)
+        await asyncio.sleep(0.3)  # nothing more comes
+        await deliver_all(sessionmaker, deliverer, lambda: True)
+    finally:
+        await deliverer.finish()
+
+    received = [verified(endpoint["secret"], h, b) for h, b in receiver.posts]
+    assert len({e["id"] for e in received}) == len(received) == 6  # one per change
+    last: dict[str, dict[str, Any]] = {}
+    for event in sorted(received, key=lambda e: e["data"]["sequence"]):
+        last[event["data"]["phone"]] = event["data"]
+    contacts = await by_phone(client, twilio_school.auth, cid)
+    for number in numbers[:3]:
+        shown = {k: v for k, v in contacts[number].items() if k != "attempts_history"}
+        assert last[number] == {**shown, "campaign_id": cid, "sequence": last[number]["sequence"]}
+    assert numbers[3] not in last
+
+
+async def test_a_receiver_down_for_a_while_gets_the_same_event_later(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    sessionmaker: Sessions,
+    settings: Settings,
+) -> None:
+    assert settings.secret_key
+    receiver = Receiver()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    receiver.port = sock.getsockname()[1]
+    sock.close()  # nothing listens there yet
+    endpoint = await subscribe(client, twilio_school, receiver.url, ["campaign.updated"])
+    deliverer = Deliverer(sessionmaker, SecretBox(settings.secret_key), allow_private=True)
+    try:
+        await launch(client, twilio_school, phone(0))
+
+        async def first_failed() -> bool:
+            response = await client.get(
+                f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=twilio_school.auth
+            )
+            items = response.json()["items"]
+            return bool(items) and items[0]["last_error"] is not None
+
+        async with asyncio.timeout(PATIENCE_SECONDS):
+            while not await first_failed():
+                async with unit_of_work(sessionmaker) as session:
+                    await outbox.sequence(session)
+                await deliverer.claim_and_post()
+                await asyncio.sleep(0.05)
+        await receiver.start()  # back up
+        try:
+            await make_retries_due(sessionmaker)
+            await deliver_all(sessionmaker, deliverer, lambda: len(receiver.posts) >= 1)
+        finally:
+            await receiver.stop()
+    finally:
+        await deliverer.finish()
+    [(headers, body)] = receiver.posts
+    event = verified(endpoint["secret"], headers, body)
+    response = await client.get(
+        f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=twilio_school.auth
+    )
+    [delivery] = response.json()["items"]
+    assert (delivery["event_id"], delivery["status"], delivery["attempts"]) == (
+        event["id"],
+        "delivered",
+        2,
+    )
+
+
+async def test_a_worker_killed_mid_delivery_loses_nothing(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    sessionmaker: Sessions,
+    settings: Settings,
+    receivers: Callable[..., Any],
+) -> None:
+    """A worker claimed (leased) the delivery and died before posting: once the lease runs
+    out, another worker posts it."""
+    assert settings.secret_key
+    receiver: Receiver = await receivers()
+    await subscribe(client, twilio_school, receiver.url, ["campaign.updated"])
+    await launch(client, twilio_school, phone(0))
+    async with unit_of_work(sessionmaker) as session:
+        await outbox.sequence(session)
+    doomed = Deliverer(sessionmaker, SecretBox(settings.secret_key), allow_private=True)
+    assert len(await doomed._claim(10)) == 1  # claimed, never posted: the worker died
+    await doomed.http.aclose()
+    heir = Deliverer(sessionmaker, SecretBox(settings.secret_key), allow_private=True)
+    try:
+        assert await heir.claim_and_post() == 0  # leased to the dead one
+        await make_retries_due(sessionmaker)  # its lease runs out
+        await deliver_all(sessionmaker, heir, lambda: len(receiver.posts) >= 1)
+    finally:
+        await heir.finish()
+    assert len(receiver.posts) == 1
