@@ -15,6 +15,7 @@ failed. Every post of one event carries the same `webhook-id` (the event's id)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -43,16 +44,22 @@ LEASE_SECONDS = 60  # longer than a post can take
 # retry fails, the delivery is failed.
 RETRY_WAITS = (5, 300, 1800, 7200, 18000, 36000, 36000)
 
-# Due deliveries of enabled endpoints, longest due first, locked (SKIP LOCKED: claims of
-# several workers never share one).
+# Each enabled endpoint's due deliveries, longest due first, up to `per_endpoint` of each
+# (so one endpoint's backlog never hides another's: each is read on its own), locked (SKIP
+# LOCKED: claims of several workers never share one).
 _DUE = text(
     """
-    SELECT d.id, d.endpoint_id FROM webhook_deliveries AS d
-    JOIN webhook_endpoints AS w ON w.id = d.endpoint_id AND w.enabled
-    WHERE d.next_attempt_at <= :now
+    SELECT d.id, d.endpoint_id
+    FROM webhook_endpoints AS w
+    CROSS JOIN LATERAL (
+        SELECT id, endpoint_id, next_attempt_at FROM webhook_deliveries
+        WHERE endpoint_id = w.id AND next_attempt_at <= :now
+        ORDER BY next_attempt_at
+        LIMIT :per_endpoint
+        FOR UPDATE SKIP LOCKED
+    ) AS d
+    WHERE w.enabled
     ORDER BY d.next_attempt_at
-    LIMIT :limit
-    FOR UPDATE OF d SKIP LOCKED
     """
 )
 _LEASE = text(
@@ -119,6 +126,7 @@ class Deliverer:
         )
         self._in_flight: Counter[uuid.UUID] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._answered = asyncio.Event()  # a post ended: there may be room for another
 
     @property
     def in_flight(self) -> int:
@@ -135,13 +143,25 @@ class Deliverer:
             self._in_flight[post.endpoint_id] += 1
             task = asyncio.create_task(self._deliver(post), name=f"webhook {post.id}")
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._ended)
         return len(posts)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._answered.set()
+
+    async def answered(self, seconds: float) -> None:
+        """Until a post in flight ends (at most `seconds`)."""
+        self._answered.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._answered.wait(), seconds)
 
     async def _claim(self, room: int) -> list[Post]:
         now = utcnow()
         async with unit_of_work(self.sessionmaker) as session:
-            due = (await session.execute(_DUE, {"now": now, "limit": room * 4})).all()
+            due = (
+                await session.execute(_DUE, {"now": now, "per_endpoint": self.per_endpoint})
+            ).all()
             taken: Counter[uuid.UUID] = Counter()
             chosen: list[int] = []
             for row in due:

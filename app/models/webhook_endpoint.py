@@ -31,12 +31,13 @@ class WebhookEndpoint(TimestampMixin, Base):
 class WebhookDelivery(Base):
     """One event to post to one endpoint, until it is answered 2xx or its retries end.
     `next_attempt_at` is set exactly while a post is due (a lease while one is in flight):
-    the partial index on it is the deliveries' queue."""
+    the partial index on it, per endpoint, is each endpoint's queue."""
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
         Index(
             "ix_webhook_deliveries_due",
+            "endpoint_id",
             "next_attempt_at",
             postgresql_where=text("next_attempt_at IS NOT NULL"),
         ),

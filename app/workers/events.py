@@ -48,7 +48,7 @@ class EventSequencer(LoopService):
 
 class EventDeliverer(LoopService):
     """Posts due webhook deliveries (`app.events.deliveries.Deliverer`), claiming again as
-    soon as there is room, resting EVENTS_POLL_SECONDS when nothing was due."""
+    soon as a post ends, resting EVENTS_POLL_SECONDS when nothing is due or in flight."""
 
     name = "event deliverer"
 
@@ -61,7 +61,12 @@ class EventDeliverer(LoopService):
         )
 
     async def run_once(self) -> bool:
-        return await self.deliverer.claim_and_post() > 0
+        if await self.deliverer.claim_and_post() > 0:
+            return True
+        if self.deliverer.in_flight:  # full, or nothing due yet: look again as one ends
+            await self.deliverer.answered(self.interval_seconds)
+            return True
+        return False
 
     async def run(self) -> None:
         try:

@@ -212,24 +212,28 @@ async def test_a_dead_endpoint_does_not_hold_up_a_healthy_one(
     await subscribe(client, twilio_school, dead.url)
     await subscribe(client, twilio_school, healthy.url)
     deliverer = Deliverer(
-        sessionmaker, SecretBox(settings.secret_key), allow_private=True, per_endpoint=2
+        sessionmaker,
+        SecretBox(settings.secret_key),
+        allow_private=True,
+        concurrency=4,
+        per_endpoint=2,
     )
     try:
-        numbers = [phone(n) for n in range(6)]
+        numbers = [phone(n) for n in range(20)]
         cid = await launch(client, twilio_school, *numbers)
-        for n in numbers:  # six changes: six events beside the campaign's
+        for n in numbers:  # forty events beside the campaign's, the dead one's due first
             response = await client.post(
                 "/v1/opt-outs", json={"phone": n}, headers=twilio_school.auth
             )
             assert response.status_code == 201, response.text
-        await deliver_all(sessionmaker, deliverer, lambda: len(healthy.posts) >= 13)
+        await deliver_all(sessionmaker, deliverer, lambda: len(healthy.posts) >= 41)
         # The dead one took no more than its share while it hangs.
         assert len(dead.posts) == 2
     finally:
         await deliverer.finish(0.1)
     kinds = [json.loads(body)["type"] for _, body in healthy.posts]
-    assert kinds.count("opt_out.created") == 6
-    assert kinds.count("recipient.updated") == 6  # each opted-out recipient failed
+    assert kinds.count("opt_out.created") == 20
+    assert kinds.count("recipient.updated") == 20  # each opted-out recipient failed
     assert cid
 
 
