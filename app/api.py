@@ -53,6 +53,11 @@ TAGS: list[dict[str, Any]] = [
         "opt-out, resend, CSV export.",
     },
     {"name": "opt-outs", "description": "The school's opt-out list."},
+    {
+        "name": "webhook-endpoints",
+        "description": "Where the school's events are posted (Standard Webhooks), and how "
+        "each post went. See the README, Events.",
+    },
     {"name": "failed-reasons", "description": "The failed-reason catalog (no key needed)."},
     {
         "name": "webhooks",

@@ -64,6 +64,8 @@ LISTS = (
     "listSchools",
     "listSchoolApiKeys",
     "listAuditEvents",
+    "listWebhookEndpoints",
+    "listWebhookDeliveries",
 )
 
 BY_NATURE = [
@@ -93,6 +95,14 @@ BY_NATURE = [
         "Delivery). Each is a 422 naming the field.",
     ),
     ByNature(
+        ("createWebhookEndpoint", "updateWebhookEndpoint"),
+        "positive_data_acceptance",
+        (422,),
+        "A URL is a string to JSON Schema; where its host points only a DNS lookup can say: "
+        "an endpoint must be https and resolve to public addresses only (README, Events), "
+        "else 422 naming `url`.",
+    ),
+    ByNature(
         ("importContacts",),
         "positive_data_acceptance",
         (400, 422),
@@ -101,6 +111,12 @@ BY_NATURE = [
         "column (422).",
     ),
 ]
+
+
+# Operations left out: a live stream answers for as long as its client listens (README,
+# Events), so no case of it ever ends; tests/delivery/committed/test_event_stream.py holds
+# it to its contract instead (its refusals, 401 and 404, included).
+LEFT_OUT = ("streamCampaignEvents",)
 
 
 # The operations on one recipient: their ids are pinned to a seeded campaign's recipient
@@ -172,6 +188,9 @@ def config_toml(recipient: dict[str, str]) -> str:
         for check, statuses in sorted(checks.items()):
             expected = POSITIVE_DEFAULT + sorted(statuses)
             lines.append(f"checks.{check}.expected-statuses = {json.dumps(expected)}")
+    for operation in LEFT_OUT:
+        lines += ["", "[[operations]]", f"include-operation-id = {json.dumps(operation)}"]
+        lines.append("enabled = false")
     pinned = ", ".join(f'"path.{name}" = {json.dumps(value)}' for name, value in recipient.items())
     lines += [
         "",
@@ -255,5 +274,5 @@ def test_the_fuzzer_finds_nothing(server_url: str, tmp_path: Path) -> None:
         )
         assert run.returncode == 0, f"{output}\nserver log:\n{server.log_tail()}"
         assert result["failures"] == [] and result["errors"] == [], output
-        assert operations["tested"] == operations["total"], output
+        assert operations["tested"] == operations["total"] - len(LEFT_OUT), output
         assert cases["generated"] >= operations["total"] * MAX_EXAMPLES, output

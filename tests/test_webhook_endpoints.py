@@ -65,3 +65,11 @@ async def test_an_endpoint_is_made_listed_changed_and_deleted(client: httpx.Asyn
     assert bad_type.status_code == 422
     assert (await client.delete(path, headers=auth)).status_code == 204
     assert (await client.get(path, headers=auth)).status_code == 404
+    # Each change made is in the school's audit trail, once; the refused ones are not.
+    trail = (await client.get("/v1/audit-events", headers=auth)).json()["items"]
+    mine = [(e["action"], e["target_id"]) for e in trail if "webhook_endpoint" in e["action"]]
+    assert mine == [
+        ("webhook_endpoint.delete", endpoint["id"]),
+        ("webhook_endpoint.update", endpoint["id"]),
+        ("webhook_endpoint.create", endpoint["id"]),
+    ]

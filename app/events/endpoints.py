@@ -8,17 +8,23 @@ from fastapi.security import HTTPAuthorizationCredentials
 from sse_starlette import EventSourceResponse
 
 from app.campaigns import service as campaigns
-from app.errors import BadRequest, Unauthorized
+from app.errors import BadRequest, NotFound, Unauthorized, Unprocessable, responses
 from app.events import schemas, service, stream
 from app.events.stream import Broadcaster
 from app.events.tokens import StreamTokens
-from app.kit.deps import SecretBoxDep, SessionDep, SettingsDep
-from app.kit.pagination import Cursor, Limit, Page
+from app.kit.deps import SecretBoxDep, SessionDep, SessionmakerDep, SettingsDep
+from app.kit.pagination import CURSOR_ERROR, Cursor, Limit, Page
 from app.kit.schemas import parse_uuid
-from app.models import School
-from app.schools.dependencies import CurrentSchool, bearer, current_school
+from app.models import AuditAction, School
+from app.schools.dependencies import CurrentSchool, SchoolTrail, bearer, current_key
 
 HEARTBEAT_SECONDS = 15
+NO_ENDPOINT = (NotFound, "No webhook endpoint with this id in the school.")
+REFUSED_URL = (
+    Unprocessable,
+    "Not valid; or the URL is not https, or its host does not resolve only to public "
+    "addresses (README, Events).",
+)
 
 router = APIRouter(prefix="/webhook-endpoints", tags=["webhook-endpoints"])
 
@@ -28,6 +34,7 @@ router = APIRouter(prefix="/webhook-endpoints", tags=["webhook-endpoints"])
     status_code=status.HTTP_201_CREATED,
     response_model=schemas.WebhookEndpointCreated,
     operation_id="createWebhookEndpoint",
+    responses=responses(REFUSED_URL),
     summary="Subscribe a URL to the school's events",
 )
 async def create_webhook_endpoint(
@@ -36,21 +43,26 @@ async def create_webhook_endpoint(
     session: SessionDep,
     box: SecretBoxDep,
     settings: SettingsDep,
+    trail: SchoolTrail,
 ) -> schemas.WebhookEndpointCreated:
     """Events of the types asked for (all, with `events: null`) are posted to the URL, signed
     as Standard Webhooks says, with the secret in this answer: it is shown this once."""
-    return await service.create(session, school, data, box, settings.events_allow_private_urls)
+    made = await service.create(session, school, data, box, settings.events_allow_private_urls)
+    trail.record(school.id, AuditAction.webhook_endpoint_create, made.id, {"url": made.url})
+    return made
 
 
 @router.get(
     "",
     response_model=Page[schemas.WebhookEndpoint],
     operation_id="listWebhookEndpoints",
+    responses=responses(CURSOR_ERROR),
     summary="The school's webhook endpoints",
 )
 async def list_webhook_endpoints(
     school: CurrentSchool, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[schemas.WebhookEndpoint]:
+    """The school's webhook endpoints, oldest first (never their secrets)."""
     rows, next_cursor = await service.list_page(session, school, cursor, limit)
     return Page(
         items=[schemas.WebhookEndpoint.model_validate(r) for r in rows], next_cursor=next_cursor
@@ -61,11 +73,13 @@ async def list_webhook_endpoints(
     "/{endpoint_id}",
     response_model=schemas.WebhookEndpoint,
     operation_id="getWebhookEndpoint",
+    responses=responses(NO_ENDPOINT),
     summary="One webhook endpoint",
 )
 async def get_webhook_endpoint(
     endpoint_id: str, school: CurrentSchool, session: SessionDep
 ) -> schemas.WebhookEndpoint:
+    """One of the school's webhook endpoints (another school's id is a 404)."""
     return schemas.WebhookEndpoint.model_validate(await service.get(session, school, endpoint_id))
 
 
@@ -73,6 +87,7 @@ async def get_webhook_endpoint(
     "/{endpoint_id}",
     response_model=schemas.WebhookEndpoint,
     operation_id="updateWebhookEndpoint",
+    responses=responses(NO_ENDPOINT, REFUSED_URL),
     summary="Change a webhook endpoint's URL, event types, description, or enable it",
 )
 async def update_webhook_endpoint(
@@ -81,10 +96,15 @@ async def update_webhook_endpoint(
     school: CurrentSchool,
     session: SessionDep,
     settings: SettingsDep,
+    trail: SchoolTrail,
 ) -> schemas.WebhookEndpoint:
+    """Change what the request names: `url` (checked as when it was made), `events`,
+    `description`, `enabled` (a disabled endpoint's deliveries wait until it is enabled)."""
     endpoint = await service.update(
         session, school, endpoint_id, data, settings.events_allow_private_urls
     )
+    changed = {"fields": sorted(data.model_fields_set)}
+    trail.record(school.id, AuditAction.webhook_endpoint_update, endpoint.id, changed)
     return schemas.WebhookEndpoint.model_validate(endpoint)
 
 
@@ -92,12 +112,15 @@ async def update_webhook_endpoint(
     "/{endpoint_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     operation_id="deleteWebhookEndpoint",
+    responses=responses(NO_ENDPOINT),
     summary="Stop posting to a webhook endpoint, and forget it",
 )
 async def delete_webhook_endpoint(
-    endpoint_id: str, school: CurrentSchool, session: SessionDep
+    endpoint_id: str, school: CurrentSchool, session: SessionDep, trail: SchoolTrail
 ) -> Response:
-    await service.delete(session, school, endpoint_id)
+    """Forget the endpoint: nothing more is posted to it, its deliveries go with it."""
+    deleted = await service.delete(session, school, endpoint_id)
+    trail.record(school.id, AuditAction.webhook_endpoint_delete, deleted)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -105,6 +128,7 @@ async def delete_webhook_endpoint(
     "/{endpoint_id}/deliveries",
     response_model=Page[schemas.Delivery],
     operation_id="listWebhookDeliveries",
+    responses=responses(NO_ENDPOINT, CURSOR_ERROR),
     summary="A webhook endpoint's recent deliveries, newest first",
 )
 async def list_webhook_deliveries(
@@ -114,6 +138,8 @@ async def list_webhook_deliveries(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[schemas.Delivery]:
+    """The endpoint's deliveries, newest first: each event, how many posts it took, the
+    last answer (HTTP status or why there was none) and the next retry."""
     items, next_cursor = await service.deliveries(session, school, endpoint_id, cursor, limit)
     return Page(items=items, next_cursor=next_cursor)
 
@@ -125,11 +151,14 @@ streams = APIRouter(prefix="/campaigns", tags=["campaigns"])
     "/{campaign_id}/events/token",
     response_model=schemas.StreamToken,
     operation_id="createStreamToken",
+    responses=responses((NotFound, "No such campaign in this school.")),
     summary="A short-lived token for a campaign's live stream, for browsers",
 )
 async def create_stream_token(
     campaign_id: str, school: CurrentSchool, session: SessionDep, box: SecretBoxDep
 ) -> schemas.StreamToken:
+    """A token that opens this campaign's stream for an hour (`?token=`): for a browser,
+    whose EventSource cannot send the API key in a header."""
     campaign = await campaigns.get(session, school, campaign_id)
     token, expires = StreamTokens(box).issue(school.id, campaign.id)
     return schemas.StreamToken(token=token, expires_at=datetime.fromtimestamp(expires, UTC))
@@ -140,12 +169,19 @@ async def create_stream_token(
     operation_id="streamCampaignEvents",
     summary="The campaign's live stream of events (Server-Sent Events)",
     response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "The stream"}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "The stream"},
+        **responses(
+            (BadRequest, "`Last-Event-ID` is not a position this stream sent."),
+            (NotFound, "No such campaign in this school."),
+        ),
+    },
 )
 async def stream_campaign_events(
     campaign_id: str,
     request: Request,
     session: SessionDep,
+    sessionmaker: SessionmakerDep,
     box: SecretBoxDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     token: Annotated[str | None, Query(max_length=200)] = None,
@@ -156,7 +192,9 @@ async def stream_campaign_events(
     of them without it), then each as it happens, within a second of its commit; a comment
     every 15 s keeps proxies from closing it. Authenticate with the API key, or with
     `?token=` from `POST .../events/token`."""
-    school = await stream_school(session, box, credentials, token, campaign_id)
+    school = await stream_school(
+        request, session, sessionmaker, box, credentials, token, campaign_id
+    )
     campaign = await campaigns.get(session, school, campaign_id)
     after = 0
     if last_event_id:
@@ -173,7 +211,9 @@ async def stream_campaign_events(
 
 
 async def stream_school(
+    request: Request,
     session: SessionDep,
+    sessionmaker: SessionmakerDep,
     box: SecretBoxDep,
     credentials: HTTPAuthorizationCredentials | None,
     token: str | None,
@@ -184,7 +224,8 @@ async def stream_school(
     if token is None:
         if credentials is None:
             raise Unauthorized("Send your API key as `Authorization: Bearer <key>`, or `?token=`.")
-        return await current_school(session, credentials)
+        # As every other operation: the key's rate limit, its last use, its validity.
+        return (await current_key(request, session, sessionmaker, credentials)).school
     school_id = StreamTokens(box).read(token, parse_uuid(campaign_id, "campaign"))
     school = await session.get(School, school_id) if school_id is not None else None
     if school is None:

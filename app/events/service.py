@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import uuid
 from typing import Any
 
 from sqlalchemy import select, tuple_
@@ -28,7 +29,8 @@ async def _checked(url: str, allow_private: bool) -> str:
         await urls.check(url, allow_private=allow_private)
     except urls.RefusedUrl as exc:
         raise Unprocessable(
-            str(exc), extra={"errors": [{"loc": ["body", "url"], "msg": str(exc)}]}
+            str(exc),
+            extra={"errors": [{"loc": ["body", "url"], "msg": str(exc), "type": "url_refused"}]},
         ) from exc
     return url
 
@@ -83,8 +85,11 @@ async def update(
     return endpoint
 
 
-async def delete(session: AsyncSession, school: School, endpoint_id: str) -> None:
-    await session.delete(await get(session, school, endpoint_id))
+async def delete(session: AsyncSession, school: School, endpoint_id: str) -> uuid.UUID:
+    """Delete the endpoint (its deliveries with it); its id."""
+    endpoint = await get(session, school, endpoint_id)
+    await session.delete(endpoint)
+    return endpoint.id
 
 
 async def list_page(

@@ -34,6 +34,9 @@ class AuditAction(enum.StrEnum):
     recipient_resend = "recipient.resend"
     opt_out_create = "opt_out.create"
     opt_out_delete = "opt_out.delete"
+    webhook_endpoint_create = "webhook_endpoint.create"
+    webhook_endpoint_update = "webhook_endpoint.update"
+    webhook_endpoint_delete = "webhook_endpoint.delete"
 
 
 # The actor of a change made with the ADMIN_TOKEN rather than one of the school's keys.

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from app.delivery import applier
 from app.delivery.engine import Engine
 from app.delivery.gate import STRAGGLERS_PER_PLACE
+from app.kit.db import unit_of_work
 from tests.fakes.twilio import Answer
 from tests.support.delivery import (
     Sessions,

@@ -2,7 +2,7 @@
 
 Revision ID: c4e1f7a2d905
 Revises: a7d2e9c4b318
-Create Date: 2026-12-02 17:00:00.000000+00:00
+Create Date: 2026-12-03 11:00:00.000000+00:00
 """
 
 from collections.abc import Sequence

@@ -21,8 +21,8 @@ that writes events notifies `campanile_events` (delivered at commit, once per tr
 to wake the sequencer.
 
 Revision ID: a7d2e9c4b318
-Revises: f3c81d5a9b60
-Create Date: 2026-12-02 16:30:00.000000+00:00
+Revises: a7d2c94e1b08
+Create Date: 2026-12-03 10:00:00.000000+00:00
 """
 
 from collections.abc import Sequence
@@ -33,7 +33,7 @@ from sqlalchemy.dialects import postgresql
 
 
 revision: str = 'a7d2e9c4b318'
-down_revision: str | None = 'f3c81d5a9b60'
+down_revision: str | None = 'a7d2c94e1b08'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
