@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials
+from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse
 
 from app.campaigns import service as campaigns
@@ -12,6 +13,7 @@ from app.errors import BadRequest, NotFound, Unauthorized, Unprocessable, respon
 from app.events import schemas, service, stream
 from app.events.stream import Broadcaster
 from app.events.tokens import StreamTokens
+from app.kit.db import unit_of_work
 from app.kit.deps import SecretBoxDep, SessionDep, SessionmakerDep, SettingsDep
 from app.kit.pagination import CURSOR_ERROR, Cursor, Limit, Page
 from app.kit.schemas import parse_uuid
@@ -180,7 +182,6 @@ async def create_stream_token(
 async def stream_campaign_events(
     campaign_id: str,
     request: Request,
-    session: SessionDep,
     sessionmaker: SessionmakerDep,
     box: SecretBoxDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -192,10 +193,14 @@ async def stream_campaign_events(
     of them without it), then each as it happens, within a second of its commit; a comment
     every 15 s keeps proxies from closing it. Authenticate with the API key, or with
     `?token=` from `POST .../events/token`."""
-    school = await stream_school(
-        request, session, sessionmaker, box, credentials, token, campaign_id
-    )
-    campaign = await campaigns.get(session, school, campaign_id)
+    # A transaction of its own, over before the stream begins: a stream lasts as long as its
+    # client listens, and the request's own session would hold a connection of the pool
+    # all that time.
+    async with unit_of_work(sessionmaker) as session:
+        school = await stream_school(
+            request, session, sessionmaker, box, credentials, token, campaign_id
+        )
+        campaign = await campaigns.get(session, school, campaign_id)
     after = 0
     if last_event_id:
         if not last_event_id.isascii() or not last_event_id.isdigit():
@@ -212,7 +217,7 @@ async def stream_campaign_events(
 
 async def stream_school(
     request: Request,
-    session: SessionDep,
+    session: AsyncSession,
     sessionmaker: SessionmakerDep,
     box: SecretBoxDep,
     credentials: HTTPAuthorizationCredentials | None,
