@@ -38,10 +38,6 @@ QUEUE_SIZE = 10_000  # events a stream may lag behind before it is dropped
 STREAMED = (render.RECIPIENT_UPDATED, render.CAMPAIGN_UPDATED)
 
 
-class Dropped(Exception):
-    """The client fell too far behind: its stream ends (it reconnects and replays)."""
-
-
 class Subscription:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue(QUEUE_SIZE)
