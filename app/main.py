@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from app import api, errors, health
 from app.config import Settings, get_settings
 from app.events.stream import Broadcaster
-from app.kit import embedded
+from app.kit import embedded, examples
 from app.kit.crypto import SecretBox
 from app.kit.db import Inbox, create_engine, create_sessionmaker
 from app.kit.http import outbound_client
@@ -123,7 +123,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     def openapi() -> dict[str, Any]:
         # FastAPI's document, completed with the errors every operation can answer.
         if app.openapi_schema is None:
-            app.openapi_schema = errors.document(FastAPI.openapi(app))
+            app.openapi_schema = errors.document(examples.restore(FastAPI.openapi(app)))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

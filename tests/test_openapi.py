@@ -1,10 +1,14 @@
 import re
+from typing import Any
 
 import httpx
+import jsonschema_rs
 
 from app.errors import PROBLEM_JSON
+from app.kit import examples
 from app.main import create_app
 from app.openapi_export import COMMAND, OPENAPI_JSON, render
+from app.recipients.service import EXPORT_COLUMNS
 
 
 async def test_committed_openapi_is_what_the_app_serves() -> None:
@@ -43,3 +47,64 @@ def test_every_operation_is_named_tagged_summarised_and_declares_its_errors() ->
                     assert answer["content"] == {
                         PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}
                     }, f"{where} {status}"
+
+
+# What the README walk-through sends and gets: each must show an example in /docs.
+WALK_THROUGH = (
+    "SchoolCreate",
+    "SchoolWithKey",
+    "ContactListCreate",
+    "ContactList",
+    "ImportResult",
+    "PreviewRequest",
+    "Preview",
+    "CampaignCreate",
+    "Campaign",
+    "Page_Recipient_",
+    "RecipientDetail",
+    "Page_OptOut_",
+    "Problem",
+)
+
+
+def test_every_example_is_valid_and_the_walk_through_has_its_examples() -> None:
+    """An example an integrator copies from /docs is one the service would send or take:
+    each, whether on a schema, a property or an answer, is valid against its schema."""
+    document = create_app().openapi()
+    schemas = document["components"]["schemas"]
+    assert [name for name in WALK_THROUGH if not schemas[name].get("examples")] == []
+
+    def check(where: str, schema: dict[str, Any], example: Any) -> None:
+        # The document's `#/components/...` references resolve against this root.
+        root = {**schema, "components": document["components"]}
+        errors = [error.message for error in jsonschema_rs.validator_for(root).iter_errors(example)]
+        assert errors == [], f"{where}: {errors}"
+
+    checked = 0
+    for name, schema in schemas.items():
+        for example in schema.get("examples", []):
+            check(name, schema, example)
+            # A response's schema allows more properties; an example shows only real ones.
+            assert set(example) <= set(schema.get("properties", example)), name
+            checked += 1
+        for field, property_schema in schema.get("properties", {}).items():
+            for example in property_schema.get("examples", []):
+                check(f"{name}.{field}", property_schema, example)
+                checked += 1
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            for status, answer in operation["responses"].items():
+                for media_type, content in answer.get("content", {}).items():
+                    if "example" in content:
+                        check(
+                            f"{method} {path} {status} {media_type}",
+                            content.get("schema", {}),
+                            content["example"],
+                        )
+                        checked += 1
+    assert checked > len(WALK_THROUGH)
+
+
+def test_the_csv_example_has_the_exports_columns() -> None:
+    header = examples.CONTACTS_CSV.splitlines()[0]
+    assert header.split(",") == list(EXPORT_COLUMNS)

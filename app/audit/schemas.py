@@ -5,11 +5,14 @@ from typing import Any
 
 from pydantic import Field
 
+from app.kit import examples
 from app.kit.schemas import Id, Schema
 from app.models import AuditAction
 
 
 class AuditEvent(Schema):
+    model_config = examples.config(examples.AUDIT_EVENT)
+
     id: Id
     actor: str = Field(
         description='The prefix of the API key that made the change, or "admin" (ADMIN_TOKEN).'

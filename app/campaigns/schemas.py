@@ -5,6 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.kit import examples
 from app.kit.schemas import Id, RequestSchema, Schema, Timestamp
 from app.models.campaign import CampaignStatus
 
@@ -57,6 +58,8 @@ class Counts(BaseModel):
 
 
 class Campaign(Schema):
+    model_config = examples.config(examples.CAMPAIGN)
+
     id: Id
     name: str
     body: str

@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from app.kit import examples
 from app.kit.schemas import NOT_BLANK, Id, RequestSchema, Schema
 
 NAME_MAX = 200
@@ -23,6 +24,8 @@ FieldName = Annotated[Text, Field(min_length=1)]
 
 
 class ContactListCreate(RequestSchema):
+    model_config = examples.config({"name": examples.CONTACT_LIST["name"]})
+
     name: str = Field(
         min_length=1,
         max_length=NAME_MAX,
@@ -40,6 +43,8 @@ class ContactListCreate(RequestSchema):
 
 
 class ContactList(Schema):
+    model_config = examples.config(examples.CONTACT_LIST)
+
     id: Id
     name: str
     contact_count: int = Field(description="How many contacts the list holds.")
@@ -103,6 +108,8 @@ class ImportResult(BaseModel):
 
 
 class Contact(Schema):
+    model_config = examples.config(*examples.CONTACTS)
+
     id: Id
     phone: str = Field(description="E.164", examples=["+12015550123"])
     first_name: str | None

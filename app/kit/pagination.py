@@ -10,7 +10,9 @@ from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
-from pydantic import BaseModel
+from pydantic import BaseModel, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from app.errors import BadRequest, ErrorDoc
 
@@ -32,6 +34,18 @@ CURSOR_ERROR: ErrorDoc = (
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """A page of items shows its item's examples, as a page with no next one."""
+        schema = handler(core_schema)
+        item = cls.__pydantic_generic_metadata__["args"]
+        extra = item[0].model_config.get("json_schema_extra") if item else None
+        if isinstance(extra, dict) and isinstance(examples := extra.get("examples"), list):
+            schema["examples"] = [{"items": examples, "next_cursor": None}]
+        return schema
 
 
 def encode_cursor(*values: Any) -> str:

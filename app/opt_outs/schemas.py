@@ -4,6 +4,7 @@ from datetime import datetime
 
 from pydantic import Field
 
+from app.kit import examples
 from app.kit.schemas import Id, RequestSchema, Schema
 from app.models.opt_out import OptOutSource
 
@@ -16,6 +17,8 @@ class OptOutCreate(RequestSchema):
 
 
 class OptOut(Schema):
+    model_config = examples.config(examples.OPT_OUT)
+
     phone: str
     source: OptOutSource
     keyword: str | None

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Response, status
 from app.campaigns import service as campaigns
 from app.campaigns.schemas import Preview
 from app.errors import Conflict, NotFound, responses
+from app.kit import examples
 from app.kit.deps import SessionDep
 from app.kit.pagination import CURSOR_ERROR, Cursor, Limit, Page
 from app.kit.schemas import NoNul
@@ -66,7 +67,12 @@ async def list_recipients(
     operation_id="exportCampaignContacts",
     summary="Export a campaign's contacts as CSV",
     responses={
-        200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "CSV export"},
+        200: {
+            "content": {
+                "text/csv": {"schema": {"type": "string"}, "example": examples.CONTACTS_CSV}
+            },
+            "description": "CSV export",
+        },
         **responses(NO_SUCH_CAMPAIGN),
     },
 )

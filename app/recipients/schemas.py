@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from app.kit import examples
 from app.kit.schemas import Id
 from app.sending import reasons
 from app.sending.status import Group, Status
@@ -20,6 +21,8 @@ class FailedReason(BaseModel):
 
 
 class Recipient(BaseModel):
+    model_config = examples.config(*examples.RECIPIENTS)
+
     id: Id
     phone: str
     first_name: str | None
@@ -54,6 +57,8 @@ class AttemptOut(BaseModel):
 
 
 class RecipientDetail(Recipient):
+    model_config = examples.config(examples.RECIPIENT_DETAIL)
+
     attempts_history: list[AttemptOut]
 
 

@@ -20,6 +20,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from app.kit import examples
 from app.kit.phones import is_country_code, is_region
 from app.kit.schemas import NOT_BLANK, Id, RequestSchema, Schema
 
@@ -240,6 +241,8 @@ class RetryPolicy(Schema):
 
 
 class School(Schema):
+    model_config = examples.config(examples.SCHOOL)
+
     id: Id
     name: str
     timezone: str
@@ -251,6 +254,8 @@ class School(Schema):
 
 
 class SchoolWithKey(School):
+    model_config = examples.config(examples.SCHOOL_WITH_KEY)
+
     api_key: str = Field(description="Shown once; store it now.")
 
 
@@ -273,6 +278,8 @@ class ApiKeyCreate(RequestSchema):
 class ApiKey(Schema):
     """A school's API key as it is listed: never its secret."""
 
+    model_config = examples.config(examples.API_KEY)
+
     id: Id
     name: str
     prefix: str = Field(description="The key's first characters, as the audit trail names it.")
@@ -284,6 +291,10 @@ class ApiKey(Schema):
 
 
 class ApiKeyCreated(ApiKey):
+    model_config = examples.config(
+        examples.API_KEY | {"api_key": examples.SCHOOL_WITH_KEY["api_key"]}
+    )
+
     api_key: str = Field(description="Shown once; store it now.")
 
 
