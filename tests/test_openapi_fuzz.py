@@ -4,9 +4,8 @@ database, authenticated as a school (its API key) and as the admin (ADMIN_TOKEN)
 check on (`--checks all`), and finds nothing: no 5xx, no undeclared status or content type,
 no response that breaks its schema, no valid request refused, no invalid one accepted.
 
-The Twilio webhooks are signed as Twilio signs them, for the Twilio account of a school of
-their own (tests/support/fuzz_hooks.py), so what follows the signature check is fuzzed too;
-the Telnyx webhook goes unsigned, and only its 403 is.
+The provider webhooks are signed as Twilio and Telnyx sign them, for the accounts of a school
+of their own (tests/support/fuzz_hooks.py), so what follows the signature check is fuzzed too.
 
 A few checks cannot pass by nature on a few operations: what the service refuses there
 depends on something JSON Schema cannot say. Those are listed in `BY_NATURE`, each with the
@@ -21,6 +20,7 @@ more. Run it alone with `scripts/test tests/test_openapi_fuzz.py -s` to see the 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -32,6 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 from tests.support.database import ROOT
 from tests.support.live import LiveServer, live_server
@@ -103,6 +110,15 @@ BY_NATURE = [
         "else 422 naming `url`.",
     ),
     ByNature(
+        ("telnyxWebhook",),
+        "positive_data_acceptance",
+        (400,),
+        "A Telnyx webhook's `data` is Telnyx's to shape, any JSON object to the document; "
+        "the service stores its text, so a field anywhere in it holding what JSON allows but "
+        "is not text (a NUL, a lone surrogate: no JSON Schema pattern can say so) is a 400 "
+        "(README, Webhooks).",
+    ),
+    ByNature(
         ("importContacts",),
         "positive_data_acceptance",
         (400, 422),
@@ -130,6 +146,11 @@ ON_A_RECIPIENT = (
 )
 
 
+# The operations on one webhook endpoint, pinned to a seeded one for the same reason
+# (`seed_webhook_endpoints`); its deletion to another.
+ON_AN_ENDPOINT = ("getWebhookEndpoint", "updateWebhookEndpoint", "listWebhookDeliveries")
+
+
 def seed_recipient(server: LiveServer, key: str) -> dict[str, str]:
     """A launched campaign of the fuzzing school with a few recipients (on the simulator):
     the path parameters of one of them."""
@@ -152,6 +173,24 @@ def seed_recipient(server: LiveServer, key: str) -> dict[str, str]:
     return {"campaign_id": campaign["id"], "recipient_id": page.json()["items"][-1]["id"]}
 
 
+def seed_webhook_endpoints(server: LiveServer, key: str) -> dict[str, str]:
+    """Two webhook endpoints of the fuzzing school: one for the operations on an endpoint,
+    one for its deletion (else the first deletion would leave the others only a 404).
+    They point at a closed port on loopback (the server allows private URLs): posts to them
+    fail and are retried, as to any endpoint that is down."""
+    made = {}
+    for use in ("kept", "deleted"):
+        response = httpx.post(
+            f"{server.base_url}/v1/webhook-endpoints",
+            json={"url": f"http://127.0.0.1:9/{use}"},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+        assert response.status_code == 201, response.text
+        made[use] = response.json()["id"]
+    return made
+
+
 def twilio_webhook_account(server: LiveServer) -> dict[str, str]:
     """A school whose Twilio account signs the fuzzer's Twilio webhooks
     (tests/support/fuzz_hooks.py): its sid and auth token. A school of its own, as the
@@ -171,7 +210,31 @@ def twilio_webhook_account(server: LiveServer) -> dict[str, str]:
     return {"CAMPANILE_FUZZ_TWILIO_SID": sid, "CAMPANILE_FUZZ_TWILIO_TOKEN": token}
 
 
-def config_toml(recipient: dict[str, str]) -> str:
+def telnyx_webhook_account(server: LiveServer) -> dict[str, str]:
+    """A school whose Telnyx account's public key verifies the fuzzer's Telnyx webhooks
+    (tests/support/fuzz_hooks.py signs them with its private key)."""
+    private = Ed25519PrivateKey.generate()
+    raw_public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    account = {
+        "provider": "telnyx",
+        "api_key": "KEY" + secrets.token_hex(16),
+        "public_key": base64.b64encode(raw_public).decode(),
+        "from_number": "+12015550198",
+        "api_base": "http://127.0.0.1:9",  # nothing is sent from it
+    }
+    key = server.new_school_key("Telnyx Webhook High")
+    response = httpx.put(
+        f"{server.base_url}/v1/school/provider",
+        json=account,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    raw_private = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    return {"CAMPANILE_FUZZ_TELNYX_PRIVATE_KEY": base64.b64encode(raw_private).decode()}
+
+
+def config_toml(recipient: dict[str, str], endpoints: dict[str, str]) -> str:
     """schemathesis.toml: the two security schemes' credentials (from the environment),
     the checks widened by nature, per operation, and the recipient operations' ids."""
     lines = [
@@ -202,6 +265,16 @@ def config_toml(recipient: dict[str, str]) -> str:
         'include-operation-id = "resendFailed"',
         f'parameters = {{ "path.campaign_id" = {json.dumps(recipient["campaign_id"])} }}',
     ]
+    for operations, endpoint in (
+        (ON_AN_ENDPOINT, endpoints["kept"]),
+        (("deleteWebhookEndpoint",), endpoints["deleted"]),
+    ):
+        lines += [
+            "",
+            "[[operations]]",
+            f"include-operation-id = {json.dumps(list(operations))}",
+            f'parameters = {{ "path.endpoint_id" = {json.dumps(endpoint)} }}',
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -209,10 +282,16 @@ def test_the_fuzzer_finds_nothing(server_url: str, tmp_path: Path) -> None:
     # The fuzzer makes thousands of requests a minute with one key: a limit it would reach
     # would leave most of them answered 429 (declared, and tests/test_rate_limits.py holds
     # it to its contract), the operations themselves untried.
-    with live_server(server_url, tmp_path, RATE_LIMIT_PER_MINUTE="1000000") as server:
+    # Private URLs allowed: the seeded endpoints are on loopback (what the fuzzer's own URLs
+    # resolve to still varies, and the refused URL's 422 stays declared and checked).
+    with live_server(
+        server_url, tmp_path, RATE_LIMIT_PER_MINUTE="1000000", EVENTS_ALLOW_PRIVATE_URLS="true"
+    ) as server:
         key = server.new_school_key("Fuzz High")
         config = tmp_path / "schemathesis.toml"
-        config.write_text(config_toml(seed_recipient(server, key)))
+        config.write_text(
+            config_toml(seed_recipient(server, key), seed_webhook_endpoints(server, key))
+        )
         report = tmp_path / "report.json"
         command = [
             sys.executable,
@@ -248,6 +327,7 @@ def test_the_fuzzer_finds_nothing(server_url: str, tmp_path: Path) -> None:
             "CAMPANILE_FUZZ_SCHOOL_KEY": key,
             "CAMPANILE_FUZZ_ADMIN_TOKEN": server.admin_token,
             **twilio_webhook_account(server),
+            **telnyx_webhook_account(server),
             "CAMPANILE_FUZZ_BASE_URL": server.base_url,
             "SCHEMATHESIS_HOOKS": "tests.support.fuzz_hooks",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),

@@ -135,7 +135,10 @@ TELNYX_BODY: dict[str, Any] = {
                         "`from`, `text`...)."
                     ),
                     "required": ["data"],
-                    "properties": {"data": {"type": "object"}, "meta": {"type": "object"}},
+                    "properties": {
+                        "data": {"type": "object"},
+                        "meta": {"description": "Telnyx's delivery facts (`attempt`); not read"},
+                    },
                 }
             }
         },

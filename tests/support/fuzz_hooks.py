@@ -1,21 +1,28 @@
 """Schemathesis hooks of tests/test_openapi_fuzz.py (loaded with SCHEMATHESIS_HOOKS): sign the
-Twilio webhooks as Twilio does, for the account the test gave the webhook school, so that
-the fuzzer reaches what happens after the signature check, not only the 403.
+webhooks as the providers do, for the accounts the test gave the webhook school, so that the
+fuzzer reaches what happens after the signature check, not only the 403.
 
-A form whose fields are all text is signed (its `AccountSid` set to that account's) in
-place of the signature the fuzzer made up; any other body (the fuzzer's invalid ones), or a
-request without the header, goes as the fuzzer made it and is refused as such.
-The Telnyx webhook is not signed: the fuzzer sees its 403 only.
+Twilio: a form whose fields are all text is signed (its `AccountSid` set to that account's)
+in place of the signature the fuzzer made up; any other body (the fuzzer's invalid ones)
+goes as the fuzzer made it and is refused as such. Telnyx: a JSON body is sent as the bytes
+it is signed over (Ed25519 over `timestamp|body`, with the private key of the account's
+public key), stamped now. Either way, a request without the signature header (the fuzzer
+checking that one is required) is left so.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import time
 from typing import Any
 
 import schemathesis
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from app.providers import callbacks
+from app.providers.telnyx import signature as telnyx
 from app.providers.twilio.signature import HEADER, compute_signature
 
 TWILIO_PATHS = {callbacks.TWILIO_STATUS, callbacks.TWILIO_INBOUND}
@@ -23,8 +30,34 @@ TWILIO_PATHS = {callbacks.TWILIO_STATUS, callbacks.TWILIO_INBOUND}
 
 @schemathesis.hook
 def before_call(ctx: Any, case: Any, kwargs: dict[str, Any]) -> None:
-    # A case without the header is the fuzzer checking that one is required: left so.
-    if case.operation.path not in TWILIO_PATHS or HEADER not in (case.headers or {}):
+    if case.operation.path == callbacks.TELNYX:
+        sign_telnyx(case, kwargs)
+    elif case.operation.path in TWILIO_PATHS:
+        sign_twilio(case)
+
+
+def sign_telnyx(case: Any, kwargs: dict[str, Any]) -> None:
+    headers = case.headers or {}
+    if telnyx.SIGNATURE_HEADER not in headers or telnyx.TIMESTAMP_HEADER not in headers:
+        return
+    try:
+        raw = json.dumps(case.body, allow_nan=False).encode()
+    except (TypeError, ValueError):  # not a JSON value: sent as made, refused as such
+        return
+    kwargs["data"] = raw  # sent as it is signed, in place of the body's own serialisation
+    key = Ed25519PrivateKey.from_private_bytes(
+        base64.b64decode(os.environ["CAMPANILE_FUZZ_TELNYX_PRIVATE_KEY"])
+    )
+    stamp = str(int(time.time()))
+    case.headers = {
+        **headers,
+        telnyx.TIMESTAMP_HEADER: stamp,
+        telnyx.SIGNATURE_HEADER: base64.b64encode(key.sign(stamp.encode() + b"|" + raw)).decode(),
+    }
+
+
+def sign_twilio(case: Any) -> None:
+    if HEADER not in (case.headers or {}):
         return
     form = case.body
     if not isinstance(form, dict) or not all(
