@@ -6,8 +6,9 @@ Deliveries are rows (`app.models.WebhookDelivery`), made by the sequencer
 leases them (`next_attempt_at` = now + LEASE_SECONDS, so several workers never post one at
 once and a killed worker's posts are made again once the lease runs out), posts each in a
 task of its own, at most `per_endpoint` at once to one endpoint and `concurrency` in all,
-so a slow or dead endpoint holds up only its own deliveries, and records each answer in a
-transaction of its own. A 2xx answer within TIMEOUT_SECONDS is a delivery; anything else
+so a slow or dead endpoint holds up only its own deliveries, and records the answers
+together, in the next claim's transaction (a worker killed before that posts nothing
+twice at once: the lease runs out first, and those posts are made again). A 2xx answer within TIMEOUT_SECONDS is a delivery; anything else
 (another status, a timeout, a refused connection, a redirect: never followed, an address
 that is not public) is retried after the next wait of RETRY_WAITS, then the delivery is
 failed. Every post of one event carries the same `webhook-id` (the event's id)."""
@@ -18,8 +19,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,6 +35,7 @@ from app.events import render, urls
 from app.kit.clock import utcnow
 from app.kit.crypto import SecretBox
 from app.kit.db import unit_of_work
+from app.kit.http import SplitPool
 from app.models import Event, WebhookEndpoint
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,7 @@ LEASE_SECONDS = 60  # longer than a post can take
 # of waiting, spread over some three days of retries counting the last); after the last
 # retry fails, the delivery is failed.
 RETRY_WAITS = (5, 300, 1800, 7200, 18000, 36000, 36000)
+ROUNDS = 4  # rounds of an endpoint's posts a claim takes (ROUNDS x TIMEOUT < LEASE)
 
 # Each enabled endpoint's due deliveries, longest due first, up to `per_endpoint` of each
 # (so one endpoint's backlog never hides another's: each is read on its own), locked (SKIP
@@ -70,12 +74,28 @@ _LEASE = text(
     RETURNING id, endpoint_id, event_id, attempts
     """
 )
+# The answers of several posts, each its delivery's unless another post of it was made
+# since (its lease ran out and another worker posted it: that post's answer is the one).
 _RECORD = text(
     """
-    UPDATE webhook_deliveries
-    SET status = :status, next_attempt_at = :next_attempt_at, last_status = :last_status,
-        last_error = :last_error, delivered_at = :delivered_at, updated_at = :now
-    WHERE id = :id AND attempts = :attempts
+    UPDATE webhook_deliveries AS d
+    SET status = a.status, next_attempt_at = a.next_attempt_at, last_status = a.last_status,
+        last_error = a.last_error, delivered_at = a.delivered_at, updated_at = :now
+    FROM unnest(
+        CAST(:id AS bigint[]), CAST(:attempts AS integer[]), CAST(:status AS text[]),
+        CAST(:next_attempt_at AS timestamptz[]), CAST(:last_status AS integer[]),
+        CAST(:last_error AS text[]), CAST(:delivered_at AS timestamptz[])
+    ) AS a(id, attempts, status, next_attempt_at, last_status, last_error, delivered_at)
+    WHERE d.id = a.id AND d.attempts = a.attempts
+    """
+)
+# Queued posts a stopping worker will not make: due again now, as if never leased.
+_GIVE_BACK = text(
+    """
+    UPDATE webhook_deliveries AS d
+    SET next_attempt_at = now(), attempts = d.attempts - 1
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:attempts AS integer[])) AS q(id, attempts)
+    WHERE d.id = q.id AND d.attempts = q.attempts
     """
 )
 
@@ -91,6 +111,7 @@ class Post:
     secret: str
     event_id: str
     body: str
+    lease_ends: float  # time.monotonic()
 
 
 def sign(secret: str, event_id: str, moment: datetime, body: str) -> dict[str, str]:
@@ -104,7 +125,14 @@ def sign(secret: str, event_id: str, moment: datetime, body: str) -> dict[str, s
 
 
 class Deliverer:
-    """Claims due deliveries and posts them, bounded per endpoint and in all."""
+    """Claims due deliveries and posts them, bounded per endpoint and in all.
+
+    A claim takes, for each endpoint, up to ROUNDS rounds of its posts (`per_endpoint`
+    each) and keeps them queued in memory: as a post ends, the next one of its endpoint
+    starts at once, without a trip to the database. The answers are recorded together, in
+    the next claim's transaction. ROUNDS x TIMEOUT_SECONDS is under LEASE_SECONDS, so the
+    last queued post of an endpoint that times out on every one is still posted within
+    its lease."""
 
     def __init__(
         self,
@@ -121,106 +149,151 @@ class Deliverer:
         self.allow_private = allow_private
         self.concurrency = concurrency
         self.per_endpoint = per_endpoint
+        # Split pools, as the providers' client (app/kit/http.py: httpcore walks every
+        # connection of a pool on each request).
         self.http = http or httpx.AsyncClient(
-            timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False
+            timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False, transport=SplitPool()
         )
+        self._queued: defaultdict[uuid.UUID, deque[Post]] = defaultdict(deque)
         self._in_flight: Counter[uuid.UUID] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._answered = asyncio.Event()  # a post ended: there may be room for another
+        self._answers: list[Answer] = []  # recorded with the next claim
+        self._room = asyncio.Event()  # an endpoint's queue ran dry: worth a claim
 
     @property
     def in_flight(self) -> int:
-        return len(self._tasks)
+        """Posts under way or queued (claimed, not yet answered)."""
+        return len(self._tasks) + sum(map(len, self._queued.values()))
 
     async def claim_and_post(self) -> int:
-        """Claim what may be posted now, within the bounds, and start posting it (each
-        post a task of its own); how many were claimed."""
-        room = self.concurrency - len(self._tasks)
-        if room <= 0:
-            return 0
-        posts = await self._claim(room)
+        """Record the answers of the posts that ended, claim what may be posted within the
+        bounds, and start posting; how many were claimed."""
+        posts = await self._claim(self.concurrency * ROUNDS - self.in_flight)
+        refused = await self._refused({post.url for post in posts})
         for post in posts:
-            self._in_flight[post.endpoint_id] += 1
-            task = asyncio.create_task(self._deliver(post), name=f"webhook {post.id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._ended)
+            if post.url in refused:
+                self._answers.append(Answer.of(post, None, refused[post.url]))
+            else:
+                self._queued[post.endpoint_id].append(post)
+        self._start()
         return len(posts)
+
+    def _start(self) -> None:
+        """Start the queued posts that the bounds let start. A post that could no longer
+        end within its lease is not made here: once the lease runs out, any worker makes it
+        (so a post is never made twice at once, however long others held it queued)."""
+        latest = time.monotonic() + TIMEOUT_SECONDS + 1
+        for endpoint_id, queue in self._queued.items():
+            while (
+                queue
+                and self._in_flight[endpoint_id] < self.per_endpoint
+                and len(self._tasks) < self.concurrency
+            ):
+                post = queue.popleft()
+                if post.lease_ends < latest:
+                    continue
+                self._in_flight[endpoint_id] += 1
+                task = asyncio.create_task(self._deliver(post), name=f"webhook {post.id}")
+                self._tasks.add(task)
+                task.add_done_callback(self._ended)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._answered.set()
+        self._start()
+        if not all(self._queued.values()):
+            self._room.set()
 
-    async def answered(self, seconds: float) -> None:
-        """Until a post in flight ends (at most `seconds`)."""
-        self._answered.clear()
+    async def room(self, seconds: float) -> None:
+        """Until a claim is worth making: a post ended with no other of its endpoint queued
+        (at most `seconds`, after which the answers are worth recording anyway)."""
+        self._room.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._answered.wait(), seconds)
+            await asyncio.wait_for(self._room.wait(), seconds)
+
+    async def _refused(self, urls_: set[str]) -> dict[str, str]:
+        """Why each of these URLs may not be posted to now, checked once per claim (the
+        host's addresses, looked up again: a name may be pointed elsewhere later)."""
+        refused = {}
+        for url in urls_:
+            try:
+                await urls.check(url, allow_private=self.allow_private)
+            except urls.RefusedUrl as exc:
+                refused[url] = str(exc)
+        return refused
 
     async def _claim(self, room: int) -> list[Post]:
+        """Record the answers so far, then lease up to `room` due deliveries, each
+        endpoint's up to ROUNDS rounds of its posts less what it holds."""
         now = utcnow()
+        answers, self._answers = self._answers, []
+        try:
+            return await self._record_and_lease(answers, now, room)
+        except BaseException:
+            self._answers[:0] = answers  # recorded with the next claim, if there is one
+            raise
+
+    async def _record_and_lease(
+        self, answers: list[Answer], now: datetime, room: int
+    ) -> list[Post]:
         async with unit_of_work(self.sessionmaker) as session:
-            due = (
-                await session.execute(_DUE, {"now": now, "per_endpoint": self.per_endpoint})
-            ).all()
+            if answers:
+                await session.execute(_RECORD, Answer.columns(answers, now))
+            if room <= 0:
+                return []
+            limit = self.per_endpoint * ROUNDS
+            due = (await session.execute(_DUE, {"now": now, "per_endpoint": limit})).all()
             taken: Counter[uuid.UUID] = Counter()
             chosen: list[int] = []
             for row in due:
-                busy = self._in_flight[row.endpoint_id] + taken[row.endpoint_id]
-                if busy < self.per_endpoint and len(chosen) < room:
+                held = self._in_flight[row.endpoint_id] + len(self._queued[row.endpoint_id])
+                if held + taken[row.endpoint_id] < limit and len(chosen) < room:
                     taken[row.endpoint_id] += 1
                     chosen.append(row.id)
             if not chosen:
                 return []
             lease_until = now + timedelta(seconds=LEASE_SECONDS)
+            lease_ends = time.monotonic() + LEASE_SECONDS
             leased = (
                 await session.execute(
                     _LEASE, {"ids": chosen, "lease_until": lease_until, "now": now}
                 )
             ).all()
             endpoints = {
-                e.id: e
+                e.id: (e.url, self.box.open(e.secret)["secret"])
                 for e in await session.scalars(
                     select(WebhookEndpoint).where(
                         WebhookEndpoint.id.in_({row.endpoint_id for row in leased})
                     )
                 )
             }
-            events = {
-                e.id: e
+            bodies = {
+                e.id: (e.public_id, json.dumps(render.envelope(e), separators=(",", ":")))
                 for e in await session.scalars(
                     select(Event).where(Event.id.in_({row.event_id for row in leased}))
                 )
             }
-            posts = []
-            for row in leased:
-                endpoint, event = endpoints[row.endpoint_id], events[row.event_id]
-                posts.append(
-                    Post(
-                        row.id,
-                        row.endpoint_id,
-                        row.attempts,
-                        endpoint.url,
-                        self.box.open(endpoint.secret)["secret"],
-                        event.public_id,
-                        json.dumps(render.envelope(event), separators=(",", ":")),
-                    )
+            return [
+                Post(
+                    row.id,
+                    row.endpoint_id,
+                    row.attempts,
+                    *endpoints[row.endpoint_id],
+                    *bodies[row.event_id],
+                    lease_ends,
                 )
-            return posts
+                for row in leased
+            ]
 
     async def _deliver(self, post: Post) -> None:
         try:
             answer, error = await self._post(post)
-            await self._record(post, answer, error)
+            self._answers.append(Answer.of(post, answer, error))
         except Exception:  # the lease runs out and the delivery is posted again
-            log.exception("webhook delivery %s could not be recorded", post.id)
+            log.exception("webhook delivery %s was not posted", post.id)
         finally:
             self._in_flight[post.endpoint_id] -= 1
 
     async def _post(self, post: Post) -> tuple[int | None, str | None]:
-        try:
-            await urls.check(post.url, allow_private=self.allow_private)
-        except urls.RefusedUrl as exc:
-            return None, str(exc)
         headers = sign(post.secret, post.event_id, utcnow(), post.body)
         try:
             response = await self.http.post(post.url, content=post.body, headers=headers)
@@ -230,28 +303,64 @@ class Deliverer:
             return None, f"{type(exc).__name__}: {exc}"[:500]
         return response.status_code, None
 
-    async def _record(self, post: Post, answer: int | None, error: str | None) -> None:
-        now = utcnow()
-        values: dict[str, Any] = {
-            "id": post.id,
-            "attempts": post.attempts,
-            "now": now,
-            "last_status": answer,
-            "last_error": error,
-            "delivered_at": None,
-        }
-        if answer is not None and 200 <= answer < 300:
-            values.update(status="delivered", next_attempt_at=None, delivered_at=now)
-        elif post.attempts <= len(RETRY_WAITS):
-            wait = RETRY_WAITS[post.attempts - 1]
-            values.update(status="pending", next_attempt_at=now + timedelta(seconds=wait))
-        else:
-            values.update(status="failed", next_attempt_at=None)
-        async with unit_of_work(self.sessionmaker) as session:
-            await session.execute(_RECORD, values)
-
     async def finish(self, seconds: float = TIMEOUT_SECONDS + 1) -> None:
-        """Let the posts in flight end (for at most `seconds`), then close the client."""
+        """Let the posts in flight end (for at most `seconds`), record their answers, give
+        back the queued ones (due again at once, for any worker), then close the client."""
+        queued = [post for queue in self._queued.values() for post in queue]
+        self._queued.clear()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=seconds)
-        await self.http.aclose()
+        try:
+            async with unit_of_work(self.sessionmaker) as session:
+                if self._answers:
+                    await session.execute(_RECORD, Answer.columns(self._answers, utcnow()))
+                    self._answers = []
+                if queued:
+                    await session.execute(
+                        _GIVE_BACK,
+                        {"ids": [p.id for p in queued], "attempts": [p.attempts for p in queued]},
+                    )
+        finally:
+            await self.http.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What became of one post, to record: delivered, due again after its wait, or failed."""
+
+    id: int
+    attempts: int
+    status: str
+    next_attempt_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+
+    @classmethod
+    def of(cls, post: Post, answer: int | None, error: str | None) -> Answer:
+        now = utcnow()
+        if answer is not None and 200 <= answer < 300:
+            return cls(post.id, post.attempts, "delivered", None, answer, error, now)
+        if post.attempts <= len(RETRY_WAITS):
+            wait = timedelta(seconds=RETRY_WAITS[post.attempts - 1])
+            return cls(post.id, post.attempts, "pending", now + wait, answer, error, None)
+        return cls(post.id, post.attempts, "failed", None, answer, error, None)
+
+    @staticmethod
+    def columns(answers: list[Answer], now: datetime) -> dict[str, Any]:
+        """The answers as the columns `_RECORD` unnests."""
+        return {
+            "now": now,
+            **{
+                name: [getattr(a, name) for a in answers]
+                for name in (
+                    "id",
+                    "attempts",
+                    "status",
+                    "next_attempt_at",
+                    "last_status",
+                    "last_error",
+                    "delivered_at",
+                )
+            },
+        }

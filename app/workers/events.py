@@ -48,7 +48,8 @@ class EventSequencer(LoopService):
 
 class EventDeliverer(LoopService):
     """Posts due webhook deliveries (`app.events.deliveries.Deliverer`), claiming again as
-    soon as a post ends, resting EVENTS_POLL_SECONDS when nothing is due or in flight."""
+    soon as an endpoint's queued posts run out, resting EVENTS_POLL_SECONDS when nothing is
+    due or in flight."""
 
     name = "event deliverer"
 
@@ -63,8 +64,8 @@ class EventDeliverer(LoopService):
     async def run_once(self) -> bool:
         if await self.deliverer.claim_and_post() > 0:
             return True
-        if self.deliverer.in_flight:  # full, or nothing due yet: look again as one ends
-            await self.deliverer.answered(self.interval_seconds)
+        if self.deliverer.in_flight:  # full, or nothing due yet: look again when worth it
+            await self.deliverer.room(self.interval_seconds)
             return True
         return False
 
