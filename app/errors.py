@@ -233,17 +233,17 @@ def _problem_response(status: int, description: str) -> dict[str, Any]:
 # authentication, body parsing and the body limit (app.kit.limits), validation.
 _SECURED = responses(Unauthorized)
 _RATE_LIMITED = responses(TooManyRequests)
-_WITH_BODY = responses(
-    (BadRequest, "The body is not valid JSON (or not UTF-8)."),
-    PayloadTooLarge,
-)
+_WITH_BODY = responses((BadRequest, "The body is not valid JSON (or not UTF-8)."))
+# Any request, a body or not expected: the limit is read before the route is (app/kit/limits.py).
+_ANY = responses(PayloadTooLarge)
 _VALIDATED = responses(Unprocessable)
 _FASTAPI_422 = {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
 
 
 def document(openapi: dict[str, Any]) -> dict[str, Any]:
     """Complete FastAPI's document (in place) with the errors every operation can answer:
-    401 where credentials are required, 400 and 413 where a body is read, 422 (FastAPI
+    413 on every one (a body over the limit, expected or not), 401 where credentials are
+    required, 400 where a body is read, 422 (FastAPI
     declares its own shape; the service answers a Problem) where input is validated. Every
     problem answer has the Problem schema, which joins the components."""
     schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
@@ -255,7 +255,7 @@ def document(openapi: dict[str, Any]) -> dict[str, Any]:
     for path in openapi.get("paths", {}).values():
         for operation in path.values():
             answers: dict[str, Any] = operation.setdefault("responses", {})
-            added: dict[int | str, dict[str, Any]] = {}
+            added: dict[int | str, dict[str, Any]] = dict(_ANY)
             if operation.get("security"):
                 added.update(_SECURED)
             if any("SchoolApiKey" in scheme for scheme in operation.get("security", [])):
@@ -327,10 +327,37 @@ def _malformed_json() -> JSONResponse:
 
 
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    return [
-        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
-        for err in exc.errors()
-    ]
+    """One entry per invalid field, at the field's place in the request: pydantic reports a
+    field of several types (`str | None`, the provider accounts) once per type, each with
+    the type's label in its `loc`; the labels go, and so does "should be None" beside the
+    error of the type the value was meant to be."""
+    found: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        if loc[:1] == ("body",) and isinstance(exc.body, dict | list):
+            loc = ("body", *_fields(exc.body, loc[1:]))
+        entry = {"loc": list(loc), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        if loc not in found or found[loc]["type"] == "none_required":
+            found[loc] = entry
+    return list(found.values())
+
+
+def _fields(value: Any, loc: tuple[Any, ...]) -> list[Any]:
+    """The parts of a body error's `loc` that name a field or an item of the body: a part
+    that does not (a label pydantic gives a member of a union) is left out. The last part
+    may name a field the object lacks (a missing one)."""
+    kept = []
+    for index, part in enumerate(loc):
+        if isinstance(value, dict) and part in value:  # noqa: SIM114 (types differ)
+            value = value[part]
+        elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
+            value = value[part]
+        elif isinstance(value, dict) and index == len(loc) - 1:
+            value = None  # a field the object lacks
+        else:
+            continue
+        kept.append(part)
+    return kept
 
 
 def install(app: FastAPI) -> None:

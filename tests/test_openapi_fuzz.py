@@ -95,19 +95,21 @@ BY_NATURE = [
         ("createSchool", "updateSchool"),
         "positive_data_acceptance",
         (422,),
-        "JSON Schema cannot compare two values nor hold the IANA and ISO lists: a sending "
-        "window's `start` must differ from its `end`; a retry policy, once merged with the "
-        "settings the request does not name, must keep `max_delay_seconds` at least "
-        "`base_delay_seconds`; a time zone or region of the right shape must exist (README, "
-        "Delivery). Each is a 422 naming the field.",
+        "JSON Schema cannot compare two values: a sending window's `start` must differ from "
+        "its `end`; a retry policy, once merged with the settings the request does not name, "
+        "must keep `max_delay_seconds` at least `base_delay_seconds`. And which time zones, "
+        "regions and country calling codes exist is what the installed tzdata and "
+        "phonenumbers know, not a list the document could fix (README, Delivery). Each is a "
+        "422 naming the field.",
     ),
     ByNature(
         ("createWebhookEndpoint", "updateWebhookEndpoint"),
         "positive_data_acceptance",
         (422,),
         "A URL is a string to JSON Schema; where its host points only a DNS lookup can say: "
-        "an endpoint must be https and resolve to public addresses only (README, Events), "
-        "else 422 naming `url`.",
+        "an endpoint must resolve to public addresses only (README, Events), else 422 "
+        "naming `url`. (That it must be https is a setting's: EVENTS_ALLOW_PRIVATE_URLS "
+        "lifts it, as this test's server does to seed endpoints on loopback.)",
     ),
     ByNature(
         ("telnyxWebhook",),
@@ -153,7 +155,8 @@ ON_AN_ENDPOINT = ("getWebhookEndpoint", "updateWebhookEndpoint", "listWebhookDel
 
 def seed_recipient(server: LiveServer, key: str) -> dict[str, str]:
     """A launched campaign of the fuzzing school with a few recipients (on the simulator):
-    the path parameters of one of them."""
+    the path parameters of one of them; and a draft campaign's id (only a draft may be
+    changed: `updateCampaign` is pinned to it)."""
     auth = {"Authorization": f"Bearer {key}"}
     url = server.base_url
 
@@ -170,7 +173,12 @@ def seed_recipient(server: LiveServer, key: str) -> dict[str, str]:
     post(f"/v1/campaigns/{campaign['id']}/launch", None)
     page = httpx.get(f"{url}/v1/campaigns/{campaign['id']}/contacts", headers=auth, timeout=30)
     assert page.status_code == 200, page.text
-    return {"campaign_id": campaign["id"], "recipient_id": page.json()["items"][-1]["id"]}
+    draft = post("/v1/campaigns", {"name": "Draft", "body": "Hi", "contact_list_id": list_id})
+    return {
+        "campaign_id": campaign["id"],
+        "recipient_id": page.json()["items"][-1]["id"],
+        "draft_id": draft["id"],
+    }
 
 
 def seed_webhook_endpoints(server: LiveServer, key: str) -> dict[str, str]:
@@ -254,26 +262,22 @@ def config_toml(recipient: dict[str, str], endpoints: dict[str, str]) -> str:
     for operation in LEFT_OUT:
         lines += ["", "[[operations]]", f"include-operation-id = {json.dumps(operation)}"]
         lines.append("enabled = false")
-    pinned = ", ".join(f'"path.{name}" = {json.dumps(value)}' for name, value in recipient.items())
-    lines += [
-        "",
-        "[[operations]]",
-        f"include-operation-id = {json.dumps(list(ON_A_RECIPIENT))}",
-        f"parameters = {{ {pinned} }}",
-        "",
-        "[[operations]]",
-        'include-operation-id = "resendFailed"',
-        f'parameters = {{ "path.campaign_id" = {json.dumps(recipient["campaign_id"])} }}',
-    ]
-    for operations, endpoint in (
-        (ON_AN_ENDPOINT, endpoints["kept"]),
-        (("deleteWebhookEndpoint",), endpoints["deleted"]),
+    campaign, contact = recipient["campaign_id"], recipient["recipient_id"]
+    for operations, parameters in (
+        (ON_A_RECIPIENT, {"campaign_id": campaign, "recipient_id": contact}),
+        (("resendFailed",), {"campaign_id": campaign}),
+        (("updateCampaign",), {"campaign_id": recipient["draft_id"]}),
+        (ON_AN_ENDPOINT, {"endpoint_id": endpoints["kept"]}),
+        (("deleteWebhookEndpoint",), {"endpoint_id": endpoints["deleted"]}),
     ):
+        pinned = ", ".join(
+            f'"path.{name}" = {json.dumps(value)}' for name, value in parameters.items()
+        )
         lines += [
             "",
             "[[operations]]",
             f"include-operation-id = {json.dumps(list(operations))}",
-            f'parameters = {{ "path.endpoint_id" = {json.dumps(endpoint)} }}',
+            f"parameters = {{ {pinned} }}",
         ]
     return "\n".join(lines) + "\n"
 

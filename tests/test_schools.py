@@ -761,3 +761,34 @@ async def test_one_schools_key_never_sees_or_changes_another_school(
     )
     me = await client.get("/v1/school", headers=bearer(issued.json()["api_key"]))
     assert me.json()["id"] == school_a["id"]
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "sent", "fields"),
+    [
+        pytest.param("/v1/school", "PATCH", {"timezone": "Foo/Bar"}, [["timezone"]], id="tz"),
+        pytest.param(
+            "/v1/school",
+            "PATCH",
+            {"allowed_country_codes": [999]},
+            [["allowed_country_codes"]],
+            id="codes",
+        ),
+        pytest.param(
+            "/v1/school/provider",
+            "PUT",
+            {"provider": "twilio", "account_sid": "nope", "from_number": "+12015550100"},
+            [["account_sid"], ["auth_token"]],
+            id="provider",
+        ),
+    ],
+)
+async def test_a_422_names_each_invalid_field_once_at_its_place_in_the_body(
+    client: httpx.AsyncClient, path: str, method: str, sent: Json, fields: list[list[str]]
+) -> None:
+    """A field that may be null, or one of several shapes, is still one entry, its `loc`
+    the field's path in the body (not pydantic's labels of the shapes it tried)."""
+    _, headers = await make_school(client)
+    response = await client.request(method, path, json=sent, headers=headers)
+    problem = assert_problem(response, 422)
+    assert [e["loc"] for e in problem["errors"]] == [["body", *f] for f in fields]

@@ -8,10 +8,11 @@ once and a killed worker's posts are made again once the lease runs out), posts 
 task of its own, at most `per_endpoint` at once to one endpoint and `concurrency` in all,
 so a slow or dead endpoint holds up only its own deliveries, and records the answers
 together, in the next claim's transaction (a worker killed before that posts nothing
-twice at once: the lease runs out first, and those posts are made again). A 2xx answer within TIMEOUT_SECONDS is a delivery; anything else
-(another status, a timeout, a refused connection, a redirect: never followed, an address
-that is not public) is retried after the next wait of RETRY_WAITS, then the delivery is
-failed. Every post of one event carries the same `webhook-id` (the event's id)."""
+twice at once: the lease runs out first, and those posts are made again). A 2xx answer
+within TIMEOUT_SECONDS is a delivery; anything else (another status, a timeout, a refused
+connection, a redirect: never followed, an address that is not public) is retried after
+the next wait of RETRY_WAITS, then the delivery is failed. Every post of one event
+carries the same `webhook-id` (the event's id)."""
 
 from __future__ import annotations
 

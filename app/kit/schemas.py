@@ -65,7 +65,10 @@ def text_only(node: Any) -> Any:
         if not {"pattern", "enum", "const", "format"} & set(names):
             names["pattern"] = NoNul
     for key, value in node.items():
-        if key not in _NOT_SCHEMAS and key != "propertyNames":
+        if key == "properties":  # names of properties, not keywords: each is a schema
+            for schema in value.values():
+                text_only(schema)
+        elif key not in _NOT_SCHEMAS and key != "propertyNames":
             text_only(value)
     return node
 
@@ -81,7 +84,8 @@ class RequestSchema(BaseModel):
         cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
         schema = handler(core_schema)
-        text_only(handler.resolve_ref_schema(schema).get("properties", {}))
+        for field in handler.resolve_ref_schema(schema).get("properties", {}).values():
+            text_only(field)
         return schema
 
     @field_validator("*", mode="after")

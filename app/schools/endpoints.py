@@ -273,7 +273,8 @@ async def set_provider(
     session: SessionDep,
     box: SecretBoxDep,
     trail: SchoolTrail,
-    data: schemas.ProviderAccountIn = Body(),
+    # The discriminator on Body: FastAPI keeps Body's field info, not the type's.
+    data: schemas.ProviderAccountIn = Body(discriminator="provider"),
 ) -> schemas.ProviderAccount:
     """Set the school's SMS provider account; the answer never includes secrets."""
     account = await service.set_provider(session, school, data, box)
