@@ -4,6 +4,7 @@
                              [--batch 200] [--bare-requests N] [--py-spy FILE]
                              [--cprofile FILE] [--extra-path DIR] [--worker-log FILE]
                              [--hang-share 0.05 [--clean-rate MSG_PER_S]]
+                             [--events {on,off,none}]
 
 The database is found the way the tests find it: TEST_DATABASE_URL, or else an embedded
 PostgreSQL started here (deleted on exit). A fresh database is created on it, migrated
@@ -51,17 +52,26 @@ most WORKER_CONCURRENCY sends hold a place, a hanging one for WORKER_STRAGGLING_
 before it steps aside among at most STRAGGLERS_PER_PLACE x WORKER_CONCURRENCY stragglers
 (app.delivery.gate) for the rest of the timeout: the "ceiling:" line gives the rate no
 worker so bounded can exceed, the lower of what the places and the stragglers allow.
+
+--events measures the outbox's cost (README, Events): `on` subscribes one webhook endpoint
+of the school (bench/events_receiver.py, a process on loopback answering 204) to every
+event, so the worker's event sequencer and deliverer (in the worker process, as deployed)
+post each change of each recipient to it; `off` disables the outbox's triggers, so no
+event is written; `none` (the default) keeps the triggers with no endpoint subscribed.
+The receiver's count of posts is printed after the run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -74,7 +84,7 @@ from typing import Any
 
 import asyncpg
 import httpx
-from _db import fresh_database, plain_url  # bench/_db.py
+from _db import EVENTS_OFF, fresh_database, plain_url  # bench/_db.py
 from fake_twilio import hangs  # bench/fake_twilio.py
 
 from app.config import Settings
@@ -203,8 +213,41 @@ class FakeProcess:
 # -- setup -----------------------------------------------------------------------------
 
 
-async def setup(settings: Settings, fake_url: str, recipients: int) -> uuid.UUID:
-    """School, Twilio account on the fake, list, contacts, campaign, launch: its id."""
+class EventsReceiver:
+    """bench/events_receiver.py in a process of its own (--events on)."""
+
+    def __init__(self) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}/events"
+        self.process = spawn(
+            [sys.executable, "bench/events_receiver.py", "--port", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    async def posts(self) -> int:
+        """How many posts it has had (waiting for it to answer, if it is starting)."""
+        async with httpx.AsyncClient(trust_env=False, timeout=60) as http:
+            for _ in range(100):
+                with contextlib.suppress(httpx.TransportError):
+                    await http.get(f"http://127.0.0.1:{self.port}/stats")
+                    break
+                await asyncio.sleep(0.1)
+            stats = (await http.get(f"http://127.0.0.1:{self.port}/stats")).json()
+        return int(stats["posts"])
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+async def setup(
+    settings: Settings, fake_url: str, recipients: int, events: str, endpoint: str | None
+) -> uuid.UUID:
+    """School, Twilio account on the fake, list, contacts, campaign, launch: its id; the
+    outbox as --events says (`endpoint` subscribed, or the triggers off)."""
     assert settings.database_url is not None
     app = create_app(settings)
     bind(app, settings)
@@ -239,6 +282,8 @@ async def setup(settings: Settings, fake_url: str, recipients: int) -> uuid.UUID
                     "api_base": fake_url,
                 },
             )
+            if endpoint is not None:
+                await call("POST", "/v1/webhook-endpoints", headers=auth, json={"url": endpoint})
             made = await call("POST", "/v1/contact-lists", headers=auth, json={"name": "All"})
             started = time.perf_counter()
             connection = await asyncpg.connect(plain_url(settings.database_url))
@@ -265,6 +310,8 @@ async def setup(settings: Settings, fake_url: str, recipients: int) -> uuid.UUID
     connection = await asyncpg.connect(plain_url(settings.database_url))
     try:
         await connection.execute("ANALYZE recipients")
+        for statement in EVENTS_OFF if events == "off" else []:
+            await connection.execute(statement)
     finally:
         await connection.close()
     print(
@@ -353,6 +400,7 @@ async def run_worker(
         "WORKER_BATCH_SIZE": str(args.batch),
         "WORKER_CONCURRENCY": str(args.concurrency),
         "LOG_LEVEL": args.worker_log_level,
+        "EVENTS_ALLOW_PRIVATE_URLS": "true",  # --events on: the receiver is on loopback
     }
     if args.extra_path:
         env["PYTHONPATH"] = os.pathsep.join([args.extra_path, env.get("PYTHONPATH", "")])
@@ -505,11 +553,15 @@ async def run(args: argparse.Namespace, database_url: str) -> bool:
         # (--hang-share) no retry of the sends that hung within the run.
         retry_base_delay_seconds=3600 if args.hang_share else 60,
         retry_max_delay_seconds=7200 if args.hang_share else 3600,
+        events_allow_private_urls=True,
     )
     fake = FakeProcess(args.latency_ms, args.hang_share)
+    receiver = EventsReceiver() if args.events == "on" else None
     try:
         print(f"fake Twilio: {fake.url} (own process, {args.latency_ms:g} ms per create)")
-        campaign_id = await setup(settings, fake.url, args.recipients)
+        print(f"events: {args.events}" + (f" (one endpoint, {receiver.url})" if receiver else ""))
+        endpoint = receiver.url if receiver else None
+        campaign_id = await setup(settings, fake.url, args.recipients, args.events, endpoint)
 
         async with plain_http_client() as http:
             await bare_loop(fake, min(2_000, args.bare_requests), args.concurrency, http)
@@ -557,9 +609,15 @@ async def run(args: argparse.Namespace, database_url: str) -> bool:
             f"WORKER_BATCH_SIZE={args.batch} WORKER_CONCURRENCY={args.concurrency}; "
             f"{engine_version()}"
         )
+        if receiver is not None:
+            await receiver.posts()  # up
         result = await run_worker(args, settings, fake, campaign_id)
+        if receiver is not None:
+            print(f"events receiver: {await receiver.posts():,} posts during the run")
     finally:
         fake.stop()
+        if receiver is not None:
+            receiver.stop()
     rate = result.rate
     print(
         f"worker:           {rate.messages:,} creates in {rate.seconds:6.2f} s = "
@@ -695,6 +753,7 @@ def main() -> None:
         default=None,
         help="(with --hang-share) a clean run's worker rate, msg/s: the target is half of it",
     )
+    parser.add_argument("--events", choices=("on", "off", "none"), default="none")
     args = parser.parse_args()
     if args.extra_path:
         sys.path.insert(0, args.extra_path)

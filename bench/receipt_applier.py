@@ -1,6 +1,7 @@
 """Benchmark: the receipt applier's CPU per receipt (`app.delivery.applier.apply_stored`).
 
     python bench/receipt_applier.py [--messages 10000] [--batch 500] [--repeat 3]
+                                    [--events {on,off}]
 
 The database is found the way the tests find it: TEST_DATABASE_URL, or else an embedded
 PostgreSQL started here (deleted on exit); a fresh database is created on it, migrated,
@@ -24,6 +25,14 @@ process's CPU time (time.process_time) over those transactions: the applier's Py
 SQLAlchemy and asyncpg, not PostgreSQL's, and far less skewed by other load on the machine
 than wall time (printed beside it). The median over --repeat runs is the figure.
 
+--events picks what the outbox does (README, Events), to measure its cost: `off` disables
+its triggers (no event is written), `on` (the default, as deployed) keeps them and
+subscribes one webhook endpoint of the school to every event type; then the events the
+receipts wrote are sequenced and fanned out to it after each batch, as the worker's
+sequencer would (`app.events.outbox.sequence`), inside the figures (nothing is posted:
+the deliverer's cost is bench/events.py's). Wall time, which includes PostgreSQL's work
+(the triggers run there), is the figure to compare: `--events off` then `--events on`.
+
 Last, a fingerprint of the state the receipts left (recipients' status columns, whether
 a retry is due, attempts, receipts applied and their attempt, opt-outs, campaigns; no
 times): the same for two checkouts of the applier that behave alike (run this file with
@@ -44,10 +53,11 @@ from collections import Counter
 from typing import Any
 
 import asyncpg
-from _db import fresh_database, plain_url  # bench/_db.py
+from _db import EVENTS_OFF, fresh_database, plain_url  # bench/_db.py
 
 from app.delivery import applier
 from app.delivery.school_cache import SchoolCache
+from app.events import outbox
 from app.kit.db import create_engine, create_sessionmaker, unit_of_work
 from app.providers import codes
 
@@ -171,7 +181,13 @@ def receipts(messages: int, rng: random.Random) -> list[tuple[Any, ...]]:
     return rows
 
 
-async def seed(url: str, messages: int) -> int:
+SUBSCRIBE = """
+    INSERT INTO webhook_endpoints (id, school_id, url, events, secret, created_at, updated_at)
+    VALUES (gen_random_uuid(), $1, 'https://sis.example.org/events', NULL, 'sealed', now(), now())
+"""
+
+
+async def seed(url: str, messages: int, events: bool) -> int:
     connection = await asyncpg.connect(plain_url(url))
     try:
         values = {
@@ -184,6 +200,8 @@ async def seed(url: str, messages: int) -> int:
         }
         for statement, names in SEED:
             await connection.execute(statement, *(values[name] for name in names))
+        for statement in [SUBSCRIBE] if events else EVENTS_OFF:
+            await connection.execute(statement, *([SCHOOL] if events else []))
         rows = receipts(messages, random.Random(7))
         await connection.copy_records_to_table("receipts", records=rows, columns=RECEIPT_COLUMNS)
         for table in ("recipients", "attempts", "receipts"):
@@ -194,7 +212,8 @@ async def seed(url: str, messages: int) -> int:
 
 
 async def apply_all(url: str, batch: int) -> tuple[Counter[str], float, float, int]:
-    """Every receipt applied, batch after batch: results, CPU and wall seconds, batches."""
+    """Every receipt applied, batch after batch, and their events sequenced after each:
+    results, CPU and wall seconds, batches."""
     engine = create_engine(url)
     sessionmaker = create_sessionmaker(engine)
     schools = SchoolCache()
@@ -206,6 +225,10 @@ async def apply_all(url: str, batch: int) -> tuple[Counter[str], float, float, i
             cpu_start, wall_start = time.process_time(), time.perf_counter()
             async with unit_of_work(sessionmaker) as session:
                 done = await applier.apply_stored(session, batch, schools)
+            while True:  # nothing to do with --events off
+                async with unit_of_work(sessionmaker) as session:
+                    if await outbox.sequence(session) < outbox.BATCH:
+                        break
             cpu += time.process_time() - cpu_start
             wall += time.perf_counter() - wall_start
             if not done:
@@ -232,25 +255,31 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=applier.BATCH)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--events", choices=("on", "off"), default="on")
     args = parser.parse_args()
     random.seed(1)  # the retries' jitter: not in the fingerprint anyway
     per_receipt: list[float] = []
+    walls: list[float] = []
     prints: set[str] = set()
     for run in range(args.repeat):
         with fresh_database() as url:
-            stored = asyncio.run(seed(url, args.messages))
+            stored = asyncio.run(seed(url, args.messages, args.events == "on"))
             gc.collect()
             gc.freeze()
             results, cpu, wall, batches = asyncio.run(apply_all(url, args.batch))
             applied = sum(results.values())
             per_receipt.append(cpu / applied * 1e6)
+            walls.append(wall / applied * 1e6)
             prints.add(asyncio.run(fingerprint(url)))
             print(
                 f"run {run + 1}: {stored:,} receipts stored, {applied:,} applied "
                 f"({dict(results)}) in {batches} batches of up to {args.batch}: "
                 f"CPU {cpu / applied * 1e6:.1f} us a receipt, wall {wall / applied * 1e6:.1f} us"
             )
-    print(f"CPU per receipt (median of {args.repeat}): {statistics.median(per_receipt):.1f} us")
+    print(
+        f"events {args.events}: CPU per receipt (median of {args.repeat}): "
+        f"{statistics.median(per_receipt):.1f} us; wall {statistics.median(walls):.1f} us"
+    )
     print(f"fingerprint: {', '.join(sorted(prints))}")
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from sqlalchemy import update
+from sqlalchemy import select, text, update
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -355,3 +355,38 @@ async def test_a_worker_killed_mid_delivery_loses_nothing(
     finally:
         await heir.finish()
     assert len(receiver.posts) == 1
+
+
+async def test_a_stopping_worker_posts_nothing_it_queued_and_gives_it_back_at_once(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    sessionmaker: Sessions,
+    settings: Settings,
+    receivers: Callable[..., Any],
+) -> None:
+    """A claim queues several rounds of an endpoint's posts; a worker told to stop makes
+    those in flight, and the queued ones are due again at once (not after their lease), for
+    any worker, their attempt not counted."""
+    assert settings.secret_key
+    slow: Receiver = await receivers(hang=True)
+    await subscribe(client, twilio_school, slow.url)
+    numbers = [phone(n) for n in range(6)]
+    for n in numbers:
+        response = await client.post("/v1/opt-outs", json={"phone": n}, headers=twilio_school.auth)
+        assert response.status_code == 201, response.text
+    async with unit_of_work(sessionmaker) as session:
+        await outbox.sequence(session)
+    stopping = Deliverer(
+        sessionmaker, SecretBox(settings.secret_key), allow_private=True, per_endpoint=2
+    )
+    assert await stopping.claim_and_post() == 6  # two in flight, four queued
+    await deliver_all(sessionmaker, stopping, lambda: len(slow.posts) >= 2)  # claims no more
+    await stopping.finish(0.1)  # the two hang past it
+    assert len(slow.posts) == 2
+    async with unit_of_work(sessionmaker) as session:
+        rows = (await session.scalars(select(WebhookDelivery))).all()
+        now = (await session.execute(text("SELECT now()"))).scalar_one()
+    given_back = [r for r in rows if r.attempts == 0]
+    assert len(given_back) == 4
+    assert all(r.next_attempt_at is not None and r.next_attempt_at <= now for r in given_back)
+    assert all(r.status == "pending" for r in rows)
