@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from app import api, errors, health
 from app.config import Settings, get_settings
+from app.console import endpoints as console
 from app.events.stream import Broadcaster
 from app.kit import embedded, examples
 from app.kit.crypto import SecretBox
@@ -140,6 +141,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     errors.install(app)
     app.include_router(health.router)
     app.include_router(api.router)
+    app.include_router(console.router)
     return app
 
 
