@@ -5,7 +5,7 @@ const KEY = "campanile.apiKey";
 export const session = {
   key: () => sessionStorage.getItem(KEY),
   signIn: (key) => sessionStorage.setItem(KEY, key),
-  signOut: () => sessionStorage.removeItem(KEY),
+  signOut: () => sessionStorage.clear(), // the key and where the streams were
 };
 
 /** An answer that is not a success: its problem's `detail` (README, The OpenAPI document). */

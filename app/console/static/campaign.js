@@ -24,11 +24,14 @@ let tooltips = 0;
 /** Show campaign `id` in `main`; resolves to what stops the page (its live stream). */
 export async function showCampaign(main, id, showError) {
   const path = `/v1/campaigns/${encodeURIComponent(id)}`;
+  // The first screen asks for everything it shows at once.
+  let loading = new AbortController(); // that of the contacts request in flight
+  const firstPage = api(`${path}/contacts?limit=${PAGE_SIZE}`, { signal: loading.signal });
+  firstPage.catch(() => {}); // awaited below, unless the campaign's own request fails first
   const [campaign, reasons] = await Promise.all([api(path), api("/v1/failed-reasons")]);
   const filter = { status: null, failed_reason: "", q: "" };
   const rows = new Map(); // recipient id -> { tr, recipient }
   let cursor = null;
-  let loading = null; // the AbortController of the contacts request in flight
   let current = campaign;
 
   const notice = h("p", { class: "notice", role: "status" });
@@ -196,18 +199,23 @@ export async function showCampaign(main, id, showError) {
     shown.textContent = `Showing ${formatNumber(rows.size)}${of}`;
   }
 
-  async function load(fresh) {
-    loading?.abort();
-    loading = new AbortController();
-    const params = query({
-      status: filter.status,
-      failed_reason: filter.failed_reason,
-      q: filter.q,
-      limit: PAGE_SIZE,
-      cursor: fresh ? null : cursor,
-    });
+  /** Show the first page of what the filters choose (`fresh`), or the next page; `answer`:
+   * that page, already asked for. */
+  async function load(fresh, answer = null) {
     table.setAttribute("aria-busy", "true");
-    const page = await api(`${path}/contacts${params}`, { signal: loading.signal });
+    if (!answer) {
+      loading.abort();
+      loading = new AbortController();
+      const params = query({
+        status: filter.status,
+        failed_reason: filter.failed_reason,
+        q: filter.q,
+        limit: PAGE_SIZE,
+        cursor: fresh ? null : cursor,
+      });
+      answer = api(`${path}/contacts${params}`, { signal: loading.signal });
+    }
+    const page = await answer;
     if (fresh) {
       rows.clear();
       tbody.replaceChildren();
@@ -361,11 +369,6 @@ export async function showCampaign(main, id, showError) {
     if (row && stamp(data.updated_at) >= stamp(row.recipient.updated_at)) fillRow(row, data);
   }
 
-  const stream = openStream(id, onEvent, (state) => {
-    live.textContent = { live: "Live", reconnecting: "Reconnecting…", ended: "Not live" }[state];
-    live.className = `live ${state}`;
-  });
-
   main.replaceChildren(
     h("p", { class: "crumbs" }, h("a", { href: current.status === "archived" ? "#/archived" : "#/" }, "Campaigns")),
     h("h1", {}, campaign.name),
@@ -381,10 +384,15 @@ export async function showCampaign(main, id, showError) {
   );
   document.title = `${campaign.name} · Campanile console`;
   showSummary(campaign);
-  await reload();
+  await load(true, firstPage);
+  // Live once the first screen is up (the stream first replays the campaign's history).
+  const stream = openStream(id, onEvent, (state) => {
+    live.textContent = { live: "Live", reconnecting: "Reconnecting…", ended: "Not live" }[state];
+    live.className = `live ${state}`;
+  });
   return () => {
     stream.close();
-    loading?.abort();
+    loading.abort();
     clearTimeout(countsTimer);
   };
 

@@ -42,6 +42,7 @@ function signInPage(message) {
     session.signIn(input.value.trim());
     try {
       await start();
+      await route();
     } catch (error) {
       session.signOut();
       showError(error);
@@ -58,7 +59,6 @@ async function start() {
   document.getElementById("school").textContent = school.name;
   document.getElementById("nav").hidden = false;
   document.getElementById("sign-out").hidden = false;
-  await route();
 }
 
 function signOut(message) {
@@ -245,5 +245,8 @@ window.addEventListener("campanile:unauthorized", () =>
   signOut("The API key was refused (revoked, or mistyped): sign in again."),
 );
 window.addEventListener("hashchange", () => session.key() && route());
-if (session.key()) start().catch((error) => signOut(error.message));
-else signInPage();
+if (session.key()) {
+  // Signed in earlier in this tab: the page and the school's name are asked for at once.
+  start().catch(showError); // a refused key signs out (campanile:unauthorized)
+  route();
+} else signInPage();

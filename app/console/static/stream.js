@@ -12,7 +12,10 @@ const MAX_DELAY_MS = 15_000;
 /** Open the stream; `onEvent(event)` gets each event's JSON, `onState("live" |
  * "reconnecting")` the connection's state. Returns { close }. */
 export function openStream(campaignId, onEvent, onState) {
-  let lastEventId = null;
+  // Where this tab left the campaign's stream last time: a page opened again resumes there
+  // instead of replaying the campaign's whole history.
+  const remembered = `campanile.lastEventId.${campaignId}`;
+  let lastEventId = sessionStorage.getItem(remembered);
   let closed = false;
   let controller = null;
 
@@ -31,7 +34,10 @@ export function openStream(campaignId, onEvent, onState) {
     if (!response.ok) throw await problem(response);
     onState("live");
     await read(response.body, controller, (id, data) => {
-      if (id !== null) lastEventId = id;
+      if (id !== null) {
+        lastEventId = id;
+        sessionStorage.setItem(remembered, id);
+      }
       if (data) onEvent(JSON.parse(data));
     });
   }
