@@ -139,12 +139,13 @@ def new_page(browser: Browser, server: LiveServer) -> Iterator[Any]:
     assert problems == []
 
 
-def screenshot(page: Page, name: str) -> None:
+def screenshot(page: Page, name: str, *, full_page: bool = True) -> None:
+    """`artifacts/console/<name>-<width>x<height>.png` (the whole page, or what the window
+    shows: a dialog's backdrop covers only the window)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     size = page.viewport_size or DESKTOP
-    page.screenshot(
-        path=SCREENSHOTS / f"{name}-{size['width']}x{size['height']}.png", full_page=True
-    )
+    path = SCREENSHOTS / f"{name}-{size['width']}x{size['height']}.png"
+    page.screenshot(path=path, full_page=full_page)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -291,7 +291,7 @@ def test_every_page_passes_axe_at_both_sizes(new_page: NewPage, school: School) 
     school.launched("Bus times", BODY, school.families)
     axe = Axe()
 
-    def check(page: Page, name: str) -> None:
+    def check(page: Page, name: str, *, full_page: bool = True) -> None:
         results = axe.run(page)
         serious = [
             (v["id"], v["impact"], [n["target"] for n in v["nodes"]])
@@ -299,7 +299,7 @@ def test_every_page_passes_axe_at_both_sizes(new_page: NewPage, school: School) 
             if v["impact"] in ("serious", "critical")
         ]
         assert serious == [], f"{name}: {serious}"
-        screenshot(page, name)
+        screenshot(page, name, full_page=full_page)
 
     seen: dict[str, list[list[str]]] = {}
     for viewport in (DESKTOP, PHONE):
@@ -324,7 +324,7 @@ def test_every_page_passes_axe_at_both_sizes(new_page: NewPage, school: School) 
         check(page, "definition")
         row(page, "+12015550100").get_by_role("button", name="Preview").click()
         expect(page.get_by_role("dialog")).to_contain_text("segment")
-        check(page, "preview")
+        check(page, "preview", full_page=False)
         page.keyboard.press("Escape")
         # The same data at both sizes: every row's cells, as text.
         seen[f"{viewport['width']}"] = [

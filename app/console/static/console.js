@@ -131,7 +131,7 @@ async function campaignsPage(archived) {
   }
   more.addEventListener("click", () => load().catch(showError));
   const heading = archived ? "Archived campaigns" : "Active campaigns";
-  setPage(heading, h("h1", {}, heading), views, table, more);
+  setPage(heading, h("h1", {}, heading), views, h("div", { class: "table-wrap" }, table), more);
   await load();
 }
 
