@@ -68,12 +68,17 @@ def shown_phones(page: Page) -> list[str]:
 
 
 def settled(page: Page) -> None:
-    """Wait, watching the page (no reload), until every family shows its outcome."""
+    """Wait, watching the page (no reload), until every family shows its outcome, and the
+    counts with them."""
     for phone, _, _, label, reason in FAMILIES:
         status = row(page, phone).locator(".status")
         expect(status).to_have_text(label, timeout=SETTLE_MS)
         if reason:
             expect(row(page, phone).get_by_role("button", name=reason)).to_be_visible()
+    labels = [family[3] for family in FAMILIES]
+    for label in ("Delivered", "Pending", "Scheduled", "Still in Queue", "Failed"):
+        count = page.locator(".counts .count").filter(has=page.get_by_text(label, exact=True))
+        expect(count.locator("dd")).to_have_text(str(labels.count(label)))
 
 
 def open_campaign(page: Page, name: str) -> None:
@@ -249,6 +254,11 @@ def test_a_change_shows_within_two_seconds_without_a_reload(
 
 def test_a_dropped_stream_resumes_where_it_left_off(new_page: NewPage, school: School) -> None:
     campaign_id = school.launched("Bus times", BODY, school.families)
+    outcome = {phone: label for phone, _, _, label, _ in FAMILIES}
+    deadline = time.monotonic() + SETTLE_MS / 1000
+    while {c["phone"]: c["status_label"] for c in school.contacts(campaign_id)} != outcome:
+        assert time.monotonic() < deadline, school.contacts(campaign_id)
+        time.sleep(0.2)
     gus = next(c["id"] for c in school.contacts(campaign_id) if c["phone"] == "+12015550110")
     # The stream's first event, as the API sends it.
     with school.http.stream("GET", f"/v1/campaigns/{campaign_id}/events") as stream:

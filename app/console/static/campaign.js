@@ -24,21 +24,15 @@ let tooltips = 0;
 /** Show campaign `id` in `main`; resolves to what stops the page (its live stream). */
 export async function showCampaign(main, id, showError) {
   const path = `/v1/campaigns/${encodeURIComponent(id)}`;
-  let countsAsOf = 0; // the server's clock (ms) when the counts shown were read, to a second
   // The first screen asks for everything it shows at once.
   let loading = new AbortController(); // that of the contacts request in flight
   const firstPage = api(`${path}/contacts?limit=${PAGE_SIZE}`, { signal: loading.signal });
   firstPage.catch(() => {}); // awaited below, unless the campaign's own request fails first
-  const [campaign, reasons] = await Promise.all([readCampaign(), api("/v1/failed-reasons")]);
+  const [campaign, reasons] = await Promise.all([api(path), api("/v1/failed-reasons")]);
   const filter = { status: null, failed_reason: "", q: "" };
   const rows = new Map(); // recipient id -> { tr, recipient }
   let cursor = null;
 
-  async function readCampaign() {
-    const response = await api(path, { raw: true });
-    countsAsOf = Date.parse(response.headers.get("Date")) - 1000 || 0;
-    return response.json();
-  }
   let current = campaign;
 
   const notice = h("p", { class: "notice", role: "status" });
@@ -351,7 +345,7 @@ export async function showCampaign(main, id, showError) {
     if (countsTimer) return void (countsAgain = true);
     countsTimer = setTimeout(async () => {
       try {
-        showSummary(await readCampaign());
+        showSummary(await api(path));
       } catch {
         // the next change tries again
       }
@@ -370,8 +364,7 @@ export async function showCampaign(main, id, showError) {
       return;
     }
     if (event.type !== "recipient.updated") return;
-    // What the stream replays from before the counts were read is in them already.
-    if (Date.parse(event.timestamp) >= countsAsOf) refreshCounts();
+    refreshCounts();
     const row = rows.get(String(data.id));
     // The stream replays what came before too: keep whichever is newer.
     if (row && stamp(data.updated_at) >= stamp(row.recipient.updated_at)) fillRow(row, data);
