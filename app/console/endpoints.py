@@ -4,10 +4,11 @@ OpenAPI document: they are pages, not operations of the API."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import RedirectResponse
 
 from app.errors import NotFound
 
@@ -18,8 +19,6 @@ MEDIA_TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".svg": "image/svg+xml",
 }
-# The files there, by name: nothing else under /console is served.
-FILES = {p.name: p for p in STATIC.iterdir() if p.suffix in MEDIA_TYPES}
 HEADERS = {
     # No inline script or style, no other origin: an injected <script> or a stolen key has
     # nowhere to run or go.
@@ -35,19 +34,31 @@ HEADERS = {
     "Cache-Control": "no-cache",
 }
 
+
+class File:
+    """One of the console's files, held in memory (they are few and small)."""
+
+    def __init__(self, path: Path) -> None:
+        self.content = path.read_bytes()
+        self.media_type = MEDIA_TYPES[path.suffix]
+        self.etag = '"' + hashlib.sha256(self.content).hexdigest()[:16] + '"'
+
+    def response(self, request: Request) -> Response:
+        headers = {**HEADERS, "ETag": self.etag}
+        if request.headers.get("if-none-match") == self.etag:
+            return Response(status_code=304, headers=headers)
+        return Response(self.content, media_type=self.media_type, headers=headers)
+
+
+# The files there, by name: nothing else under /console is served.
+FILES = {p.name: File(p) for p in STATIC.iterdir() if p.suffix in MEDIA_TYPES}
+
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 
-def _file(name: str) -> FileResponse:
-    path = FILES.get(name)
-    if path is None:
-        raise NotFound("No such file in the console.")
-    return FileResponse(path, media_type=MEDIA_TYPES[path.suffix], headers=HEADERS)
-
-
 @router.get("")
-async def console() -> FileResponse:
-    return _file("index.html")
+async def console(request: Request) -> Response:
+    return FILES["index.html"].response(request)
 
 
 @router.get("/")
@@ -56,5 +67,8 @@ async def console_slash() -> RedirectResponse:
 
 
 @router.get("/{name}")
-async def console_file(name: str) -> FileResponse:
-    return _file(name)
+async def console_file(name: str, request: Request) -> Response:
+    file = FILES.get(name)
+    if file is None:
+        raise NotFound("No such file in the console.")
+    return file.response(request)

@@ -395,6 +395,10 @@ def test_console_responses_allow_only_its_own_scripts(server: LiveServer) -> Non
         assert "unsafe-inline" not in policy and "connect-src 'self'" in policy
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["referrer-policy"] == "no-referrer"
+        again = httpx.get(
+            server.base_url + path, headers={"If-None-Match": response.headers["etag"]}
+        )
+        assert again.status_code == 304, path  # the browser keeps its copy while it is current
     assert httpx.get(server.base_url + "/console/secrets.py").status_code == 404
     page = httpx.get(server.base_url + "/console").text
     assert "<script>" not in page and "style=" not in page
