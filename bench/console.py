@@ -80,21 +80,15 @@ async ([kind, value]) => {
 }
 """
 
-# When each part of a load was done (ms from the navigation's start).
+# A load's parts: each request's start and end (ms from the navigation's start).
 TIMELINE = """
-() => {
-  const [nav] = performance.getEntriesByType("navigation");
-  const done = (part) => performance.getEntriesByType("resource")
-    .filter((e) => e.name.includes(part)).map((e) => e.responseEnd)[0] ?? -1;
-  return [
-    ["html", nav.responseEnd],
-    ["scripts", Math.max(...["console.js", "campaign.js", "stream.js"].map(done))],
-    ["campaign", done("/v1/campaigns/") && Math.min(...performance.getEntriesByType("resource")
-      .filter((e) => /campaigns\/[^/?]+$/.test(e.name)).map((e) => e.responseEnd))],
-    ["contacts", done("/contacts?")],
-    ["drawn", performance.getEntriesByName("contacts-rendered")[0].startTime],
-  ];
-}
+() => [
+  ["page", 0, performance.getEntriesByType("navigation")[0].responseEnd],
+  ...performance.getEntriesByType("resource").map((e) => [
+    e.name.replace(location.origin, "").split("?")[0], e.startTime, e.responseEnd,
+  ]),
+  ["drawn", 0, performance.getEntriesByName("contacts-rendered")[0].startTime],
+]
 """
 
 
@@ -208,7 +202,7 @@ def measure(page_for: Any, campaign_id: str, loads: int, rounds: int, search: st
         timeline = page.evaluate(TIMELINE)
         page.context.close()
     ok = summary("first screen", first, FIRST_SCREEN_TARGET_MS)
-    print("    the last load: " + ", ".join(f"{name} {at:.0f}" for name, at in timeline))
+    print("    the last load (ms): " + ", ".join(f"{n} {a:.0f}-{b:.0f}" for n, a, b in timeline))
 
     page = page_for()
     page.goto(f"/console#/campaigns/{campaign_id}")

@@ -365,12 +365,21 @@ def test_the_main_flow_with_the_keyboard_alone(new_page: NewPage, school: School
     expect(page.get_by_role("heading", name="Bus times")).to_be_visible()
     settled(page)
 
+    gus = row(page, "+12015550110")
+    tab_to(gus.get_by_role("button", name="Opt-Out"))
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("dialog").get_by_role("button", name="Cancel")).to_be_focused()
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    expect(gus.get_by_role("button", name="Opted out")).to_be_visible()
+    expect(gus.get_by_role("button", name="Opt-Out")).to_be_focused()
+
     tab_to(page.get_by_role("button", name="Failed", exact=True))
     page.keyboard.press("Enter")
     expect(page.get_by_role("button", name="Failed", exact=True)).to_have_attribute(
         "aria-pressed", "true"
     )
-    expect(contacts(page).locator("tbody tr")).to_have_count(3)
+    expect(contacts(page).locator("tbody tr")).to_have_count(4)
     cy = row(page, "+12015550102")
     tab_to(cy.get_by_role("button", name="Unreachable Number"))
     expect(cy.get_by_role("tooltip")).to_be_visible()

@@ -28,7 +28,8 @@ export async function showCampaign(main, id, showError) {
   let loading = new AbortController(); // that of the contacts request in flight
   const firstPage = api(`${path}/contacts?limit=${PAGE_SIZE}`, { signal: loading.signal });
   firstPage.catch(() => {}); // awaited below, unless the campaign's own request fails first
-  const [campaign, reasons] = await Promise.all([api(path), api("/v1/failed-reasons")]);
+  const campaign = await api(path);
+  let reasons = []; // the failed-reason catalog, asked for once the first screen is up
   const filter = { status: null, failed_reason: "", q: "" };
   const rows = new Map(); // recipient id -> { tr, recipient }
   let cursor = null;
@@ -143,12 +144,7 @@ export async function showCampaign(main, id, showError) {
       label,
     ),
   );
-  const reasonSelect = h(
-    "select",
-    { id: "failed-reason" },
-    h("option", { value: "" }, "Any"),
-    reasons.map((r) => h("option", { value: r.code }, r.label)),
-  );
+  const reasonSelect = h("select", { id: "failed-reason" }, h("option", { value: "" }, "Any"));
   reasonSelect.addEventListener("change", () => {
     filter.failed_reason = reasonSelect.value;
     act(reload)();
@@ -386,6 +382,8 @@ export async function showCampaign(main, id, showError) {
   document.title = `${campaign.name} · Campanile console`;
   showSummary(campaign);
   await load(true, firstPage);
+  reasons = await api("/v1/failed-reasons");
+  reasonSelect.append(...reasons.map((r) => h("option", { value: r.code }, r.label)));
   // Live once the first screen is up (the stream first replays the campaign's history).
   const stream = openStream(id, onEvent, (state) => {
     live.textContent = { live: "Live", reconnecting: "Reconnecting…", ended: "Not live" }[state];

@@ -246,7 +246,7 @@ window.addEventListener("campanile:unauthorized", () =>
 );
 window.addEventListener("hashchange", () => session.key() && route());
 if (session.key()) {
-  // Signed in earlier in this tab: the page and the school's name are asked for at once.
-  start().catch(showError); // a refused key signs out (campanile:unauthorized)
-  route();
+  // Signed in earlier in this tab: the page first, then the school's name (a refused key
+  // signs out: campanile:unauthorized).
+  route().then(() => start().catch(showError));
 } else signInPage();
