@@ -89,6 +89,12 @@ def open_campaign(page: Page, name: str) -> None:
 
 def test_the_help_article_walk(new_page: NewPage, school: School) -> None:
     page = new_page()
+    page.goto("/console")
+    page.get_by_label("API key").fill("not-a-key")
+    page.get_by_role("button", name="Sign in").click()
+    refused = httpx.get(f"{school.http.base_url}/v1/school", headers={"Authorization": "Bearer x"})
+    expect(page.get_by_role("alert")).to_have_text(refused.json()["detail"])
+    expect(page.get_by_label("API key")).to_be_focused()
     sign_in(page, school)
 
     # A new campaign: the body's live preview counts its segments; then launch it.
@@ -186,6 +192,12 @@ def test_the_help_article_walk(new_page: NewPage, school: School) -> None:
     di.get_by_role("button", name="Resend").click()
     expect(di.locator("td").nth(4)).to_have_text("2", timeout=SETTLE_MS)
     expect(di.locator(".status")).to_have_text("Failed", timeout=SETTLE_MS)
+
+    # Resend failed: those whose reason allows it; the others are counted, by reason.
+    page.get_by_role("button", name="Resend failed").click()
+    expect(page.locator(".notice")).to_have_text(
+        "1 queued to be sent again. Not resendable, skipped: Unreachable Number: 1, Opted out: 2."
+    )
 
     # Close, then Archive: statuses stay as they were; the API's refusals are shown.
     page.get_by_role("button", name="Close campaign").click()

@@ -46,14 +46,14 @@ function signInPage(message) {
     } catch (error) {
       session.signOut();
       showError(error);
-      input.focus();
+      document.getElementById("api-key").focus(); // the form may be a new one by now
     }
   });
   setPage("Sign in", h("h1", {}, "Sign in"), message ? h("p", {}, message) : "", form);
   input.focus();
 }
 
-/** The signed-in shell: the school's name, the navigation, then the page of the URL. */
+/** The signed-in shell: the school's name, the navigation and "Sign out". */
 async function start() {
   const school = await api("/v1/school");
   document.getElementById("school").textContent = school.name;
