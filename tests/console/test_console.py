@@ -90,6 +90,7 @@ def open_campaign(page: Page, name: str) -> None:
 def test_the_help_article_walk(new_page: NewPage, school: School) -> None:
     page = new_page()
     page.goto("/console")
+    expect(page.get_by_role("navigation", name="Console")).to_be_hidden()  # until signed in
     page.get_by_label("API key").fill("not-a-key")
     page.get_by_role("button", name="Sign in").click()
     refused = httpx.get(f"{school.http.base_url}/v1/school", headers={"Authorization": "Bearer x"})

@@ -188,7 +188,12 @@ async function newCampaignPage() {
     field("campaign-name", "Name", name),
     field("campaign-body", "Message", body, hint),
     h("div", { class: "field" }, h("p", { class: "label" }, "Preview"), preview),
-    field("campaign-list", "Contact list", list),
+    field(
+      "campaign-list",
+      "Contact list",
+      list,
+      lists.length ? null : h("p", { class: "hint" }, "No contact lists yet: import one through the API (POST /v1/contact-lists)."),
+    ),
     h("button", { type: "submit", class: "primary" }, "Create campaign"),
   );
   let sample = {};
