@@ -310,6 +310,30 @@ def test_a_dropped_stream_resumes_where_it_left_off(new_page: NewPage, school: S
     assert held[1].request.headers["last-event-id"] == position
 
 
+def test_a_large_campaign_is_paged_through_the_api_cursors(
+    new_page: NewPage, school: School
+) -> None:
+    # Numbers ending in 07 are refused at once (README, The simulator): 60 Failed contacts.
+    phones = [f"+1201555{n:02d}07" for n in range(10, 70)]
+    whole_school = school.contact_list("Whole school", [(p, "Kid", str(p[-4:])) for p in phones])
+    campaign_id = school.launched("Picture day", BODY, whole_school)
+    deadline = time.monotonic() + SETTLE_MS / 1000
+    while len(school.contacts(campaign_id, status="failed")) < len(phones):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    page = new_page()
+    sign_in(page, school)
+    open_campaign(page, "Picture day")
+    shown = page.locator(".shown")
+    expect(shown).to_have_text("Showing 50 of 60")
+    page.get_by_role("button", name="Failed", exact=True).click()
+    expect(shown).to_have_text("Showing 50 of 60")
+    page.get_by_role("button", name="Show more contacts").click()
+    expect(shown).to_have_text("Showing 60 of 60")
+    expect(page.get_by_role("button", name="Show more contacts")).to_be_hidden()
+    assert shown_phones(page) == sorted(phones)
+
+
 def test_every_page_passes_axe_at_both_sizes(new_page: NewPage, school: School) -> None:
     school.launched("Bus times", BODY, school.families)
     axe = Axe()
