@@ -10,7 +10,7 @@ from sse_starlette import EventSourceResponse
 
 from app.campaigns import service as campaigns
 from app.errors import BadRequest, NotFound, Unauthorized, Unprocessable, responses
-from app.events import schemas, service, stream
+from app.events import outbox, schemas, service, stream
 from app.events.stream import Broadcaster
 from app.events.tokens import StreamTokens
 from app.kit.db import unit_of_work
@@ -160,10 +160,16 @@ async def create_stream_token(
     campaign_id: str, school: CurrentSchool, session: SessionDep, box: SecretBoxDep
 ) -> schemas.StreamToken:
     """A token that opens this campaign's stream for an hour (`?token=`): for a browser,
-    whose EventSource cannot send the API key in a header."""
+    whose EventSource cannot send the API key in a header. With it, the stream's position
+    now (`last_event_id`), to start from instead of the campaign's history."""
     campaign = await campaigns.get(session, school, campaign_id)
     token, expires = StreamTokens(box).issue(school.id, campaign.id)
-    return schemas.StreamToken(token=token, expires_at=datetime.fromtimestamp(expires, UTC))
+    latest = await outbox.latest(session, campaign.id)
+    return schemas.StreamToken(
+        token=token,
+        expires_at=datetime.fromtimestamp(expires, UTC),
+        last_event_id=None if latest is None else str(latest),
+    )
 
 
 @streams.get(

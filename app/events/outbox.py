@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Event
@@ -83,6 +83,14 @@ async def read(
     if campaign_id is not None:
         query = query.where(Event.campaign_id == campaign_id)
     return list((await session.scalars(query)).all())
+
+
+async def latest(session: AsyncSession, campaign_id: uuid.UUID) -> int | None:
+    """The position of the campaign's latest sequenced event (events committed since but not
+    yet sequenced will be given later ones)."""
+    query = select(func.max(Event.position)).where(Event.campaign_id == campaign_id)
+    position = await session.scalar(query)
+    return None if position is None else int(position)
 
 
 # Events kept past the retention, a batch at a time (their deliveries go with them).

@@ -71,3 +71,9 @@ class StreamToken(Schema):
         "send headers); it opens this campaign's stream only, for an hour"
     )
     expires_at: datetime
+    last_event_id: str | None = Field(
+        description="The campaign's latest event on the stream now (null: none yet). Send it "
+        "as `Last-Event-ID` to get only what happens from now on, not the campaign's history: "
+        "a page that has just read the contacts asks for the token first, so that nothing "
+        "between the two is missed"
+    )

@@ -24,7 +24,10 @@ let tooltips = 0;
 /** Show campaign `id` in `main`; resolves to what stops the page (its live stream). */
 export async function showCampaign(main, id, showError) {
   const path = `/v1/campaigns/${encodeURIComponent(id)}`;
-  // The first screen asks for everything it shows at once.
+  // Where the live stream is before the contacts are read: it will bring every change
+  // after that, and none of the campaign's history before it.
+  const streamToken = await api(`${path}/events/token`, { method: "POST" });
+  // The first screen asks for everything else it shows at once.
   let loading = new AbortController(); // that of the contacts request in flight
   const firstPage = api(`${path}/contacts?limit=${PAGE_SIZE}`, { signal: loading.signal });
   firstPage.catch(() => {}); // awaited below, unless the campaign's own request fails first
@@ -384,11 +387,16 @@ export async function showCampaign(main, id, showError) {
   await load(true, firstPage);
   reasons = await api("/v1/failed-reasons");
   reasonSelect.append(...reasons.map((r) => h("option", { value: r.code }, r.label)));
-  // Live once the first screen is up (the stream first replays the campaign's history).
-  const stream = openStream(id, onEvent, (state) => {
-    live.textContent = { live: "Live", reconnecting: "Reconnecting…", ended: "Not live" }[state];
-    live.dataset.state = state;
-  });
+  // Live once the first screen is up, from where the stream was before the contacts were read.
+  const stream = openStream(
+    id,
+    onEvent,
+    (state) => {
+      live.textContent = { live: "Live", reconnecting: "Reconnecting…", ended: "Not live" }[state];
+      live.dataset.state = state;
+    },
+    streamToken,
+  );
   return () => {
     stream.close();
     loading.abort();

@@ -10,12 +10,15 @@ const QUIET_LIMIT_MS = 40_000; // the stream sends a comment every 15 s: longer 
 const MAX_DELAY_MS = 15_000;
 
 /** Open the stream; `onEvent(event)` gets each event's JSON, `onState("live" |
- * "reconnecting")` the connection's state. Returns { close }. */
-export function openStream(campaignId, onEvent, onState) {
+ * "reconnecting")` the connection's state. `first` is a stream token the page asked for
+ * before it read the contacts: the first connection starts where the stream was then (its
+ * `last_event_id`), not at the campaign's beginning. Returns { close }. */
+export function openStream(campaignId, onEvent, onState, first = null) {
   // Where this tab left the campaign's stream last time: a page opened again resumes there
-  // instead of replaying the campaign's whole history.
+  // (whatever changed since is replayed), or else where the stream was at `first`.
   const remembered = `campanile.lastEventId.${campaignId}`;
-  let lastEventId = sessionStorage.getItem(remembered);
+  let lastEventId = sessionStorage.getItem(remembered) ?? first?.last_event_id ?? null;
+  let minted = first;
   let closed = false;
   let controller = null;
 
@@ -23,7 +26,8 @@ export function openStream(campaignId, onEvent, onState) {
     controller = new AbortController();
     const { signal } = controller;
     const path = `/v1/campaigns/${encodeURIComponent(campaignId)}/events`;
-    const { token } = await api(`${path}/token`, { method: "POST", signal });
+    const { token } = minted ?? (await api(`${path}/token`, { method: "POST", signal }));
+    minted = null; // each later connection asks for a fresh one
     const headers = { Accept: "text/event-stream" };
     if (lastEventId !== null) headers["Last-Event-ID"] = lastEventId;
     const response = await fetch(`${path}?token=${encodeURIComponent(token)}`, {

@@ -169,3 +169,40 @@ async def test_only_the_campaign_s_school_may_open_its_stream(
     async with opened(live, f"{path}?token={token}") as stream:
         _, event = await stream.next()
         assert event["data"]["id"] == cid
+
+
+async def test_a_stream_token_says_where_the_stream_is_now_to_start_from_there(
+    live: str, client: httpx.AsyncClient, twilio_school: TwilioSchool, sessionmaker: Sessions
+) -> None:
+    """A page that has just read a campaign's contacts wants what changes from now on, not
+    the campaign's history: the token's `last_event_id`, sent as `Last-Event-ID`."""
+    cid = await launch(client, twilio_school, *(phone(n) for n in range(3)))
+    ids = await recipient_ids(client, twilio_school, cid)
+    path = f"/v1/campaigns/{cid}/events"
+    await fail(sessionmaker, ids[0], "unknown")
+    async with opened(live, path, twilio_school.auth) as stream:
+        await stream.next()  # the launch
+        latest, _ = await stream.next()  # ids[0] failed: sequenced now
+    async with httpx.AsyncClient(base_url=live, trust_env=False) as http:
+        minted = (await http.post(f"{path}/token", headers=twilio_school.auth)).json()
+    assert minted["last_event_id"] == latest
+    await fail(sessionmaker, ids[1], "unknown")
+    headers = {"Last-Event-ID": minted["last_event_id"]}
+    async with opened(live, f"{path}?token={minted['token']}", headers) as stream:
+        _, event = await stream.next()
+        assert event["data"]["id"] == ids[1]  # not the launch, not ids[0]
+
+
+async def test_a_campaign_without_events_has_no_last_event_id(
+    live: str, client: httpx.AsyncClient, twilio_school: TwilioSchool
+) -> None:
+    made = await client.post("/v1/contact-lists", json={"name": "L"}, headers=twilio_school.auth)
+    draft = await client.post(
+        "/v1/campaigns",
+        json={"name": "Draft", "body": "Hi", "contact_list_id": made.json()["id"]},
+        headers=twilio_school.auth,
+    )
+    path = f"/v1/campaigns/{draft.json()['id']}/events/token"
+    minted = await client.post(path, headers=twilio_school.auth)
+    assert minted.status_code == 200, minted.text
+    assert minted.json()["last_event_id"] is None
