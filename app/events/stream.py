@@ -38,13 +38,21 @@ QUEUE_SIZE = 10_000  # events a stream may lag behind before it is dropped
 STREAMED = (render.RECIPIENT_UPDATED, render.CAMPAIGN_UPDATED)
 
 
+def frame(position: int, event: Event) -> bytes:
+    """An event as its stream sends it: an SSE message whose `id` is its position, framed
+    by sse-starlette once per event, whatever the number of clients (EventSourceResponse
+    sends bytes as they are)."""
+    data = json.dumps(render.envelope(event), separators=(",", ":"))
+    return ServerSentEvent(data=data, id=str(position)).encode()
+
+
 class Subscription:
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue(QUEUE_SIZE)
+        self.queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue(QUEUE_SIZE)
 
-    def put(self, position: int, data: str) -> bool:
+    def put(self, position: int, message: bytes) -> bool:
         try:
-            self.queue.put_nowait((position, data))
+            self.queue.put_nowait((position, message))
         except asyncio.QueueFull:
             return False
         return True
@@ -120,9 +128,9 @@ class Broadcaster:
                 subscribers = self._subscribers.get(event.campaign_id or uuid.UUID(int=0))
                 if not subscribers or event.type not in STREAMED:
                     continue
-                data = json.dumps(render.envelope(event), separators=(",", ":"))
+                message = frame(self._position, event)
                 for subscription in list(subscribers):
-                    if not subscription.put(self._position, data):
+                    if not subscription.put(self._position, message):
                         subscribers.discard(subscription)  # too slow: dropped
                         with contextlib.suppress(asyncio.QueueFull):
                             subscription.queue.put_nowait(None)
@@ -135,26 +143,37 @@ async def campaign_events(
     sessionmaker: async_sessionmaker[AsyncSession],
     campaign_id: uuid.UUID,
     after: int,
-) -> AsyncIterator[ServerSentEvent]:
-    """The stream of one campaign after position `after`: the missed events, then live."""
+) -> AsyncIterator[bytes]:
+    """The stream of one campaign after position `after`: the missed events, then live.
+    What is waiting goes in one write (a batch replayed, or the events handed out since
+    the last write): with many clients, a write per event per client is what costs."""
     with broadcaster.subscribe(campaign_id) as subscription:
         last = after
         while True:
             async with unit_of_work(sessionmaker) as session:
                 batch = await outbox.read(session, last, campaign_id=campaign_id, limit=500)
+            messages = []
             for event in batch:
                 last = event.position or last
                 if event.type in STREAMED:
-                    data = json.dumps(render.envelope(event), separators=(",", ":"))
-                    yield ServerSentEvent(data=data, id=str(last))
+                    messages.append(frame(last, event))
+            if messages:
+                yield b"".join(messages)
             if len(batch) < 500:
                 break
         while True:
-            item = await subscription.queue.get()
-            if item is None:  # dropped, or the process is stopping
+            waiting = [await subscription.queue.get()]
+            while waiting[-1] is not None and not subscription.queue.empty():
+                waiting.append(subscription.queue.get_nowait())
+            messages = []
+            for item in waiting:
+                if item is None:  # dropped, or the process is stopping
+                    break
+                position, message = item
+                if position > last:
+                    last = position
+                    messages.append(message)
+            if messages:
+                yield b"".join(messages)
+            if waiting[-1] is None:
                 return
-            position, data = item
-            if position <= last:
-                continue
-            last = position
-            yield ServerSentEvent(data=data, id=str(position))
