@@ -199,6 +199,18 @@ def seed_webhook_endpoints(server: LiveServer, key: str) -> dict[str, str]:
     return made
 
 
+def school_with_provider(server: LiveServer, name: str, account: dict[str, str]) -> None:
+    """A school of its own (the fuzzer changes the fuzzing school's account at will)."""
+    key = server.new_school_key(name)
+    response = httpx.put(
+        f"{server.base_url}/v1/school/provider",
+        json=account,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+
+
 def twilio_webhook_account(server: LiveServer) -> dict[str, str]:
     """A school whose Twilio account signs the fuzzer's Twilio webhooks
     (tests/support/fuzz_hooks.py): its sid and auth token. A school of its own, as the
@@ -207,14 +219,7 @@ def twilio_webhook_account(server: LiveServer) -> dict[str, str]:
     account = {"provider": "twilio", "account_sid": sid, "auth_token": token}
     # Nothing is sent from it: an unroutable API base.
     account |= {"from_number": "+12015550199", "api_base": "http://127.0.0.1:9"}
-    key = server.new_school_key("Webhook High")
-    response = httpx.put(
-        f"{server.base_url}/v1/school/provider",
-        json=account,
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text
+    school_with_provider(server, "Webhook High", account)
     return {"CAMPANILE_FUZZ_TWILIO_SID": sid, "CAMPANILE_FUZZ_TWILIO_TOKEN": token}
 
 
@@ -230,14 +235,7 @@ def telnyx_webhook_account(server: LiveServer) -> dict[str, str]:
         "from_number": "+12015550198",
         "api_base": "http://127.0.0.1:9",  # nothing is sent from it
     }
-    key = server.new_school_key("Telnyx Webhook High")
-    response = httpx.put(
-        f"{server.base_url}/v1/school/provider",
-        json=account,
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text
+    school_with_provider(server, "Telnyx Webhook High", account)
     raw_private = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
     return {"CAMPANILE_FUZZ_TELNYX_PRIVATE_KEY": base64.b64encode(raw_private).decode()}
 

@@ -82,81 +82,65 @@ def _failed(code: str, label: str, definition: str, resendable: bool | None, err
 
 
 _RECEIPTS_AT = "2026-12-02T18:32:33.542564Z"
-_OUTCOMES: list[Json] = [
-    {
-        "status": "delivered",
-        "status_label": "Delivered",
-        "status_group": "delivered",
-        "failed_reason": None,
-        "delivery_confirmed": True,
+_REFUSED_AT = "2026-12-02T18:32:31.384315Z"
+
+
+def _outcome(status: str, label: str, group: str, reason: Json | None = None, **rest: Any) -> Json:
+    return {
+        "status": status,
+        "status_label": label,
+        "status_group": group,
+        "failed_reason": reason,
+        "delivery_confirmed": None,
         "attempts": 1,
         "next_attempt_at": None,
         "updated_at": _RECEIPTS_AT,
-    },
-    {
-        "status": "scheduled",
-        "status_label": "Scheduled",
-        "status_group": "in_progress",
-        "failed_reason": _failed(
+    } | rest
+
+
+def _failed_with(code: str, label: str, definition: str, resendable: bool, error: str) -> Json:
+    reason = _failed(code, label, definition, resendable, error)
+    return _outcome("failed", "Failed", "failed", reason)
+
+
+_OUTCOMES: list[Json] = [
+    _outcome("delivered", "Delivered", "delivered", delivery_confirmed=True),
+    _outcome(
+        "scheduled",
+        "Scheduled",
+        "in_progress",
+        _failed(
             "reattempting",
             "Re-attempting Delivery",
             "The message is queued and will be retried",
             None,
             "30001",
         ),
-        "delivery_confirmed": None,
-        "attempts": 1,
-        "next_attempt_at": "2026-12-02T18:33:31.384315Z",
-        "updated_at": "2026-12-02T18:32:31.384315Z",
-    },
-    {
-        "status": "failed",
-        "status_label": "Failed",
-        "status_group": "failed",
-        "failed_reason": _failed(
-            "unreachable_number",
-            "Unreachable Number",
-            "This number is switched off or otherwise unavailable",
-            False,
-            "30003",
-        ),
-        "delivery_confirmed": None,
-        "attempts": 1,
-        "next_attempt_at": None,
-        "updated_at": _RECEIPTS_AT,
-    },
-    {
-        "status": "failed",
-        "status_label": "Failed",
-        "status_group": "failed",
-        "failed_reason": _failed(
-            "blocked",
-            "Blocked by Carrier/User",
-            "This message was filtered or blocked by the carrier",
-            True,
-            "30007",
-        ),
-        "delivery_confirmed": None,
-        "attempts": 1,
-        "next_attempt_at": None,
-        "updated_at": _RECEIPTS_AT,
-    },
-    {
-        "status": "failed",
-        "status_label": "Failed",
-        "status_group": "failed",
-        "failed_reason": _failed(
-            "opted_out",
-            "Opted out",
-            "This number has opted out of a previous campaign.",
-            False,
-            "21610",
-        ),
-        "delivery_confirmed": None,
-        "attempts": 1,
-        "next_attempt_at": None,
-        "updated_at": "2026-12-02T18:32:31.384315Z",
-    },
+        next_attempt_at="2026-12-02T18:33:31.384315Z",
+        updated_at=_REFUSED_AT,
+    ),
+    _failed_with(
+        "unreachable_number",
+        "Unreachable Number",
+        "This number is switched off or otherwise unavailable",
+        False,
+        "30003",
+    ),
+    _failed_with(
+        "blocked",
+        "Blocked by Carrier/User",
+        "This message was filtered or blocked by the carrier",
+        True,
+        "30007",
+    ),
+    _failed_with(
+        "opted_out",
+        "Opted out",
+        "This number has opted out of a previous campaign.",
+        False,
+        "21610",
+    )
+    | {"updated_at": _REFUSED_AT},
 ]
 RECIPIENTS: list[Json] = [
     {key: value for key, value in contact.items() if key != "created_at"} | outcome
