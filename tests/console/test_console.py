@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 
 import httpx
 import pytest
@@ -262,6 +263,53 @@ def test_a_change_shows_within_two_seconds_without_a_reload(
     expect(failed).to_have_text("4", timeout=left())
     assert page.evaluate("window.notReloaded") is True
 
+
+# Records, in the page, when each watched phone's row first shows its label (Date.now()).
+WATCH = """(watched) => {
+  window.shownAt = {};
+  const look = () => {
+    for (const tr of document.querySelectorAll("tbody tr")) {
+      const phone = tr.querySelector("td")?.textContent.trim();
+      const label = tr.querySelector(".status")?.textContent.trim();
+      if (watched[phone] === label && !(phone in window.shownAt)) {
+        window.shownAt[phone] = Date.now();
+      }
+    }
+  };
+  new MutationObserver(look).observe(document.body, {
+    subtree: true, childList: true, characterData: true,
+  });
+  look();
+}"""
+
+
+def test_receipts_applied_while_the_page_is_open_show_within_two_seconds(
+    new_page: NewPage, school: School
+) -> None:
+    """The simulator's receipts take the path a provider's webhooks take (README, The
+    simulator): stored, then applied. Each final one is on the open page within 2 s of
+    being applied (the contact's `updated_at`), with no reload."""
+    made = school.call(
+        "POST",
+        "/v1/campaigns",
+        201,
+        json={"name": "Field trip", "body": BODY, "contact_list_id": school.families},
+    )
+    page = new_page()
+    sign_in(page, school)
+    open_campaign(page, "Field trip")
+    page.evaluate("window.notReloaded = true")
+    by_receipt = {"+12015550100": "Delivered", "+12015550102": "Failed", "+12015550106": "Failed"}
+    page.evaluate(WATCH, by_receipt)
+    page.get_by_role("button", name="Launch").click()
+    deadline = time.monotonic() + SETTLE_MS / 1000
+    while len(shown := page.evaluate("window.shownAt")) < len(by_receipt):
+        assert time.monotonic() < deadline, shown
+        page.wait_for_timeout(100)  # (wait_for_function evaluates a string: the CSP says no)
+    for contact in school.contacts(made["id"]):
+        if contact["phone"] in by_receipt:
+            applied = datetime.fromisoformat(contact["updated_at"]).timestamp() * 1000
+            assert shown[contact["phone"]] - applied <= LIVE_MS, (contact, shown)
     assert page.evaluate("window.notReloaded") is True
 
 
@@ -349,6 +397,9 @@ def test_every_page_passes_axe_at_both_sizes(new_page: NewPage, school: School) 
             if v["impact"] in ("serious", "critical")
         ]
         assert serious == [], f"{name}: {serious}"
+        # Nothing runs off the side of the screen (a page scrolled sideways on a phone).
+        wide = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert wide[0] <= wide[1], f"{name}: {wide[0]} px wide in a {wide[1]} px window"
         screenshot(page, name, full_page=full_page)
 
     seen: dict[str, list[list[str]]] = {}

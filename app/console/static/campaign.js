@@ -338,22 +338,22 @@ export async function showCampaign(main, id, showError) {
   // -- live: the campaign's stream -----------------------------------------------------------
   let countsTimer = null;
   let countsAgain = false;
-  function refreshCounts() {
+  async function refreshCounts() {
     // Counts change with every contact's change, but come only with the campaign's own
-    // events: read them again, at most every COUNTS_EVERY_MS while changes come.
+    // events: read them again at once, then at most every COUNTS_EVERY_MS while changes come.
     if (countsTimer) return void (countsAgain = true);
-    countsTimer = setTimeout(async () => {
-      try {
-        showSummary(await api(path));
-      } catch {
-        // the next change tries again
-      }
+    countsTimer = setTimeout(() => {
       countsTimer = null;
       if (countsAgain) {
         countsAgain = false;
         refreshCounts();
       }
     }, COUNTS_EVERY_MS);
+    try {
+      showSummary(await api(path));
+    } catch {
+      // the next change tries again
+    }
   }
 
   function onEvent(event) {
