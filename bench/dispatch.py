@@ -65,13 +65,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import itertools
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -85,6 +83,7 @@ from typing import Any
 import asyncpg
 import httpx
 from _db import EVENTS_OFF, fresh_database, plain_url  # bench/_db.py
+from events_receiver import Receiver  # bench/events_receiver.py
 from fake_twilio import hangs  # bench/fake_twilio.py
 
 from app.config import Settings
@@ -211,36 +210,6 @@ class FakeProcess:
 
 
 # -- setup -----------------------------------------------------------------------------
-
-
-class EventsReceiver:
-    """bench/events_receiver.py in a process of its own (--events on)."""
-
-    def __init__(self) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
-        self.url = f"http://127.0.0.1:{self.port}/events"
-        self.process = spawn(
-            [sys.executable, "bench/events_receiver.py", "--port", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    async def posts(self) -> int:
-        """How many posts it has had (waiting for it to answer, if it is starting)."""
-        async with httpx.AsyncClient(trust_env=False, timeout=60) as http:
-            for _ in range(100):
-                with contextlib.suppress(httpx.TransportError):
-                    await http.get(f"http://127.0.0.1:{self.port}/stats")
-                    break
-                await asyncio.sleep(0.1)
-            stats = (await http.get(f"http://127.0.0.1:{self.port}/stats")).json()
-        return int(stats["posts"])
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
 
 
 async def setup(
@@ -556,7 +525,7 @@ async def run(args: argparse.Namespace, database_url: str) -> bool:
         events_allow_private_urls=True,
     )
     fake = FakeProcess(args.latency_ms, args.hang_share)
-    receiver = EventsReceiver() if args.events == "on" else None
+    receiver = Receiver() if args.events == "on" else None
     try:
         print(f"fake Twilio: {fake.url} (own process, {args.latency_ms:g} ms per create)")
         print(f"events: {args.events}" + (f" (one endpoint, {receiver.url})" if receiver else ""))

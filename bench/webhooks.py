@@ -2,7 +2,7 @@
 
     python bench/webhooks.py [--shape {serve,split,both}] [--pairs 3] [--receipts 50000]
                              [--concurrency 32] [--seconds 15] [--warmup 3]
-                             [--profile /tmp/webhooks.raw]
+                             [--profile /tmp/webhooks.raw] [--events {none,off,on}]
 
 Target: the service's throughput is at least 0.8x that of a minimal handler doing one
 raw asyncpg UPDATE + INSERT per request (bench/webhook_baseline.py), and its p99 latency
@@ -57,6 +57,16 @@ Everything talks over loopback between separate processes. For each shape:
    answered rate. That rate is the one compared with the baseline, and halved for the
    latency run.
 
+--events measures the outbox's cost on receipts (README, Events), as bench/dispatch.py's
+option does: `none` (the default) keeps the outbox's triggers with no endpoint subscribed
+(every `sent` and `delivered` writes its event, which the worker's sequencer orders);
+`off` disables the triggers, so no event is written; `on` subscribes one webhook endpoint
+of the school, after the seed, to every event type: bench/events_receiver.py in a process
+of its own on loopback, answering 204, to which the service's worker (in the server's
+process in serve shape, the worker's in split shape) posts each change of each recipient,
+beside the receipts it applies. The receiver's count of posts is printed after the shape's
+runs. Compare the ratios (or the service's rates) of `off` and `on` runs.
+
 CPU seconds per 1,000 requests are printed for the server, PostgreSQL and the load
 generator (all share the machine's cores), with the cores other processes kept busy
 meanwhile: on a shared machine that skews every rate, so an idle-machine estimate from the
@@ -91,7 +101,8 @@ from urllib.parse import urlencode, urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _db import fresh_database, plain_url  # noqa: E402  (bench/_db.py)
+from _db import EVENTS_OFF, fresh_database, plain_url  # noqa: E402  (bench/_db.py)
+from events_receiver import Receiver  # noqa: E402  (bench/events_receiver.py)
 
 from app.providers.twilio.signature import HEADER, compute_signature  # noqa: E402
 
@@ -515,6 +526,7 @@ class Bench:
         # Message numbers: 0 is the probe, then one slice of --receipts per run.
         self.next_message = 1
         self.verdict = f"{shape}: did not finish"  # the shape's figures and verdict, one line
+        self.receiver: Receiver | None = None  # --events on
 
     # processes
 
@@ -559,6 +571,8 @@ class Bench:
         self.processes.remove(process)
 
     def stop_all(self) -> None:
+        if self.receiver is not None:
+            self.receiver.stop()
         for process in self.processes:
             if process.poll() is None:
                 process.terminate()
@@ -576,6 +590,7 @@ class Bench:
             "PUBLIC_BASE_URL": self.base_url,
             "ADMIN_TOKEN": ADMIN_TOKEN,
             "LOG_LEVEL": "WARNING",
+            "EVENTS_ALLOW_PRIVATE_URLS": "true",  # --events on: the receiver is on loopback
         }
 
     async def start_service(self, name: str = "service", in_process_worker: bool = False) -> None:
@@ -688,9 +703,14 @@ class Bench:
             self.campaign_id = campaign["id"]
             launched = await call("POST", f"/v1/campaigns/{self.campaign_id}/launch")
             assert launched["counts"]["total"] == messages, launched["counts"]
+            if self.args.events == "on":
+                self.receiver = Receiver()
+                await call("POST", "/v1/webhook-endpoints", json={"url": self.receiver.url})
         campaign_id = uuid.UUID(self.campaign_id)
         await self.sql(SEED_ATTEMPTS, campaign_id)
         await self.sql(SEED_SENT, campaign_id)
+        for statement in EVENTS_OFF if self.args.events == "off" else []:
+            await self.sql(statement)
         for table in ("recipients", "attempts", "receipts"):
             await self.sql(f"VACUUM ANALYZE {table}")
         print(
@@ -914,7 +934,8 @@ class Bench:
         print(
             f"webhooks bench, {self.shape} shape: {service_shape}; {args.receipts:,} messages "
             f"({2 * args.receipts:,} callbacks) per run, concurrency {args.concurrency}, "
-            f"{args.warmup:g} s warm-up + {args.seconds:g} s per run; {os.cpu_count()} cores, "
+            f"{args.warmup:g} s warm-up + {args.seconds:g} s per run; events {args.events}; "
+            f"{os.cpu_count()} cores, "
             f"load average {os.getloadavg()[0]:.2f}; logs in {self.logs}"
         )
         self.postmaster = await self.find_postmaster()
@@ -996,6 +1017,8 @@ class Bench:
             summarise_profile(profile)
         sent, nothing_sent = await self.check_nothing_sent()
         print("  " + sent)
+        if self.receiver is not None:
+            print(f"  events receiver: {await self.receiver.posts():,} posts during the runs")
 
         failures = [
             run.name
@@ -1133,6 +1156,13 @@ def main() -> None:
         help="the baseline's two statements autocommitted instead of in one transaction",
     )
     parser.add_argument("--profile", metavar="PATH", help="py-spy raw stacks of one more run")
+    parser.add_argument(
+        "--events",
+        choices=("none", "off", "on"),
+        default="none",
+        help="the outbox: triggers on, no endpoint (none); triggers off (off); one endpoint "
+        "subscribed, posted to on loopback (on)",
+    )
     # The load generator's own options (run as a subprocess of the benchmark).
     parser.add_argument("--load", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--sign-url", help=argparse.SUPPRESS)
