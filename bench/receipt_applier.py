@@ -31,7 +31,9 @@ subscribes one webhook endpoint of the school to every event type; then the even
 receipts wrote are sequenced and fanned out to it after each batch, as the worker's
 sequencer would (`app.events.outbox.sequence`), inside the figures (nothing is posted:
 the deliverer's cost is bench/events.py's). Wall time, which includes PostgreSQL's work
-(the triggers run there), is the figure to compare: `--events off` then `--events on`.
+(the triggers run there), is the figure to compare: `--events off` then `--events on`;
+the backends' CPU says the same steadily on a busy machine. The sequencing's share is
+printed apart.
 
 Last, a fingerprint of the state the receipts left (recipients' status columns, whether
 a retry is due, attempts, receipts applied and their attempt, opt-outs, campaigns; no
@@ -43,17 +45,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import hashlib
+import os
 import random
 import statistics
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 from _db import EVENTS_OFF, fresh_database, plain_url  # bench/_db.py
+from sqlalchemy import event
 
 from app.delivery import applier
 from app.delivery.school_cache import SchoolCache
@@ -211,30 +218,75 @@ async def seed(url: str, messages: int, events: bool) -> int:
         await connection.close()
 
 
-async def apply_all(url: str, batch: int) -> tuple[Counter[str], float, float, int]:
-    """Every receipt applied, batch after batch, and their events sequenced after each:
-    results, CPU and wall seconds, batches."""
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def backend_cpu(pids: set[int]) -> float:
+    """CPU seconds (user + system) used so far by these PostgreSQL backends (0 for one gone
+    or on another machine: /proc is read here)."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
+
+
+@dataclass
+class Spent:
+    """Where a step's time went: this process's CPU, wall, and its PostgreSQL backends' CPU."""
+
+    cpu: float = 0.0
+    wall: float = 0.0
+    backend: float = 0.0
+
+
+@dataclass
+class Applied:
+    results: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+    applying: Spent = field(default_factory=Spent)
+    sequencing: Spent = field(default_factory=Spent)
+
+
+async def apply_all(url: str, batch: int) -> Applied:
+    """Every receipt applied, batch after batch, and their events sequenced after each."""
     engine = create_engine(url)
+    pids: set[int] = set()
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def remember(dbapi_connection: Any, record: Any) -> None:
+        pids.add(dbapi_connection.run_async(lambda c: c.fetchval("SELECT pg_backend_pid()")))
+
     sessionmaker = create_sessionmaker(engine)
     schools = SchoolCache()
-    results: Counter[str] = Counter()
-    cpu = wall = 0.0
-    batches = 0
+    applied = Applied()
+
+    def clock() -> tuple[float, float, float]:
+        return time.process_time(), time.perf_counter(), backend_cpu(pids)
+
+    def add(spent: Spent, start: tuple[float, float, float]) -> None:
+        end = clock()
+        spent.cpu += end[0] - start[0]
+        spent.wall += end[1] - start[1]
+        spent.backend += end[2] - start[2]
+
     try:
         while True:
-            cpu_start, wall_start = time.process_time(), time.perf_counter()
+            start = clock()
             async with unit_of_work(sessionmaker) as session:
                 done = await applier.apply_stored(session, batch, schools)
+            add(applied.applying, start)
+            start = clock()
             while True:  # nothing to do with --events off
                 async with unit_of_work(sessionmaker) as session:
                     if await outbox.sequence(session) < outbox.BATCH:
                         break
-            cpu += time.process_time() - cpu_start
-            wall += time.perf_counter() - wall_start
+            add(applied.sequencing, start)
             if not done:
-                return results, cpu, wall, batches
-            batches += 1
-            results.update(result.value for result in done)
+                return applied
+            applied.batches += 1
+            applied.results.update(result.value for result in done)
     finally:
         await engine.dispose()
 
@@ -258,27 +310,39 @@ def main() -> None:
     parser.add_argument("--events", choices=("on", "off"), default="on")
     args = parser.parse_args()
     random.seed(1)  # the retries' jitter: not in the fingerprint anyway
-    per_receipt: list[float] = []
-    walls: list[float] = []
+    figures: dict[str, list[float]] = {"cpu": [], "wall": [], "backend": [], "sequencing": []}
     prints: set[str] = set()
     for run in range(args.repeat):
         with fresh_database() as url:
             stored = asyncio.run(seed(url, args.messages, args.events == "on"))
             gc.collect()
             gc.freeze()
-            results, cpu, wall, batches = asyncio.run(apply_all(url, args.batch))
-            applied = sum(results.values())
-            per_receipt.append(cpu / applied * 1e6)
-            walls.append(wall / applied * 1e6)
+            done = asyncio.run(apply_all(url, args.batch))
+            count = sum(done.results.values())
+            steps = (done.applying, done.sequencing)
+            run_figures = {
+                "cpu": sum(step.cpu for step in steps) / count * 1e6,
+                "wall": sum(step.wall for step in steps) / count * 1e6,
+                "backend": sum(step.backend for step in steps) / count * 1e6,
+                "sequencing": done.sequencing.wall / count * 1e6,
+            }
+            for name, value in run_figures.items():
+                figures[name].append(value)
             prints.add(asyncio.run(fingerprint(url)))
             print(
-                f"run {run + 1}: {stored:,} receipts stored, {applied:,} applied "
-                f"({dict(results)}) in {batches} batches of up to {args.batch}: "
-                f"CPU {cpu / applied * 1e6:.1f} us a receipt, wall {wall / applied * 1e6:.1f} us"
+                f"run {run + 1}: {stored:,} receipts stored, {count:,} applied "
+                f"({dict(done.results)}) in {done.batches} batches of up to {args.batch}: "
+                f"CPU {run_figures['cpu']:.1f} us a receipt, wall {run_figures['wall']:.1f} us "
+                f"(sequencing {run_figures['sequencing']:.1f}), PostgreSQL backends' CPU "
+                f"{run_figures['backend']:.1f} us (applying "
+                f"{done.applying.backend / count * 1e6:.1f}, sequencing "
+                f"{done.sequencing.backend / count * 1e6:.1f})"
             )
+    median = {name: statistics.median(values) for name, values in figures.items()}
     print(
         f"events {args.events}: CPU per receipt (median of {args.repeat}): "
-        f"{statistics.median(per_receipt):.1f} us; wall {statistics.median(walls):.1f} us"
+        f"{median['cpu']:.1f} us; wall {median['wall']:.1f} us (sequencing "
+        f"{median['sequencing']:.1f} us); PostgreSQL backends' CPU {median['backend']:.1f} us"
     )
     print(f"fingerprint: {', '.join(sorted(prints))}")
 
