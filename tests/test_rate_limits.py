@@ -9,9 +9,12 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.errors import PROBLEM_JSON
+from app.kit.crypto import new_token
 from app.kit.rate_limit import TokenBuckets
 from tests.support.api import make_school
 
@@ -80,6 +83,42 @@ async def test_one_schools_burst_leaves_another_school_answering(
     assert [r.status_code for r in await burst(client, other, LIMIT - 1)] == [200] * (LIMIT - 1)
     assert (await client.get("/v1/campaigns", headers=other)).status_code == 429
     assert (await client.get("/v1/campaigns", headers=second)).status_code == 200
+
+
+async def test_made_up_tokens_are_refused_and_leave_nothing_behind(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    clock: FrozenClock,
+    engine: AsyncEngine,
+) -> None:
+    """Someone trying tokens (or a script with a mistyped one) gets 401s; the process keeps
+    no bucket and writes no last use for them, however many, and nobody's budget is spent."""
+    assert (await client.get("/v1/campaigns", headers=auth)).status_code == 200
+    buckets: TokenBuckets = app.state.rate_limits
+    held = (len(buckets), len(app.state.last_used))
+    writes: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE")):
+            writes.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        for _ in range(LIMIT * 10):
+            made_up = {"Authorization": f"Bearer {new_token('cmp')}"}
+            response = await client.get("/v1/campaigns", headers=made_up)
+            assert response.status_code == 401, response.text
+        # One made-up token, again and again: never a bucket to run out, so never a 429.
+        mistyped = {"Authorization": f"Bearer {auth['Authorization'][7:]}x"}
+        assert {r.status_code for r in await burst(client, mistyped, LIMIT * 2)} == {401}
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+
+    assert (len(buckets), len(app.state.last_used)) == held
+    assert writes == []
+    # The school's own key still has its whole burst, less the one request it made.
+    assert [r.status_code for r in await burst(client, auth, LIMIT)] == [200] * (LIMIT - 1) + [429]
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,10 @@ request that finds the bucket empty is told how long until the next token. Two f
 key and a few arithmetic operations a request: no lock (one event loop), no background
 task. Why per process and not shared: README, Rate limits.
 
+A bucket is made only for a token found to be a valid key (`take`, after the lookup);
+before the lookup a request only spends from a bucket already there (`spend`). So a stream
+of made-up tokens leaves nothing behind, and the buckets number at most the valid keys.
+
 Not the `limits` package: its in-memory storages expire entries on a background timer (a
 thread started every 10 ms in the sync one, a task and a thread hop per call in the async
 one), and its moving window keeps an object per request; this needs none of it.
@@ -36,16 +40,16 @@ class TokenBuckets:
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
 
-    def take(self, key: str) -> float:
-        """Spend one request of `key`: 0.0 when it may go ahead, else the seconds until it
-        may (nothing spent)."""
-        now = self._clock()
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def spend(self, key: str) -> float | None:
+        """Spend one request of `key` if it has a bucket: 0.0 when it may go ahead, else the
+        seconds until it may (nothing spent); None when it has no bucket (nothing made)."""
         bucket = self._buckets.get(key)
         if bucket is None:
-            if len(self._buckets) >= MAX_BUCKETS:
-                self._forget_full(now)
-            self._buckets[key] = _Bucket(self.capacity - 1.0, now)
-            return 0.0
+            return None
+        now = self._clock()
         tokens = min(self.capacity, bucket.tokens + (now - bucket.at) * self.per_second)
         bucket.at = now
         if tokens >= 1.0:
@@ -53,6 +57,17 @@ class TokenBuckets:
             return 0.0
         bucket.tokens = tokens
         return (1.0 - tokens) / self.per_second
+
+    def take(self, key: str) -> float:
+        """As `spend`, making `key`'s bucket (full) if it has none: for a valid key only."""
+        wait = self.spend(key)
+        if wait is not None:
+            return wait
+        now = self._clock()
+        if len(self._buckets) >= MAX_BUCKETS:
+            self._forget_full(now)
+        self._buckets[key] = _Bucket(self.capacity - 1.0, now)
+        return 0.0
 
     def _forget_full(self, now: float) -> None:
         """Drop the buckets that have refilled: forgetting them changes nothing."""

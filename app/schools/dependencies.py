@@ -37,24 +37,34 @@ async def current_key(
     sessionmaker: SessionmakerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> KeyInUse:
-    """The caller's key and school. Its rate limit is spent first, so a key over it is
-    refused before anything is asked of the database (README, Rate limits)."""
+    """The caller's key and school. A key already seen valid by this process spends its rate
+    limit first, so a key over it is refused before anything is asked of the database; a
+    token is given a bucket and its use noted only once it is found to be a valid key, so a
+    made-up token leaves nothing behind (README, Rate limits). Called at a request's start:
+    noting a use may end the request's transaction so far (`service.LastUsed`)."""
     if credentials is None:
         raise Unauthorized("Send your API key as `Authorization: Bearer <key>`.")
     digest = token_hash(credentials.credentials)
     limits: TokenBuckets | None = request.app.state.rate_limits
-    if limits is not None and (wait := limits.take(digest)):
-        seconds = max(1, math.ceil(wait))
-        raise TooManyRequests(
-            f"This API key is over its rate limit; try again in {seconds} s.",
-            retry_after_seconds=seconds,
-        )
-    last_used: service.LastUsed = request.app.state.last_used
-    await last_used.note(sessionmaker, digest)
+    wait = limits.spend(digest) if limits is not None else 0.0
+    if wait:
+        raise _over_the_limit(wait)
     key = await service.authenticate(session, digest)
     if key is None:
         raise Unauthorized("That API key is not valid.")
+    if wait is None and limits is not None and (wait := limits.take(digest)):
+        raise _over_the_limit(wait)  # its first request here, raced by as many at once
+    last_used: service.LastUsed = request.app.state.last_used
+    await last_used.note(session, sessionmaker, key.key_id)
     return key
+
+
+def _over_the_limit(wait: float) -> TooManyRequests:
+    seconds = max(1, math.ceil(wait))
+    return TooManyRequests(
+        f"This API key is over its rate limit; try again in {seconds} s.",
+        retry_after_seconds=seconds,
+    )
 
 
 CurrentKey = Annotated[KeyInUse, Depends(current_key)]

@@ -37,12 +37,12 @@ async def by_token_hash(session: AsyncSession, token_hash: str) -> KeyInUse | No
     return None if row is None else KeyInUse(*row)
 
 
-async def mark_key_used(session: AsyncSession, digest: str, minute: datetime) -> None:
+async def mark_key_used(session: AsyncSession, key_id: uuid.UUID, minute: datetime) -> None:
     """The key's `last_used_at` = minute, unless it is revoked or a later one is there."""
     await session.execute(
         update(ApiKey)
         .where(
-            ApiKey.token_hash == digest,
+            ApiKey.id == key_id,
             ApiKey.revoked_at.is_(None),
             or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < minute),
         )

@@ -153,24 +153,40 @@ async def authenticate(session: AsyncSession, digest: str) -> KeyInUse | None:
 
 class LastUsed:
     """Keeps `api_keys.last_used_at` to the minute without a write per request: a process
-    writes a key's minute once, on the key's first request in that minute (an UPDATE that
-    leaves a row already at that minute alone), in a transaction of its own made before the
-    request's own begins, so a request never holds two connections."""
+    writes a key's minute once, on the key's first request in that minute, once the key was
+    found valid (a token that is not one writes nothing), as an UPDATE that leaves a row
+    already at that minute alone, in a transaction of its own."""
 
     MAX_HELD = 10_000
 
     def __init__(self) -> None:
-        self._written: dict[str, datetime] = {}
+        self._written: dict[uuid.UUID, datetime] = {}
 
-    async def note(self, sessionmaker: async_sessionmaker[AsyncSession], digest: str) -> None:
+    def __len__(self) -> int:
+        return len(self._written)
+
+    async def note(
+        self,
+        session: AsyncSession,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        key_id: uuid.UUID,
+    ) -> None:
+        """Note a use of the valid key, at the start of the request `session` serves."""
         minute = utcnow().replace(second=0, microsecond=0)
-        if self._written.get(digest) == minute:
+        if self._written.get(key_id) == minute:
             return
         if len(self._written) >= self.MAX_HELD:
-            self._written = {d: m for d, m in self._written.items() if m == minute}
-        self._written[digest] = minute
-        async with unit_of_work(sessionmaker) as session:
-            await repository.mark_key_used(session, digest, minute)
+            self._written = {k: m for k, m in self._written.items() if m == minute}
+        self._written[key_id] = minute
+        # The request's transaction has only read the key so far: ended here, it gives its
+        # connection back before the write takes one, so a request never holds two (busy
+        # requests each waiting for a second connection could hold every connection of the
+        # pool until its timeout); the request goes on in a new transaction. Not the write
+        # in the request's own transaction: it would lock the key's row until the request
+        # ends (a revocation would wait for it), and be lost with it if it failed.
+        await session.commit()
+        async with unit_of_work(sessionmaker) as own:
+            await repository.mark_key_used(own, key_id, minute)
 
 
 async def update(session: AsyncSession, school: School, changes: schemas.SchoolSettings) -> School:
