@@ -19,7 +19,7 @@ from app.kit.crypto import SecretBox
 from app.kit.db import Inbox, create_engine, create_sessionmaker
 from app.kit.http import outbound_client
 from app.kit.limits import BodySizeLimit
-from app.kit.rate_limit import TokenBuckets
+from app.kit.rate_limit import InFlight, TokenBuckets
 from app.kit.request_id import RequestId
 from app.providers import codes
 from app.schools.service import LastUsed
@@ -137,6 +137,8 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     # Per process (README, Rate limits), as is what keeps `last_used_at` to the minute.
     per_minute = settings.rate_limit_per_minute
     app.state.rate_limits = TokenBuckets(per_minute) if per_minute else None
+    in_flight = settings.rate_limit_in_flight
+    app.state.in_flight = InFlight(in_flight) if in_flight else None
     app.state.last_used = LastUsed()
     errors.install(app)
     app.include_router(health.router)

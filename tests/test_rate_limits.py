@@ -1,5 +1,6 @@
-"""Per-key rate limits: a burst over a key's limit is refused with 429 and `Retry-After`,
-another school's key answers as usual, and the providers' webhooks are never counted."""
+"""Per-key rate limits: a burst over a key's limit is refused with 429 and `Retry-After`, as
+is a request over the key's requests in flight; another school's key answers as usual, and
+the providers' webhooks are never counted."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.errors import PROBLEM_JSON
-from app.kit.crypto import new_token
-from app.kit.rate_limit import TokenBuckets
+from app.kit.crypto import new_token, token_hash
+from app.kit.rate_limit import InFlight, TokenBuckets
 from tests.support.api import make_school
 
 Json = dict[str, Any]
@@ -39,8 +40,9 @@ def clock(app: FastAPI) -> FrozenClock:
     return clock
 
 
-def test_the_default_is_600_a_minute() -> None:
-    assert Settings(_env_file=None).rate_limit_per_minute == 600
+def test_the_defaults_are_600_a_minute_and_8_in_flight() -> None:
+    settings = Settings(_env_file=None)
+    assert (settings.rate_limit_per_minute, settings.rate_limit_in_flight) == (600, 8)
 
 
 async def burst(client: httpx.AsyncClient, auth: dict[str, str], n: int) -> list[httpx.Response]:
@@ -134,9 +136,65 @@ async def test_webhooks_are_never_counted_nor_refused_with_429(
     assert [r.status_code for r in await burst(client, auth, LIMIT)] == [200] * LIMIT
 
 
+async def test_a_request_over_the_keys_requests_in_flight_is_refused_at_once(
+    app: FastAPI, client: httpx.AsyncClient, auth: dict[str, str], clock: FrozenClock
+) -> None:
+    in_flight: InFlight = app.state.in_flight
+    assert in_flight.cap == 8
+    _, other = await make_school(client, name="Roosevelt Middle")
+    digest = token_hash(auth["Authorization"].removeprefix("Bearer "))
+    for _ in range(in_flight.cap):  # as many of the key's requests as may be, still running
+        assert in_flight.enter(digest)
+
+    answers = await burst(client, auth, 5)
+    assert [r.status_code for r in answers] == [429] * 5
+    refused = answers[0]
+    assert refused.headers["content-type"] == PROBLEM_JSON
+    assert refused.headers["retry-after"] == "1"
+    assert "8 requests in progress" in refused.json()["detail"]
+    # Another school's key is not held up by them.
+    assert (await client.get("/v1/campaigns", headers=other)).status_code == 200
+
+    for _ in range(in_flight.cap):
+        in_flight.leave(digest)
+    # Those refused spent nothing of the key's rate limit: its whole burst is there.
+    assert [r.status_code for r in await burst(client, auth, LIMIT)] == [200] * LIMIT
+    assert len(in_flight) == 0  # each request's count left with it
+
+
+async def test_a_client_that_waits_for_each_answer_is_never_refused_for_requests_in_flight(
+    app: FastAPI, client: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    app.state.rate_limits = None
+    app.state.in_flight = InFlight(1)
+    made_up = {"Authorization": f"Bearer {new_token('cmp')}"}
+    # Whatever each answer was: a refused body, an unknown id, a made-up token, a list.
+    for _ in range(5):
+        answers = [
+            await client.post("/v1/campaigns", json={"name": ""}, headers=auth),
+            await client.get("/v1/campaigns/not-an-id", headers=auth),
+            await client.get("/v1/campaigns", headers=made_up),
+            await client.get("/v1/campaigns", headers=auth),
+        ]
+        assert [r.status_code for r in answers] == [422, 404, 401, 200]
+    assert len(app.state.in_flight) == 0
+
+
 async def test_limits_off(app: FastAPI, client: httpx.AsyncClient, auth: dict[str, str]) -> None:
     app.state.rate_limits = None  # RATE_LIMIT_PER_MINUTE=0
+    app.state.in_flight = None  # RATE_LIMIT_IN_FLIGHT=0
     assert {r.status_code for r in await burst(client, auth, 50)} == {200}
+
+
+def test_requests_in_flight_are_counted_per_key_and_forgotten_at_none() -> None:
+    in_flight = InFlight(2)
+    assert in_flight.enter("a") and in_flight.enter("a") and not in_flight.enter("a")
+    assert in_flight.enter("b")
+    in_flight.leave("a")
+    assert in_flight.enter("a") and not in_flight.enter("a")
+    for key in ("a", "a", "b"):
+        in_flight.leave(key)
+    assert len(in_flight) == 0
 
 
 def test_a_bucket_refills_at_the_steady_rate_up_to_a_burst() -> None:

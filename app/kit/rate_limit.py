@@ -1,4 +1,5 @@
-"""Per-key request limits: a token bucket per key, in this process's memory.
+"""Per-key request limits, in this process's memory: a token bucket per key (the rate) and a
+count of the key's requests in flight (the concurrency).
 
 Each key's bucket holds `per_minute` requests and refills at `per_minute` a minute, so a
 key may spend a minute's worth at once (a burst) and then goes on at the steady rate; a
@@ -76,3 +77,33 @@ class TokenBuckets:
             for key, bucket in self._buckets.items()
             if bucket.tokens + (now - bucket.at) * self.per_second < self.capacity
         }
+
+
+class InFlight:
+    """At most `cap` requests of one key at once, in this process: a count per key, held
+    only while the key has a request in flight (so a made-up token's count goes with its
+    request). Over the cap a request is refused at once (429, as over the rate), not queued
+    (README, Rate limits): a queue would move the wait from the client, which knows how to
+    back off, into this process, with no bound on what waits."""
+
+    def __init__(self, cap: int) -> None:
+        if cap < 1:
+            raise ValueError("cap must be at least 1")
+        self.cap = cap
+        self._held: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def enter(self, key: str) -> bool:
+        """Count a request of `key` in, unless it already has `cap` in flight (False)."""
+        held = self._held.get(key, 0)
+        if held >= self.cap:
+            return False
+        self._held[key] = held + 1
+        return True
+
+    def leave(self, key: str) -> None:
+        held = self._held.pop(key) - 1
+        if held:
+            self._held[key] = held

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import math
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -13,7 +14,7 @@ from app.audit.service import Trail
 from app.errors import AppError, TooManyRequests, Unauthorized
 from app.kit.crypto import token_hash
 from app.kit.deps import SessionDep, SessionmakerDep, SettingsDep
-from app.kit.rate_limit import TokenBuckets
+from app.kit.rate_limit import InFlight, TokenBuckets
 from app.kit.request_id import request_id
 from app.models import ADMIN_ACTOR, School
 from app.schools import service
@@ -67,7 +68,36 @@ def _over_the_limit(wait: float) -> TooManyRequests:
     )
 
 
-CurrentKey = Annotated[KeyInUse, Depends(current_key)]
+async def key_in_flight(
+    request: Request,
+    session: SessionDep,
+    sessionmaker: SessionmakerDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> AsyncIterator[KeyInUse]:
+    """`current_key`, counted among the key's requests in flight in this process for as
+    long as the operation runs; over `RATE_LIMIT_IN_FLIGHT` it is refused at once, before
+    its rate limit is spent or the database asked (README, Rate limits)."""
+    in_flight: InFlight | None = request.app.state.in_flight
+    if in_flight is None or credentials is None:
+        yield await current_key(request, session, sessionmaker, credentials)
+        return
+    digest = token_hash(credentials.credentials)
+    if not in_flight.enter(digest):
+        raise TooManyRequests(
+            f"This API key has {in_flight.cap} requests in progress in this API process "
+            "already; send more once they are answered.",
+            retry_after_seconds=1,
+        )
+    try:
+        yield await current_key(request, session, sessionmaker, credentials)
+    finally:
+        in_flight.leave(digest)
+
+
+# scope="function": the key leaves the count when the operation returns (its transaction then
+# commits), before its answer is sent, so a client that waits for each answer before its next
+# request is never refused for requests in flight.
+CurrentKey = Annotated[KeyInUse, Depends(key_in_flight, scope="function")]
 
 
 async def current_school(key: CurrentKey) -> School:
@@ -104,7 +134,8 @@ AdminTrail = Annotated[Trail, Depends(admin_trail)]
 # through `app.errors.declared`).
 RATE_LIMITED: tuple[type[AppError], str] = (
     TooManyRequests,
-    "The key is over its rate limit; `Retry-After` says when to retry.",
+    "The key is over its rate limit, or has as many requests in progress as it may; "
+    "`Retry-After` says when to retry.",
 )
 KEY_REFUSALS: tuple[tuple[type[AppError], str], ...] = (
     (Unauthorized, "No API key, or one that is unknown or revoked."),
