@@ -53,8 +53,10 @@ async def current_key(
     key = await service.authenticate(session, digest)
     if key is None:
         raise Unauthorized("That API key is not valid.")
+    # A key without a bucket here gets one now; its requests that raced this one to the
+    # lookup spend from the same.
     if wait is None and limits is not None and (wait := limits.take(digest)):
-        raise _over_the_limit(wait)  # its first request here, raced by as many at once
+        raise _over_the_limit(wait)
     last_used: service.LastUsed = request.app.state.last_used
     await last_used.note(session, sessionmaker, key.key_id)
     return key
