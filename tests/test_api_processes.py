@@ -242,6 +242,7 @@ async def test_a_burst_within_the_limit_leaves_another_school_at_its_usual_pace(
         str(RUNAWAY_SECONDS),
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert script.stdout is not None
     assert (await script.stdout.readline()).strip() == b"go"
@@ -249,8 +250,9 @@ async def test_a_burst_within_the_limit_leaves_another_school_at_its_usual_pace(
     until = time.monotonic() + RUNAWAY_SECONDS - 0.5
     while time.monotonic() < until:
         busy.append(await timed())
-    counts = json.loads((await script.stdout.read()).splitlines()[-1])
-    assert await script.wait() == 0
+    output, errors = await script.communicate()
+    assert script.returncode == 0, errors.decode()
+    counts = json.loads(output.splitlines()[-1])
 
     # The script did run over its requests in flight, and was told so.
     assert counts["200"] > IN_FLIGHT and counts.get("in progress", 0) > 0, counts

@@ -2,7 +2,8 @@
 TOKEN WORKERS SECONDS` runs WORKERS loops that each send `GET URL` with TOKEN back to back
 for SECONDS, all starting at once, waiting `Retry-After` after a 429 as an HTTP client
 library does. It prints `go` when it starts, then `{"200": n, "429": n, "in progress": n}`
-(the 429s that named the key's requests in progress) on its last line."""
+(the 429s that named the key's requests in progress; and a count of each transport error,
+after which a loop goes on) on its last line."""
 
 from __future__ import annotations
 
@@ -24,7 +25,13 @@ async def run(url: str, token: str, workers: int, seconds: float) -> Counter[str
 
         async def loop() -> None:
             while time.monotonic() < until:
-                response = await http.get(url, headers=headers)
+                try:
+                    response = await http.get(url, headers=headers)
+                except httpx.TransportError as error:
+                    # As a script would, it tries again. (Seldom: a connection reset while
+                    # a hundred are opened at once on a loaded machine.)
+                    counts[type(error).__name__] += 1
+                    continue
                 counts[str(response.status_code)] += 1
                 if response.status_code == 429:
                     if "in progress" in response.json()["detail"]:
