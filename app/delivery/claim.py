@@ -22,7 +22,7 @@ from app.config import Settings
 from app.delivery import pacing, recover, sql
 from app.delivery.jobs import UNRESOLVED, Claim, Job, Sender
 from app.delivery.school_cache import SchoolCache
-from app.delivery.sql import AnyRow, Previous, RecipientRow
+from app.delivery.sql import Claimed, Previous
 from app.kit.clock import utcnow
 from app.models import CampaignStatus
 from app.providers import codes
@@ -45,12 +45,11 @@ async def claim(
     # goes out with SQLAlchemy's first statement, and a lock taken before it would be
     # released at once.)
     connection = await session.connection()
-    found = (
-        await connection.execute(sql.CLAIM, {"now": now, "limit": settings.worker_batch_size})
-    ).all()
+    result = await connection.execute(sql.CLAIM, {"now": now, "limit": settings.worker_batch_size})
+    found = list(map(sql.Claimed.reader(result.keys()), result))
     if not found:
         return None
-    versions = {row.school_id: (row.school_version, row.account_version) for row in found}
+    versions = {c.recipient.school_id: (c.school_version, c.account_version) for c in found}
     by_school, accounts = await schools.get(session, versions)
     taken = Claim(now, now + timedelta(seconds=settings.worker_lease_seconds))
     taken.next_send = await pacing.lock_rated(connection, accounts)
@@ -66,8 +65,8 @@ async def claim(
             provider,
             _callback(registry, provider.name),
         )
-    for row in found:
-        _claim_one(taken, row, settings)
+    for claimed in found:
+        _claim_one(taken, claimed, settings)
     if taken.leased or taken.changed:
         # (No row leased: the leased part updates nothing, whatever its state.)
         leasing = taken.leasing.state if taken.leasing else rules.State(rules.Status.queued)
@@ -88,10 +87,9 @@ def _callback(registry: Registry, provider: str) -> Callable[[int], str] | None:
     return None if base is None else functools.partial(registry.names.url, base)
 
 
-def _claim_one(claim: Claim, found: AnyRow, settings: Settings) -> None:
+def _claim_one(claim: Claim, found: Claimed, settings: Settings) -> None:
     """Lease one due recipient for an attempt (a Job), or settle why not now."""
-    row = RecipientRow.of(found)
-    previous = Previous.of(found)
+    row, previous = found.recipient, found.previous
     sender = claim.senders[row.school_id]
     school = sender.school
     now = claim.now
@@ -106,14 +104,14 @@ def _claim_one(claim: Claim, found: AnyRow, settings: Settings) -> None:
     if stopped:
         # Closed, archived or opted out during a hand-over whose worker then died: its
         # message may have gone out, and its receipts need its id.
-        _add_job(claim, row, found, sender, previous, recover_only=True)
+        _add_job(claim, found, sender, recover_only=True)
         return
     if state.status is rules.Status.scheduled and not policy.retry_allowed(school, row, now):
         last = _last_reason(previous, row.provider_error_code)
         if previous is not None and previous.status in UNRESOLVED:
             # Its last answer was lost: that message may have gone out after all. Ask
             # first (still Scheduled meanwhile); it fails only if it did not.
-            _add_job(claim, row, found, sender, previous, recover_only=True, expire=last)
+            _add_job(claim, found, sender, recover_only=True, expire=last)
             return
         change = rules.on_retry_expired(state, last)
         if change is not None:
@@ -142,15 +140,13 @@ def _claim_one(claim: Claim, found: AnyRow, settings: Settings) -> None:
     assert change is not None
     row.first_attempt_at = row.first_attempt_at or now
     claim.lease(row, change)
-    _add_job(claim, row, found, sender, previous, not_before, reserved)
+    _add_job(claim, found, sender, not_before, reserved)
 
 
 def _add_job(
     claim: Claim,
-    row: RecipientRow,
-    found: AnyRow,
+    found: Claimed,
     sender: Sender,
-    previous: Previous | None,
     not_before: datetime | None = None,
     slots: pacing.Slots | None = None,
     *,
@@ -161,6 +157,7 @@ def _add_job(
     recovery of one begun before (its lease ran out, or its provider's answer was lost).
     `recover_only`: the row is leased here as it stands, for a job that only asks the
     provider whether its last hand-over went out (recorded if it did), and never sends."""
+    row, previous = found.recipient, found.previous
     now = claim.now
     if recover_only:
         row.next_attempt_at = claim.lease_until

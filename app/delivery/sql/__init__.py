@@ -11,7 +11,7 @@ Each column list is written once: a row shape's fields name its columns (and the
 for the writes). Everything is read here as `sql.NAME`; the modules only keep each part a
 readable size:
 
-- `shapes`: the row shapes (`RecipientRow`, `Previous`, `NewAttempt`...);
+- `shapes`: the row shapes (`RecipientRow`, `Previous`, `Claimed`, `NewAttempt`...);
 - `reads`: the claim's, the record's and the admission's statements;
 - `writes`: their writes, one statement a batch;
 - `receipts`: the inbox's INSERT and the receipt applier's statements;
@@ -49,6 +49,7 @@ from app.delivery.sql.shapes import (
     RECIPIENT_COLUMNS,
     AnyRow,
     AttemptRow,
+    Claimed,
     NewAttempt,
     Previous,
     RecipientRow,
@@ -76,6 +77,7 @@ __all__ = [
     "TAKEN",
     "AnyRow",
     "AttemptRow",
+    "Claimed",
     "NewAttempt",
     "Previous",
     "RecipientRow",

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Row
 
@@ -74,12 +74,46 @@ class Previous:
     created_at: datetime
 
     @classmethod
-    def of(cls, row: AnyRow) -> Previous | None:
-        """The latest attempt in a claimed row (`CLAIM`: its columns `previous_` + field),
-        if the recipient has one."""
-        if row.previous_id is None:
-            return None
-        return cls(*(getattr(row, f"previous_{f.name}") for f in fields(cls)))
+    def reader(cls, keys: Iterable[str]) -> Callable[[AnyRow], Previous | None]:
+        """The latest attempt in each claimed row of a result whose columns are `keys`
+        (`CLAIM`: its columns `previous_` + field), if the recipient has one; found by name
+        once for all rows, as `RecipientRow.reader`."""
+        index = {key: i for i, key in enumerate(keys)}
+        first = index["previous_id"]
+        columns = operator.itemgetter(*(index[f"previous_{name}"] for name in _PREVIOUS_FIELDS))
+        return lambda row: None if row[first] is None else cls(*columns(row))
+
+
+_PREVIOUS_FIELDS = tuple(f.name for f in fields(Previous))
+
+
+class Claimed(NamedTuple):
+    """A claimed row (`CLAIM`), read: the recipient, its latest attempt, and what the
+    hand-over's message and the school cache need (the fields after `previous` are the
+    columns of the same names)."""
+
+    recipient: RecipientRow
+    previous: Previous | None
+    body: str  # its campaign's
+    first_name: str | None
+    last_name: str | None
+    fields: dict[str, Any]
+    # An id from the attempts' sequence, for a new hand-over's attempt.
+    new_attempt_id: int
+    # Its school's and provider account's `updated_at` (`app.delivery.school_cache`).
+    school_version: datetime
+    account_version: datetime | None
+
+    @classmethod
+    def reader(cls, keys: Iterable[str]) -> Callable[[AnyRow], Claimed]:
+        """`Claimed` for every row of a result whose columns are `keys`, each column found
+        by its name once for them all (`RecipientRow.reader`): a claim reads hundreds."""
+        keys = list(keys)
+        index = {key: i for i, key in enumerate(keys)}
+        recipient, previous = RecipientRow.reader(keys), Previous.reader(keys)
+        rest = operator.itemgetter(*(index[name] for name in cls._fields[2:]))
+        make = cls._make
+        return lambda row: make((recipient(row), previous(row), *rest(row)))
 
 
 @dataclass(frozen=True, slots=True)
