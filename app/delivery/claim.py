@@ -67,14 +67,13 @@ async def claim(
         )
     for claimed in found:
         _claim_one(taken, claimed, settings)
-    if taken.leased or taken.changed:
-        # (No row leased: the leased part updates nothing, whatever its state.)
-        leasing = taken.leasing.state if taken.leasing else rules.State(rules.Status.queued)
-        await connection.execute(
-            *sql.write_claim(taken.changed, taken.leased, leasing, taken.lease_until, taken.id, now)
-        )
-    if taken.slots:
-        await connection.execute(*sql.write_slots(pacing.written(taken.slots)))
+    leasing = taken.leasing.state if taken.leasing else None
+    slots = pacing.written(taken.slots)
+    write = sql.write_claim(
+        taken.changed, taken.leased, leasing, taken.lease_until, taken.id, slots, now
+    )
+    if write is not None:
+        await connection.execute(*write)
     await recover.mark_taken(session, taken.jobs)
     # After the write: the completion rule reads the recipients' stored statuses.
     await campaigns.complete_finished(session, taken.expired)

@@ -56,7 +56,7 @@ from app.delivery.sql.shapes import (
     RecoveredAttempt,
     SendSlots,
 )
-from app.delivery.sql.writes import write_claim, write_record, write_slots
+from app.delivery.sql.writes import write_claim, write_record
 
 __all__ = [
     "ADMISSION_LOCKS",
@@ -91,5 +91,4 @@ __all__ = [
     "write_claim",
     "write_overdue",
     "write_record",
-    "write_slots",
 ]

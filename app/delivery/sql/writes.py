@@ -3,6 +3,7 @@ arrays (`unnest`), its columns and their types taken from the row shapes (`colum
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -60,15 +61,24 @@ def update_recipients(columns: Mapping[str, str]) -> str:
 
 UPDATE_RECIPIENTS = update_recipients(WRITTEN)
 
-# The claim's write: the recipients settled without a hand-over (rare, written whole), then
-# the leased ones, all into one state, each with its own attempt count and times.
+# The claim's write, one statement of the parts a claim has: the recipients settled without
+# a hand-over (rare, written whole), the send slots of the accounts under a rate, and the
+# leased recipients, all into one state, each with its own attempt count and times. A part
+# with nothing to write is left out of the statement, not run over empty arrays.
 _LEASED = columns(
     RecipientRow, "id", "attempts", "first_attempt_at", "claimed_at", "claimed_attempt_id"
 )
 _LEASING = ", ".join(f"{name} = :leased_{name}" for name in STATE_COLUMNS)
-_WRITE_CLAIM = text(
-    f"""
-    WITH settled AS ({UPDATE_RECIPIENTS})
+_SLOTS = columns(SendSlots)
+_CLAIM_PARTS = {
+    "settled": UPDATE_RECIPIENTS,
+    "slots": f"""
+    UPDATE provider_accounts AS a
+    SET next_send_at = v.next_send_at, deferred_until = v.deferred_until
+    FROM {unnest(_SLOTS, "slots_")}
+    WHERE a.school_id = v.school_id
+""",
+    "leased": f"""
     UPDATE recipients AS r
     SET {_LEASING}, next_attempt_at = :lease_until,
         attempts = v.attempts, first_attempt_at = v.first_attempt_at,
@@ -76,43 +86,53 @@ _WRITE_CLAIM = text(
         claimed_by = :claim, updated_at = :now
     FROM {unnest(_LEASED, "leased_")}
     WHERE r.id = v.id
-    """
-)
+""",
+}
 
 
-_SLOTS = columns(SendSlots)
-_WRITE_SLOTS = text(
-    f"""
-    UPDATE provider_accounts AS a
-    SET next_send_at = v.next_send_at, deferred_until = v.deferred_until
-    FROM {unnest(_SLOTS)}
-    WHERE a.school_id = v.school_id
-    """
-)
+def _claim_write(parts: Sequence[str]) -> TextClause:
+    """The statement of those parts: the last one's UPDATE after the others' as CTEs."""
+    *before, last = parts
+    ctes = ", ".join(f"{name} AS ({_CLAIM_PARTS[name]})" for name in before)
+    return text(f"WITH {ctes} {_CLAIM_PARTS[last]}" if ctes else _CLAIM_PARTS[last])
+
+
+# Each statement a claim may send, by the parts it has (in `_CLAIM_PARTS`' order).
+_CLAIM_WRITES = {
+    parts: _claim_write(parts)
+    for present in itertools.product((False, True), repeat=len(_CLAIM_PARTS))
+    if (parts := tuple(name for name, on in zip(_CLAIM_PARTS, present, strict=True) if on))
+}
 
 
 def write_claim(
     changed: Sequence[RecipientRow],
     leased: Sequence[RecipientRow],
-    leasing: rules.State,
+    leasing: rules.State | None,
     lease_until: datetime,
     claim: uuid.UUID,
+    slots: Sequence[SendSlots],
     now: datetime,
-) -> tuple[TextClause, dict[str, Any]]:
+) -> tuple[TextClause, dict[str, Any]] | None:
     """The claim's write and its parameters: `changed` rows whole, `leased` ones into
-    `leasing` with the lease."""
-    return _WRITE_CLAIM, {
-        **arrays(WRITTEN, changed),
-        **arrays(_LEASED, leased, "leased_"),
-        **{f"leased_{name}": value for name, value in state_values(leasing).items()},
-        "lease_until": lease_until,
-        "claim": claim,
-        "now": now,
-    }
-
-
-def write_slots(slots: Sequence[SendSlots]) -> tuple[TextClause, dict[str, Any]]:
-    return _WRITE_SLOTS, arrays(_SLOTS, slots)
+    `leasing` with the lease, the accounts' `slots`; None when there is nothing to write."""
+    parts: list[str] = []
+    params: dict[str, Any] = {}
+    if changed:
+        parts.append("settled")
+        params.update(arrays(WRITTEN, changed), now=now)
+    if slots:
+        parts.append("slots")
+        params.update(arrays(_SLOTS, slots, "slots_"))
+    if leased:
+        assert leasing is not None
+        parts.append("leased")
+        params.update(arrays(_LEASED, leased, "leased_"))
+        params.update({f"leased_{name}": value for name, value in state_values(leasing).items()})
+        params.update(lease_until=lease_until, claim=claim, now=now)
+    if not parts:
+        return None
+    return _CLAIM_WRITES[tuple(parts)], params
 
 
 _NEW = columns(NewAttempt)
