@@ -62,10 +62,10 @@ class Settings(BaseSettings):
     # Requests each API key may make a minute, in each API process, with bursts of as many
     # (README, Rate limits); 0 turns the limit off.
     rate_limit_per_minute: int = Field(default=600, ge=0)
-    # Requests each API key may have in progress at once, in each API process (README, Rate
-    # limits); 0 turns the cap off. Eight: a console page's few requests at once, or a
-    # script's small thread pool, stay under it, while a key's burst holds at most 8 of a
-    # process's 20 database connections and its event loop's turns.
+    # Requests each school may have in progress at once, over all its keys, in each API
+    # process (README, Rate limits); 0 turns the cap off. Eight: a console page's few
+    # requests at once, or a script's small thread pool, stay under it, while a school's
+    # burst holds at most 8 of a process's 20 database connections and its event loop's turns.
     rate_limit_in_flight: int = Field(default=8, ge=0)
 
     # Audit events older than this are deleted by the worker (README, Audit trail); 0 keeps

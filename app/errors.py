@@ -96,15 +96,15 @@ class Unprocessable(AppError):
 
 
 class TooManyRequests(AppError):
-    """Over a key's rate limit, or its requests in flight; `Retry-After` says when to try
-    again (seconds)."""
+    """Over a key's rate limit, or its school's requests in flight; `Retry-After` says when
+    to try again (seconds)."""
 
     status_code = 429
     slug = "too-many-requests"
     title = "Too many requests"
     described = (
-        "Over the API key's rate limit (`RATE_LIMIT_PER_MINUTE`), or its requests in "
-        "progress at once (`RATE_LIMIT_IN_FLIGHT`); `Retry-After` says when to try again."
+        "Over the API key's rate limit (`RATE_LIMIT_PER_MINUTE`), or its school's requests "
+        "in progress at once (`RATE_LIMIT_IN_FLIGHT`); `Retry-After` says when to try again."
     )
 
     def __init__(self, detail: str, *, retry_after_seconds: int) -> None:

@@ -22,7 +22,7 @@ from app.kit.limits import BodySizeLimit
 from app.kit.rate_limit import InFlight, TokenBuckets
 from app.kit.request_id import RequestId
 from app.providers import codes
-from app.schools.service import LastUsed
+from app.schools.service import KnownKeys, LastUsed
 from app.webhooks.twilio_fast_path import TwilioStatusFastPath
 from app.workers.audit_pruner import AuditPruner
 from app.workers.delivery import DeliveryWorker
@@ -140,6 +140,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     in_flight = settings.rate_limit_in_flight
     app.state.in_flight = InFlight(in_flight) if in_flight else None
     app.state.last_used = LastUsed()
+    app.state.known_keys = KnownKeys()
     errors.install(app)
     app.include_router(health.router)
     app.include_router(api.router)

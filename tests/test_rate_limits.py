@@ -10,13 +10,17 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import event, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.errors import PROBLEM_JSON
+from app.kit.clock import utcnow
 from app.kit.crypto import new_token, token_hash
+from app.kit.db import unit_of_work
 from app.kit.rate_limit import InFlight, TokenBuckets
+from app.models import ApiKey
+from app.schools.service import KnownKeys
 from tests.support.api import make_school
 
 Json = dict[str, Any]
@@ -136,15 +140,20 @@ async def test_webhooks_are_never_counted_nor_refused_with_429(
     assert [r.status_code for r in await burst(client, auth, LIMIT)] == [200] * LIMIT
 
 
-async def test_a_request_over_the_keys_requests_in_flight_is_refused_at_once(
+async def test_a_request_over_its_schools_requests_in_flight_is_refused_at_once(
     app: FastAPI, client: httpx.AsyncClient, auth: dict[str, str], clock: FrozenClock
 ) -> None:
     in_flight: InFlight = app.state.in_flight
     assert in_flight.cap == 8
     _, other = await make_school(client, name="Roosevelt Middle")
-    digest = token_hash(auth["Authorization"].removeprefix("Bearer "))
-    for _ in range(in_flight.cap):  # as many of the key's requests as may be, still running
-        assert in_flight.enter(digest)
+    created = await client.post("/v1/api-keys", json={"name": "Second"}, headers=auth)
+    second = {"Authorization": f"Bearer {created.json()['api_key']}"}
+    assert (await client.get("/v1/campaigns", headers=second)).status_code == 200
+    # As many of the school's requests as may be, still running (the key seen valid here).
+    school_id = app.state.known_keys.school_of(token_hash(_secret(auth)))
+    counted = f"school:{school_id}"
+    for _ in range(in_flight.cap):
+        assert in_flight.enter(counted)
 
     answers = await burst(client, auth, 5)
     assert [r.status_code for r in answers] == [429] * 5
@@ -152,14 +161,57 @@ async def test_a_request_over_the_keys_requests_in_flight_is_refused_at_once(
     assert refused.headers["content-type"] == PROBLEM_JSON
     assert refused.headers["retry-after"] == "1"
     assert "8 requests in progress" in refused.json()["detail"]
-    # Another school's key is not held up by them.
+    # Its other key is held up with it: the cap is the school's, however many keys it has.
+    assert (await client.get("/v1/campaigns", headers=second)).status_code == 429
+    # Another school's key is not.
     assert (await client.get("/v1/campaigns", headers=other)).status_code == 200
 
     for _ in range(in_flight.cap):
-        in_flight.leave(digest)
-    # Those refused spent nothing of the key's rate limit: its whole burst is there.
-    assert [r.status_code for r in await burst(client, auth, LIMIT)] == [200] * LIMIT
+        in_flight.leave(counted)
+    # Those refused spent nothing of the key's rate limit: its burst is there, less the
+    # request that made the second key.
+    assert [r.status_code for r in await burst(client, auth, LIMIT - 1)] == [200] * (LIMIT - 1)
+    assert (await client.get("/v1/campaigns", headers=auth)).status_code == 429
     assert len(in_flight) == 0  # each request's count left with it
+
+
+def _secret(auth: dict[str, str]) -> str:
+    return auth["Authorization"].removeprefix("Bearer ")
+
+
+async def test_a_revoked_key_over_its_limit_is_answered_401_not_429(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    auth: dict[str, str],
+    clock: FrozenClock,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Refused before its lookup for being over a limit, a key is still looked up once its
+    validity was last read a second ago: revoked by another process, it is answered 401
+    within a second; revoked by this one, at once."""
+    known = KnownKeys(clock=clock)
+    app.state.known_keys = known
+    created = await client.post("/v1/api-keys", json={"name": "Sync"}, headers=auth)
+    sync = {"Authorization": f"Bearer {created.json()['api_key']}"}
+    assert [r.status_code for r in await burst(client, sync, LIMIT + 1)][-1] == 429
+    async with unit_of_work(sessionmaker) as session:  # as another process would
+        await session.execute(
+            update(ApiKey).where(ApiKey.id == created.json()["id"]).values(revoked_at=utcnow())
+        )
+    clock.now += 0.5  # read less than a second ago: over the limit, refused as such
+    assert (await client.get("/v1/campaigns", headers=sync)).status_code == 429
+    clock.now += 0.5
+    refused = await client.get("/v1/campaigns", headers=sync)
+    assert refused.status_code == 401, refused.text
+    assert (await client.get("/v1/campaigns", headers=sync)).status_code == 401
+
+    # Revoked through this process: 401 at once, over its limit or not.
+    third = await client.post("/v1/api-keys", json={"name": "Third"}, headers=auth)
+    key = {"Authorization": f"Bearer {third.json()['api_key']}"}
+    assert [r.status_code for r in await burst(client, key, LIMIT + 1)][-1] == 429
+    revoked = await client.delete(f"/v1/api-keys/{third.json()['id']}", headers=auth)
+    assert revoked.status_code == 204
+    assert (await client.get("/v1/campaigns", headers=key)).status_code == 401
 
 
 async def test_a_client_that_waits_for_each_answer_is_never_refused_for_requests_in_flight(

@@ -17,8 +17,10 @@ from app.kit.db import unit_of_work
 from app.kit.deps import SecretBoxDep, SessionDep, SessionmakerDep, SettingsDep
 from app.kit.pagination import CURSOR_ERROR, Cursor, Limit, Page
 from app.kit.schemas import parse_uuid
-from app.models import AuditAction, School
-from app.schools.dependencies import CurrentSchool, SchoolTrail, bearer, current_key
+from app.models import AuditAction
+from app.schools import repository as keys
+from app.schools.dependencies import CurrentKey, CurrentSchool, SchoolTrail, bearer, current_key
+from app.schools.repository import KeyInUse
 
 HEARTBEAT_SECONDS = 15
 NO_ENDPOINT = (NotFound, "No webhook endpoint with this id in the school.")
@@ -157,13 +159,14 @@ streams = APIRouter(prefix="/campaigns", tags=["campaigns"])
     summary="A short-lived token for a campaign's live stream, for browsers",
 )
 async def create_stream_token(
-    campaign_id: str, school: CurrentSchool, session: SessionDep, box: SecretBoxDep
+    campaign_id: str, key: CurrentKey, session: SessionDep, box: SecretBoxDep
 ) -> schemas.StreamToken:
-    """A token that opens this campaign's stream for an hour (`?token=`): for a browser,
-    whose EventSource cannot send the API key in a header. With it, the stream's position
-    now (`last_event_id`), to start from instead of the campaign's history."""
-    campaign = await campaigns.get(session, school, campaign_id)
-    token, expires = StreamTokens(box).issue(school.id, campaign.id)
+    """A token that opens this campaign's stream for an hour (`?token=`), while the API key
+    that asked for it is not revoked: for a browser, whose EventSource cannot send the API
+    key in a header. With it, the stream's position now (`last_event_id`), to start from
+    instead of the campaign's history."""
+    campaign = await campaigns.get(session, key.school, campaign_id)
+    token, expires = StreamTokens(box).issue(key.school.id, campaign.id, key.key_id)
     latest = await outbox.latest(session, campaign.id)
     return schemas.StreamToken(
         token=token,
@@ -203,10 +206,8 @@ async def stream_campaign_events(
     # client listens, and the request's own session would hold a connection of the pool
     # all that time.
     async with unit_of_work(sessionmaker) as session:
-        school = await stream_school(
-            request, session, sessionmaker, box, credentials, token, campaign_id
-        )
-        campaign = await campaigns.get(session, school, campaign_id)
+        key = await stream_key(request, session, sessionmaker, box, credentials, token, campaign_id)
+        campaign = await campaigns.get(session, key.school, campaign_id)
     after = 0
     if last_event_id:
         if not last_event_id.isascii() or not last_event_id.isdigit():
@@ -216,12 +217,12 @@ async def stream_campaign_events(
     await broadcaster.start()
     sessionmaker = request.app.state.sessionmaker
     return EventSourceResponse(
-        stream.campaign_events(broadcaster, sessionmaker, campaign.id, after),
+        stream.campaign_events(broadcaster, sessionmaker, campaign.id, after, key.key_id),
         ping=HEARTBEAT_SECONDS,
     )
 
 
-async def stream_school(
+async def stream_key(
     request: Request,
     session: AsyncSession,
     sessionmaker: SessionmakerDep,
@@ -229,16 +230,18 @@ async def stream_school(
     credentials: HTTPAuthorizationCredentials | None,
     token: str | None,
     campaign_id: str,
-) -> School:
-    """The school a stream is opened for: by its API key, or by a stream token (which, if
-    given, must be valid, whatever else is)."""
+) -> KeyInUse:
+    """The API key a stream is opened with: the request's, or the one a stream token names
+    (a token, if given, must be valid and its key not revoked, whatever else is)."""
     if token is None:
         if credentials is None:
             raise Unauthorized("Send your API key as `Authorization: Bearer <key>`, or `?token=`.")
         # As every other operation: the key's rate limit, its last use, its validity.
-        return (await current_key(request, session, sessionmaker, credentials)).school
-    school_id = StreamTokens(box).read(token, parse_uuid(campaign_id, "campaign"))
-    school = await session.get(School, school_id) if school_id is not None else None
-    if school is None:
-        raise Unauthorized("That stream token is not valid, or has expired.")
-    return school
+        return await current_key(request, session, sessionmaker, credentials)
+    issued = StreamTokens(box).read(token, parse_uuid(campaign_id, "campaign"))
+    key = await keys.by_key_id(session, *issued) if issued is not None else None
+    if key is None:
+        raise Unauthorized(
+            "That stream token is not valid, has expired, or its API key was revoked."
+        )
+    return key

@@ -9,6 +9,12 @@ what the broadcaster hands it, skipping what it replayed: nothing missed, nothin
 client too slow to keep up is dropped (its queue full); it reconnects with its
 `Last-Event-ID` and replays. The broadcaster also looks every POLL_SECONDS, should a
 notification be lost (a dropped listening connection is opened again).
+
+Each stream was opened with an API key (or a stream token naming one). When a key is
+revoked, in whatever process, its streams end within a moment (README, API keys): the
+revocation notifies `service.KEY_REVOKED` at its commit and the broadcaster, listening,
+ends them; each time it starts listening again (a notification may have been missed
+meanwhile) it asks which of its streams' keys are revoked.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from sse_starlette import ServerSentEvent
 from app.events import outbox, render
 from app.kit.db import driver_url, unit_of_work
 from app.models import Event
+from app.schools import repository as keys
+from app.schools.service import KEY_REVOKED
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +55,26 @@ def frame(position: int, event: Event) -> bytes:
 
 
 class Subscription:
-    def __init__(self) -> None:
+    def __init__(self, key_id: uuid.UUID) -> None:
+        self.key_id = key_id  # the API key the stream was opened with
+        self.cut = False  # ended at once: nothing more is sent, not even what it replays
         self.queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue(QUEUE_SIZE)
+
+    def end(self, *, at_once: bool = False) -> None:
+        """End the stream once what it was handed is sent (None after it in the queue), or
+        `at_once`, sending nothing more. A full queue is emptied first: those events go
+        unsent, and the client, whose `Last-Event-ID` is from before them, replays them
+        when it reconnects."""
+        if at_once:
+            self.cut = True
+            while not self.queue.empty():
+                self.queue.get_nowait()
+        try:
+            self.queue.put_nowait(None)
+        except asyncio.QueueFull:
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(None)
 
     def put(self, position: int, message: bytes) -> bool:
         try:
@@ -82,14 +108,13 @@ class Broadcaster:
         self._stopping.set()
         for subscriptions in self._subscribers.values():
             for subscription in subscriptions:
-                with contextlib.suppress(asyncio.QueueFull):
-                    subscription.queue.put_nowait(None)
+                subscription.end()
         if self._task is not None:
             await self._task
 
     @contextlib.contextmanager
-    def subscribe(self, campaign_id: uuid.UUID) -> Any:
-        subscription = Subscription()
+    def subscribe(self, campaign_id: uuid.UUID, key_id: uuid.UUID) -> Any:
+        subscription = Subscription(key_id)
         self._subscribers[campaign_id].add(subscription)
         try:
             yield subscription
@@ -104,6 +129,8 @@ class Broadcaster:
             try:
                 listener = await asyncpg.connect(driver_url(self.database_url))
                 await listener.add_listener(outbox.SEQUENCED, lambda *_: self._wake.set())
+                await listener.add_listener(KEY_REVOKED, self._on_revoked)
+                await self._end_revoked()
                 while not self._stopping.is_set() and not listener.is_closed():
                     await self._hand_out()
                     with contextlib.suppress(TimeoutError):
@@ -117,6 +144,23 @@ class Broadcaster:
                 if listener is not None:
                     with contextlib.suppress(Exception):
                         await listener.close()
+
+    def _on_revoked(self, connection: Any, pid: int, channel: str, key: str) -> None:
+        self._end_streams_of({uuid.UUID(key)})
+
+    def _end_streams_of(self, key_ids: set[uuid.UUID]) -> None:
+        for subscriptions in self._subscribers.values():
+            for subscription in list(subscriptions):
+                if subscription.key_id in key_ids:
+                    subscriptions.discard(subscription)
+                    subscription.end(at_once=True)
+
+    async def _end_revoked(self) -> None:
+        """End the streams whose key is revoked (those revoked while nobody listened)."""
+        opened = {s.key_id for subs in self._subscribers.values() for s in subs}
+        if opened:
+            async with unit_of_work(self.sessionmaker) as session:
+                self._end_streams_of(await keys.revoked_among(session, list(opened)))
 
     async def _hand_out(self) -> None:
         """Hand the events given positions since the last look to their streams."""
@@ -132,8 +176,7 @@ class Broadcaster:
                 for subscription in list(subscribers):
                     if not subscription.put(self._position, message):
                         subscribers.discard(subscription)  # too slow: dropped
-                        with contextlib.suppress(asyncio.QueueFull):
-                            subscription.queue.put_nowait(None)
+                        subscription.end()
             if len(batch) < 1000:
                 return
 
@@ -143,15 +186,19 @@ async def campaign_events(
     sessionmaker: async_sessionmaker[AsyncSession],
     campaign_id: uuid.UUID,
     after: int,
+    key_id: uuid.UUID,
 ) -> AsyncIterator[bytes]:
-    """The stream of one campaign after position `after`: the missed events, then live.
-    What is waiting goes in one write (a batch replayed, or the events handed out since
-    the last write): with many clients, a write per event per client is what costs."""
-    with broadcaster.subscribe(campaign_id) as subscription:
+    """The stream of one campaign after position `after`, opened with the API key `key_id`:
+    the missed events, then live, until the key is revoked. What is waiting goes in one
+    write (a batch replayed, or the events handed out since the last write): with many
+    clients, a write per event per client is what costs."""
+    with broadcaster.subscribe(campaign_id, key_id) as subscription:
         last = after
         while True:
             async with unit_of_work(sessionmaker) as session:
                 batch = await outbox.read(session, last, campaign_id=campaign_id, limit=500)
+            if subscription.cut:
+                return
             messages = []
             for event in batch:
                 last = event.position or last

@@ -59,6 +59,10 @@ class TokenBuckets:
         bucket.tokens = tokens
         return (1.0 - tokens) / self.per_second
 
+    def forget(self, key: str) -> None:
+        """Drop `key`'s bucket (a revoked key's)."""
+        self._buckets.pop(key, None)
+
     def take(self, key: str) -> float:
         """As `spend`, making `key`'s bucket (full) if it has none: for a valid key only."""
         wait = self.spend(key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import math
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -49,10 +49,12 @@ async def current_key(
     limits: TokenBuckets | None = request.app.state.rate_limits
     wait = limits.spend(digest) if limits is not None else 0.0
     if wait:
-        raise _over_the_limit(wait)
+        await _refuse(request, session, digest, _over_the_limit(wait))
     key = await service.authenticate(session, digest)
     if key is None:
         raise Unauthorized("That API key is not valid.")
+    known: service.KnownKeys = request.app.state.known_keys
+    known.confirm(digest, key.school.id)
     # A key without a bucket here gets one now; its requests that raced this one to the
     # lookup spend from the same.
     if wait is None and limits is not None and (wait := limits.take(digest)):
@@ -60,6 +62,32 @@ async def current_key(
     last_used: service.LastUsed = request.app.state.last_used
     await last_used.note(session, sessionmaker, key.key_id)
     return key
+
+
+async def _refuse(
+    request: Request, session: SessionDep, digest: str, refusal: TooManyRequests
+) -> NoReturn:
+    """Refuse a request over a limit before its key is looked up, unless the key was
+    revoked: its validity is read again once the last reading is a second old, so a revoked
+    key is answered 401, not 429, within a second in every process (README, API keys),
+    while a runaway key costs at most one lookup a second."""
+    known: service.KnownKeys = request.app.state.known_keys
+    if not known.confirmed(digest):
+        key = await service.authenticate(session, digest)
+        if key is None:
+            forget(request, digest)
+            raise Unauthorized("That API key is not valid.")
+        known.confirm(digest, key.school.id)
+    raise refusal
+
+
+def forget(request: Request, digest: str) -> None:
+    """Drop what this process keeps of a key (revoked): its bucket, its school."""
+    known: service.KnownKeys = request.app.state.known_keys
+    known.forget(digest)
+    limits: TokenBuckets | None = request.app.state.rate_limits
+    if limits is not None:
+        limits.forget(digest)
 
 
 def _over_the_limit(wait: float) -> TooManyRequests:
@@ -76,24 +104,34 @@ async def key_in_flight(
     sessionmaker: SessionmakerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> AsyncIterator[KeyInUse]:
-    """`current_key`, counted among the key's requests in flight in this process for as
-    long as the operation runs; over `RATE_LIMIT_IN_FLIGHT` it is refused at once, before
-    its rate limit is spent or the database asked (README, Rate limits)."""
+    """`current_key`, counted among its school's requests in flight in this process for as
+    long as the operation runs (whichever of the school's keys they carry, once this
+    process has seen the key valid; by the key itself before); over `RATE_LIMIT_IN_FLIGHT`
+    it is refused at once, before its rate limit is spent or, unless its validity was last
+    read a second ago or more, the database asked (README, Rate limits)."""
     in_flight: InFlight | None = request.app.state.in_flight
     if in_flight is None or credentials is None:
         yield await current_key(request, session, sessionmaker, credentials)
         return
     digest = token_hash(credentials.credentials)
-    if not in_flight.enter(digest):
-        raise TooManyRequests(
-            f"This API key has {in_flight.cap} requests in progress in this API process "
-            "already; send more once they are answered.",
-            retry_after_seconds=1,
+    known: service.KnownKeys = request.app.state.known_keys
+    school_id = known.school_of(digest)
+    counted = digest if school_id is None else f"school:{school_id}"
+    if not in_flight.enter(counted):
+        await _refuse(
+            request,
+            session,
+            digest,
+            TooManyRequests(
+                f"This school has {in_flight.cap} requests in progress in this API process "
+                "already; send more once they are answered.",
+                retry_after_seconds=1,
+            ),
         )
     try:
         yield await current_key(request, session, sessionmaker, credentials)
     finally:
-        in_flight.leave(digest)
+        in_flight.leave(counted)
 
 
 # scope="function": the key leaves the count when the operation returns (its transaction then

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Body, Query, Response, status
+from fastapi import APIRouter, Body, Query, Request, Response, status
 
 from app.audit import schemas as audit_schemas
 from app.audit import service as audit
@@ -17,6 +17,7 @@ from app.schools.dependencies import (
     AdminTrail,
     CurrentSchool,
     SchoolTrail,
+    forget,
 )
 
 router = APIRouter()
@@ -130,11 +131,13 @@ async def create_school_api_key(
     responses=responses(*ADMIN_REFUSALS, NO_KEY),
 )
 async def revoke_school_api_key(
-    school_id: str, key_id: str, session: SessionDep, trail: AdminTrail
+    school_id: str, key_id: str, request: Request, session: SessionDep, trail: AdminTrail
 ) -> Response:
-    """Revoke a school's key: refused from the moment this answers, in every API process."""
+    """Revoke a school's key: refused from the moment this answers, in every API process,
+    and the live streams it opened end."""
     school_uuid = parse_uuid(school_id, "school")
     key, revoked = await service.revoke_api_key(session, school_uuid, parse_uuid(key_id, "API key"))
+    forget(request, key.token_hash)
     if revoked:
         trail.record(school_uuid, AuditAction.api_key_revoke, key.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -183,11 +186,13 @@ async def create_api_key(
     responses=responses(*KEY_REFUSALS, NO_KEY),
 )
 async def revoke_api_key(
-    key_id: str, school: CurrentSchool, session: SessionDep, trail: SchoolTrail
+    key_id: str, request: Request, school: CurrentSchool, session: SessionDep, trail: SchoolTrail
 ) -> Response:
     """Revoke one of the school's keys (this one too): refused from the moment this answers,
-    in every API process. Revoking a revoked key changes nothing."""
+    in every API process, and the live streams it opened end. Revoking a revoked key
+    changes nothing."""
     key, revoked = await service.revoke_api_key(session, school.id, parse_uuid(key_id, "API key"))
+    forget(request, key.token_hash)
     if revoked:
         trail.record(school.id, AuditAction.api_key_revoke, key.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

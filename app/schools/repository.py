@@ -37,6 +37,27 @@ async def by_token_hash(session: AsyncSession, token_hash: str) -> KeyInUse | No
     return None if row is None else KeyInUse(*row)
 
 
+async def by_key_id(
+    session: AsyncSession, school_id: uuid.UUID, key_id: uuid.UUID
+) -> KeyInUse | None:
+    """As `by_token_hash`, for the key with this id (a stream token names its key)."""
+    query = (
+        select(School, ApiKey.id, ApiKey.prefix)
+        .join(ApiKey, ApiKey.school_id == School.id)
+        .where(ApiKey.id == key_id, School.id == school_id, ApiKey.revoked_at.is_(None))
+    )
+    row = (await session.execute(query)).one_or_none()
+    return None if row is None else KeyInUse(*row)
+
+
+async def revoked_among(session: AsyncSession, key_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of these keys that are revoked (or gone)."""
+    live = await session.scalars(
+        select(ApiKey.id).where(ApiKey.id.in_(key_ids), ApiKey.revoked_at.is_(None))
+    )
+    return set(key_ids) - set(live)
+
+
 async def mark_key_used(session: AsyncSession, key_id: uuid.UUID, minute: datetime) -> None:
     """The key's `last_used_at` = minute, unless it is revoked or a later one is there."""
     await session.execute(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime, time
+from time import monotonic
 
 from pydantic import ValidationError
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
@@ -143,12 +145,55 @@ async def revoke_api_key(
         return key, False
     key.revoked_at = utcnow()
     await session.flush()
+    # Delivered at commit: every process ends the live streams the key opened
+    # (`app.events.stream.Broadcaster`).
+    await session.execute(
+        text("SELECT pg_notify(:channel, :key)"), {"channel": KEY_REVOKED, "key": str(key.id)}
+    )
     return key, True
+
+
+# Notified (at commit) with a key's id when it is revoked.
+KEY_REVOKED = "campanile_key_revoked"
 
 
 async def authenticate(session: AsyncSession, digest: str) -> KeyInUse | None:
     """The key (by its token's SHA-256) and its school, unless unknown or revoked."""
     return await repository.by_token_hash(session, digest)
+
+
+class KnownKeys:
+    """The keys this process found valid, by their token's SHA-256: each one's school, so a
+    school's requests in flight are counted together whichever of its keys they carry, and
+    when its validity was last read, so that a request refused before its key is looked up
+    (over a limit) is a revoked key's for at most CONFIRM_SECONDS (README, API keys). Only
+    valid keys are held (at most MAX_HELD, the least recently confirmed dropped first)."""
+
+    CONFIRM_SECONDS = 1.0
+    MAX_HELD = 10_000
+
+    def __init__(self, clock: Callable[[], float] = monotonic) -> None:
+        self._clock = clock
+        self._known: dict[str, tuple[uuid.UUID, float]] = {}
+
+    def school_of(self, digest: str) -> uuid.UUID | None:
+        known = self._known.get(digest)
+        return None if known is None else known[0]
+
+    def confirmed(self, digest: str) -> bool:
+        """Whether the key's validity was read less than CONFIRM_SECONDS ago."""
+        known = self._known.get(digest)
+        return known is not None and self._clock() - known[1] < self.CONFIRM_SECONDS
+
+    def confirm(self, digest: str, school_id: uuid.UUID) -> None:
+        """The key was just found valid, for this school."""
+        self._known.pop(digest, None)
+        if len(self._known) >= self.MAX_HELD:
+            del self._known[next(iter(self._known))]
+        self._known[digest] = (school_id, self._clock())
+
+    def forget(self, digest: str) -> None:
+        self._known.pop(digest, None)
 
 
 class LastUsed:

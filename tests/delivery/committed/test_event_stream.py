@@ -206,3 +206,49 @@ async def test_a_campaign_without_events_has_no_last_event_id(
     minted = await client.post(path, headers=twilio_school.auth)
     assert minted.status_code == 200, minted.text
     assert minted.json()["last_event_id"] is None
+
+
+async def ended(stream: Stream, within: float) -> None:
+    """The stream ends within `within` seconds, sending no event meanwhile."""
+    async with asyncio.timeout(within):
+        async for line in stream._lines:
+            assert not line.startswith("data"), line
+
+
+async def test_revoking_a_key_ends_its_streams_and_its_tokens_open_nothing(
+    live: str, client: httpx.AsyncClient, twilio_school: TwilioSchool, sessionmaker: Sessions
+) -> None:
+    """The key is revoked through another app than the one serving its streams (another
+    API process, on the same database): its streams, by the key and by a token it asked
+    for, end within 2 s, another key's goes on, and neither the key nor its token opens a
+    stream again."""
+    cid = await launch(client, twilio_school, phone(0), phone(1))
+    ids = await recipient_ids(client, twilio_school, cid)
+    path = f"/v1/campaigns/{cid}/events"
+    created = await client.post(
+        "/v1/api-keys", json={"name": "Dashboard"}, headers=twilio_school.auth
+    )
+    dashboard = {"Authorization": f"Bearer {created.json()['api_key']}"}
+    async with httpx.AsyncClient(base_url=live, trust_env=False) as http:
+        token = (await http.post(f"{path}/token", headers=dashboard)).json()["token"]
+    async with (
+        opened(live, path, dashboard) as by_key,
+        opened(live, f"{path}?token={token}") as by_token,
+        opened(live, path, twilio_school.auth) as another,
+    ):
+        for stream in (by_key, by_token, another):
+            await stream.next()  # the launch
+        revoked = await client.delete(
+            f"/v1/api-keys/{created.json()['id']}", headers=twilio_school.auth
+        )
+        assert revoked.status_code == 204
+        await fail(sessionmaker, ids[0], "unknown")
+        await asyncio.gather(ended(by_key, 2.0), ended(by_token, 2.0))
+        _, event = await another.next()
+        assert event["data"]["id"] == ids[0]
+    async with httpx.AsyncClient(base_url=live, trust_env=False) as http:
+        assert (await http.get(path, headers=dashboard)).status_code == 401
+        refused = await http.get(path, params={"token": token})
+        assert refused.status_code == 401
+        assert "revoked" in refused.json()["detail"]
+        assert (await http.post(f"{path}/token", headers=dashboard)).status_code == 401
