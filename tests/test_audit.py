@@ -115,6 +115,9 @@ async def test_every_change_is_one_event_with_its_actor(client: httpx.AsyncClien
     await trail.recorded(
         "PATCH", "/v1/school", 200, AuditAction.school_update, actor=me, json={"timezone": "UTC"}
     )
+    # An edit that changes nothing is no change.
+    await trail.refused("PATCH", "/v1/school", 200, json={})
+    await trail.refused("PATCH", "/v1/school", 200, json={"timezone": "UTC"})
     await trail.recorded(
         "PUT",
         "/v1/school/provider",
@@ -210,6 +213,8 @@ async def test_every_change_is_one_event_with_its_actor(client: httpx.AsyncClien
         actor=me,
         json={"name": "Snow day!"},
     )
+    await trail.refused("PATCH", f"/v1/campaigns/{cid}", 200, json={})
+    await trail.refused("PATCH", f"/v1/campaigns/{cid}", 200, json={"name": "Snow day!"})
     clone = await trail.recorded(
         "POST", f"/v1/campaigns/{cid}/clone", 201, AuditAction.campaign_clone, actor=me
     )

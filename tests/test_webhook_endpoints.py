@@ -56,6 +56,8 @@ async def test_an_endpoint_is_made_listed_changed_and_deleted(client: httpx.Asyn
     changed = await client.patch(path, json={"enabled": False, "events": None}, headers=auth)
     assert changed.status_code == 200, changed.text
     assert (changed.json()["enabled"], changed.json()["events"]) == (False, None)
+    for same in ({}, {"enabled": False, "description": "SIS"}):  # changes nothing: no event
+        assert (await client.patch(path, json=same, headers=auth)).status_code == 200
     refused = await client.patch(path, json={"url": "https://10.1.2.3/x"}, headers=auth)
     assert refused.status_code == 422
     assert (await client.get(path, headers=auth)).json()["url"] == url
@@ -65,7 +67,8 @@ async def test_an_endpoint_is_made_listed_changed_and_deleted(client: httpx.Asyn
     assert bad_type.status_code == 422
     assert (await client.delete(path, headers=auth)).status_code == 204
     assert (await client.get(path, headers=auth)).status_code == 404
-    # Each change made is in the school's audit trail, once; the refused ones are not.
+    # Each change made is in the school's audit trail, once; the refused ones and those
+    # that changed nothing are not.
     trail = (await client.get("/v1/audit-events", headers=auth)).json()["items"]
     mine = [(e["action"], e["target_id"]) for e in trail if "webhook_endpoint" in e["action"]]
     assert mine == [

@@ -45,6 +45,26 @@ class Trail:
         )
 
 
+# Columns every write moves, whatever it changed.
+_BOOKKEEPING = frozenset({"updated_at"})
+
+
+def columns(row: Any) -> dict[str, Any]:
+    """A row's column values, to tell afterwards what a change changed (`changed`)."""
+    return {
+        column.key: getattr(row, column.key)
+        for column in row.__table__.columns
+        if column.key not in _BOOKKEEPING  # (refreshed by the database at a flush)
+    }
+
+
+def changed(before: dict[str, Any], row: Any) -> list[str]:
+    """The columns of `row` whose values differ from `before` (`columns`): an edit that
+    changed none is no change, and leaves no audit event (README, Audit trail)."""
+    after = columns(row)
+    return sorted(k for k, v in after.items() if v != before[k])
+
+
 async def list_page(
     session: AsyncSession,
     school_id: uuid.UUID,

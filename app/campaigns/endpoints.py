@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Response, status
 from starlette.convertors import StringConvertor, register_url_convertor
 
+from app.audit import service as audit
 from app.campaigns import schemas, service
 from app.campaigns.schemas import Preview
 from app.errors import Conflict, NotFound, responses
@@ -114,13 +115,10 @@ async def update_campaign(
 ) -> schemas.Campaign:
     """Edit a draft (409 once launched)."""
     campaign = await service.get(session, school, campaign_id, lock=True)
+    before = audit.columns(campaign)
     updated = await service.update(session, school, campaign, data)
-    trail.record(
-        school.id,
-        AuditAction.campaign_update,
-        campaign.id,
-        {"fields": sorted(data.model_fields_set)},
-    )
+    if fields := audit.changed(before, updated):
+        trail.record(school.id, AuditAction.campaign_update, campaign.id, {"fields": fields})
     return await service.view(session, updated)
 
 

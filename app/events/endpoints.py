@@ -104,11 +104,12 @@ async def update_webhook_endpoint(
 ) -> schemas.WebhookEndpoint:
     """Change what the request names: `url` (checked as when it was made), `events`,
     `description`, `enabled` (a disabled endpoint's deliveries wait until it is enabled)."""
-    endpoint = await service.update(
+    endpoint, changed = await service.update(
         session, school, endpoint_id, data, settings.events_allow_private_urls
     )
-    changed = {"fields": sorted(data.model_fields_set)}
-    trail.record(school.id, AuditAction.webhook_endpoint_update, endpoint.id, changed)
+    if changed:
+        fields = {"fields": changed}
+        trail.record(school.id, AuditAction.webhook_endpoint_update, endpoint.id, fields)
     return schemas.WebhookEndpoint.model_validate(endpoint)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit import service as audit
 from app.errors import NotFound, Unprocessable
 from app.events import schemas, urls
 from app.kit.crypto import SecretBox
@@ -70,8 +71,10 @@ async def update(
     endpoint_id: str,
     data: schemas.WebhookEndpointUpdate,
     allow_private: bool,
-) -> WebhookEndpoint:
+) -> tuple[WebhookEndpoint, list[str]]:
+    """Change what `data` names; the endpoint, and the columns whose values changed."""
     endpoint = await get(session, school, endpoint_id)
+    before = audit.columns(endpoint)
     changes: dict[str, Any] = data.model_dump(exclude_unset=True)
     if changes.get("url") is not None:
         endpoint.url = await _checked(changes["url"], allow_private)
@@ -82,7 +85,7 @@ async def update(
     if changes.get("enabled") is not None:
         endpoint.enabled = changes["enabled"]
     await session.flush()
-    return endpoint
+    return endpoint, audit.changed(before, endpoint)
 
 
 async def delete(session: AsyncSession, school: School, endpoint_id: str) -> uuid.UUID:

@@ -256,13 +256,10 @@ async def update_school(
     changes: schemas.SchoolSettings, school: CurrentSchool, session: SessionDep, trail: SchoolTrail
 ) -> schemas.School:
     """Change the school's settings: time zone, region, countries, sending window, retries."""
+    before = audit.columns(school)
     updated = await service.update(session, school, changes)
-    trail.record(
-        school.id,
-        AuditAction.school_update,
-        school.id,
-        {"settings": sorted(changes.model_fields_set)},
-    )
+    if settings := audit.changed(before, updated):
+        trail.record(school.id, AuditAction.school_update, school.id, {"settings": settings})
     return schemas.School.model_validate(updated)
 
 
