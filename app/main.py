@@ -27,6 +27,7 @@ from app.webhooks.twilio_fast_path import TwilioStatusFastPath
 from app.workers.audit_pruner import AuditPruner
 from app.workers.delivery import DeliveryWorker
 from app.workers.events import EventDeliverer, EventSequencer
+from app.workers.last_used import LastUseWriter
 from app.workers.loop import LoopService, freeze_start_up
 from app.workers.receipt_applier import ReceiptApplier
 from app.workers.reconciler import ReconciliationLoop
@@ -79,7 +80,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         resolved = embedded.resolve(settings)
         codes.configure(resolved)  # a broken code-table override stops the start here
         bind(app, resolved)
-        services: list[LoopService] = []
+        services: list[LoopService] = [LastUseWriter(app.state.sessionmaker, app.state.last_used)]
         worker: DeliveryWorker | None = None
         if run_worker:
             worker = DeliveryWorker(

@@ -41,8 +41,7 @@ async def current_key(
     """The caller's key and school. A key already seen valid by this process spends its rate
     limit first, so a key over it is refused before anything is asked of the database; a
     token is given a bucket and its use noted only once it is found to be a valid key, so a
-    made-up token leaves nothing behind (README, Rate limits). Called at a request's start:
-    noting a use may end the request's transaction so far (`service.LastUsed`)."""
+    made-up token leaves nothing behind (README, Rate limits)."""
     if credentials is None:
         raise Unauthorized("Send your API key as `Authorization: Bearer <key>`.")
     digest = token_hash(credentials.credentials)
@@ -60,7 +59,7 @@ async def current_key(
     if wait is None and limits is not None and (wait := limits.take(digest)):
         raise _over_the_limit(wait)
     last_used: service.LastUsed = request.app.state.last_used
-    await last_used.note(session, sessionmaker, key.key_id)
+    last_used.note(key.key_id)
     return key
 
 

@@ -93,9 +93,14 @@ async def get_school_as_admin(school_id: str, session: SessionDep) -> schemas.Sc
     responses=responses(*ADMIN_REFUSALS, NO_SCHOOL, CURSOR_ERROR),
 )
 async def list_school_api_keys(
-    school_id: str, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
+    school_id: str,
+    request: Request,
+    session: SessionDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> Page[schemas.ApiKey]:
     """A school's API keys, oldest first, revoked ones included; never their secrets."""
+    await request.app.state.last_used.flush_in(session)  # the uses this process noted
     rows, next_cursor = await service.api_keys_page(
         session, parse_uuid(school_id, "school"), cursor, limit
     )
@@ -152,9 +157,14 @@ async def revoke_school_api_key(
     responses=responses(*KEY_REFUSALS, CURSOR_ERROR),
 )
 async def list_api_keys(
-    school: CurrentSchool, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
+    request: Request,
+    school: CurrentSchool,
+    session: SessionDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> Page[schemas.ApiKey]:
     """The school's API keys, oldest first, revoked ones included; never their secrets."""
+    await request.app.state.last_used.flush_in(session)  # this request's use among them
     rows, next_cursor = await service.api_keys_page(session, school.id, cursor, limit)
     return Page(items=[schemas.ApiKey.model_validate(r) for r in rows], next_cursor=next_cursor)
 

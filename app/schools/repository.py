@@ -7,7 +7,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import or_, select, tuple_, update
+from sqlalchemy import select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import ApiKey, ProviderAccount, School
@@ -58,17 +58,18 @@ async def revoked_among(session: AsyncSession, key_ids: list[uuid.UUID]) -> set[
     return set(key_ids) - set(live)
 
 
-async def mark_key_used(session: AsyncSession, key_id: uuid.UUID, minute: datetime) -> None:
-    """The key's `last_used_at` = minute, unless it is revoked or a later one is there."""
+async def mark_keys_used(session: AsyncSession, minutes: dict[uuid.UUID, datetime]) -> None:
+    """Each key's `last_used_at` = its minute, unless it is revoked or a later one is there."""
     await session.execute(
-        update(ApiKey)
-        .where(
-            ApiKey.id == key_id,
-            ApiKey.revoked_at.is_(None),
-            or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < minute),
-        )
-        .values(last_used_at=minute)
-        .execution_options(synchronize_session=False)
+        text(
+            """
+            UPDATE api_keys AS k SET last_used_at = u.minute
+            FROM unnest(CAST(:ids AS uuid[]), CAST(:minutes AS timestamptz[])) AS u(id, minute)
+            WHERE k.id = u.id AND k.revoked_at IS NULL
+              AND (k.last_used_at IS NULL OR k.last_used_at < u.minute)
+            """
+        ),
+        {"ids": list(minutes), "minutes": list(minutes.values())},
     )
 
 

@@ -197,41 +197,54 @@ class KnownKeys:
 
 
 class LastUsed:
-    """Keeps `api_keys.last_used_at` to the minute without a write per request: a process
-    writes a key's minute once, on the key's first request in that minute, once the key was
-    found valid (a token that is not one writes nothing), as an UPDATE that leaves a row
-    already at that minute alone, in a transaction of its own."""
+    """Keeps `api_keys.last_used_at` to the minute without a write per request, nor one on
+    any request's way: a request notes its key's minute here (`note`, in memory, once the
+    key was found valid: a token that is not one notes nothing); `flush` writes the minutes
+    noted since, every key in one UPDATE that leaves a row already at its minute (or
+    revoked) alone. `app.workers.last_used` flushes every FLUSH_SECONDS and when the
+    process stops; a list of keys flushes first, so it shows its own request's use."""
 
+    FLUSH_SECONDS = 5.0
     MAX_HELD = 10_000
 
-    def __init__(self) -> None:
-        self._written: dict[uuid.UUID, datetime] = {}
+    def __init__(self, clock: Callable[[], datetime] = utcnow) -> None:
+        self._clock = clock
+        self._written: dict[uuid.UUID, datetime] = {}  # the minute noted last, per key
+        self._pending: dict[uuid.UUID, datetime] = {}  # noted, not written yet
 
     def __len__(self) -> int:
         return len(self._written)
 
-    async def note(
-        self,
-        session: AsyncSession,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        key_id: uuid.UUID,
-    ) -> None:
-        """Note a use of the valid key, at the start of the request `session` serves."""
-        minute = utcnow().replace(second=0, microsecond=0)
+    def note(self, key_id: uuid.UUID) -> None:
+        """A use of the valid key, now."""
+        minute = self._clock().replace(second=0, microsecond=0)
         if self._written.get(key_id) == minute:
             return
         if len(self._written) >= self.MAX_HELD:
             self._written = {k: m for k, m in self._written.items() if m == minute}
         self._written[key_id] = minute
-        # The request's transaction has only read the key so far: ended here, it gives its
-        # connection back before the write takes one, so a request never holds two (busy
-        # requests each waiting for a second connection could hold every connection of the
-        # pool until its timeout); the request goes on in a new transaction. Not the write
-        # in the request's own transaction: it would lock the key's row until the request
-        # ends (a revocation would wait for it), and be lost with it if it failed.
-        await session.commit()
-        async with unit_of_work(sessionmaker) as own:
-            await repository.mark_key_used(own, key_id, minute)
+        self._pending[key_id] = minute
+
+    async def flush(self, sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+        """Write the minutes noted since the last flush, in a transaction of their own; how
+        many keys. Those not written (the database failed) are kept for the next."""
+        if not self._pending:
+            return 0
+        async with unit_of_work(sessionmaker) as session:
+            return await self.flush_in(session)
+
+    async def flush_in(self, session: AsyncSession) -> int:
+        """As `flush`, in the caller's transaction (a list of keys: it shows them)."""
+        taken, self._pending = self._pending, {}
+        if not taken:
+            return 0
+        try:
+            await repository.mark_keys_used(session, taken)
+        except BaseException:
+            for key_id, minute in taken.items():
+                self._pending.setdefault(key_id, minute)
+            raise
+        return len(taken)
 
 
 async def update(session: AsyncSession, school: School, changes: schemas.SchoolSettings) -> School:
