@@ -305,6 +305,14 @@ def test_the_fuzzer_finds_nothing(server_url: str, tmp_path: Path) -> None:
             f"{server.base_url}/openapi.json",
             "--checks",
             "all",
+            # All but ST302 ("a resource just created is there"): the operations pinned to
+            # seeded ids above are asked it of the seeded object, not the one just created,
+            # which the stateful phase may have deleted meanwhile (it follows a PATCH's
+            # answer, the seeded draft's id, to `deleteCampaign`; seen with a seed that
+            # failed at 0d7922a too): a 404 that says nothing of the service. That a
+            # created resource is there is held by the API tests of each resource.
+            "--exclude-checks",
+            "ensure_resource_availability",
             "--max-examples",
             str(MAX_EXAMPLES),
             # One: with two, hypothesis parses the source of its lambdas in two threads at
