@@ -24,7 +24,7 @@ from typing import Any, cast
 from fastapi import FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.service import Trail
 from app.errors import Unauthorized
@@ -41,7 +41,6 @@ NO_ACTOR = ""
 async def school_by_token(
     request: Request,
     session: AsyncSession,
-    sessionmaker: async_sessionmaker[AsyncSession],
     credentials: HTTPAuthorizationCredentials | None,
 ) -> KeyInUse:
     """In place of `current_key`: the lookup as it was before keys were managed (d751606)."""
@@ -71,12 +70,11 @@ def feature_off(app: FastAPI) -> None:
         async def either_key(
             request: Request,
             session: AsyncSession,
-            sessionmaker: async_sessionmaker[AsyncSession],
             credentials: HTTPAuthorizationCredentials | None,
         ) -> KeyInUse:
             if getattr(request.app.state, "feature_off", False):
-                return await school_by_token(request, session, sessionmaker, credentials)
-            return await current_key(request, session, sessionmaker, credentials)
+                return await school_by_token(request, session, credentials)
+            return await current_key(request, session, credentials)
 
         def either_record(self: Trail, *args: Any, **kwargs: Any) -> None:
             if self.actor != NO_ACTOR:

@@ -207,7 +207,7 @@ async def stream_campaign_events(
     # client listens, and the request's own session would hold a connection of the pool
     # all that time.
     async with unit_of_work(sessionmaker) as session:
-        key = await stream_key(request, session, sessionmaker, box, credentials, token, campaign_id)
+        key = await stream_key(request, session, box, credentials, token, campaign_id)
         campaign = await campaigns.get(session, key.school, campaign_id)
     after = 0
     if last_event_id:
@@ -226,7 +226,6 @@ async def stream_campaign_events(
 async def stream_key(
     request: Request,
     session: AsyncSession,
-    sessionmaker: SessionmakerDep,
     box: SecretBoxDep,
     credentials: HTTPAuthorizationCredentials | None,
     token: str | None,
@@ -238,7 +237,7 @@ async def stream_key(
         if credentials is None:
             raise Unauthorized("Send your API key as `Authorization: Bearer <key>`, or `?token=`.")
         # As every other operation: the key's rate limit, its last use, its validity.
-        return await current_key(request, session, sessionmaker, credentials)
+        return await current_key(request, session, credentials)
     issued = StreamTokens(box).read(token, parse_uuid(campaign_id, "campaign"))
     key = await keys.by_key_id(session, *issued) if issued is not None else None
     if key is None:

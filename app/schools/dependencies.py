@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from app.audit.service import Trail
 from app.errors import AppError, TooManyRequests, Unauthorized
 from app.kit.crypto import token_hash
-from app.kit.deps import SessionDep, SessionmakerDep, SettingsDep
+from app.kit.deps import SessionDep, SettingsDep
 from app.kit.rate_limit import InFlight, TokenBuckets
 from app.kit.request_id import request_id
 from app.models import ADMIN_ACTOR, School
@@ -35,7 +35,6 @@ admin_bearer = HTTPBearer(
 async def current_key(
     request: Request,
     session: SessionDep,
-    sessionmaker: SessionmakerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> KeyInUse:
     """The caller's key and school. A key already seen valid by this process spends its rate
@@ -100,7 +99,6 @@ def _over_the_limit(wait: float) -> TooManyRequests:
 async def key_in_flight(
     request: Request,
     session: SessionDep,
-    sessionmaker: SessionmakerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> AsyncIterator[KeyInUse]:
     """`current_key`, counted among its school's requests in flight in this process for as
@@ -110,7 +108,7 @@ async def key_in_flight(
     read a second ago or more, the database asked (README, Rate limits)."""
     in_flight: InFlight | None = request.app.state.in_flight
     if in_flight is None or credentials is None:
-        yield await current_key(request, session, sessionmaker, credentials)
+        yield await current_key(request, session, credentials)
         return
     digest = token_hash(credentials.credentials)
     known: service.KnownKeys = request.app.state.known_keys
@@ -128,7 +126,7 @@ async def key_in_flight(
             ),
         )
     try:
-        yield await current_key(request, session, sessionmaker, credentials)
+        yield await current_key(request, session, credentials)
     finally:
         in_flight.leave(counted)
 
