@@ -65,16 +65,11 @@ class Subscription:
         `at_once`, sending nothing more. A full queue is emptied first: those events go
         unsent, and the client, whose `Last-Event-ID` is from before them, replays them
         when it reconnects."""
-        if at_once:
-            self.cut = True
+        self.cut = self.cut or at_once
+        if at_once or self.queue.full():
             while not self.queue.empty():
                 self.queue.get_nowait()
-        try:
-            self.queue.put_nowait(None)
-        except asyncio.QueueFull:
-            while not self.queue.empty():
-                self.queue.get_nowait()
-            self.queue.put_nowait(None)
+        self.queue.put_nowait(None)
 
     def put(self, position: int, message: bytes) -> bool:
         try:
