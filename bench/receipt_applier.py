@@ -45,22 +45,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import hashlib
-import os
 import random
 import statistics
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 from _db import EVENTS_OFF, fresh_database, plain_url  # bench/_db.py
 from sqlalchemy import event
+from webhooks import process_cpu  # bench/webhooks.py
 
 from app.delivery import applier
 from app.delivery.school_cache import SchoolCache
@@ -218,18 +216,10 @@ async def seed(url: str, messages: int, events: bool) -> int:
         await connection.close()
 
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
 def backend_cpu(pids: set[int]) -> float:
-    """CPU seconds (user + system) used so far by these PostgreSQL backends (0 for one gone
-    or on another machine: /proc is read here)."""
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-            total += (int(fields[11]) + int(fields[12])) / TICK
-    return total
+    """CPU seconds used so far by these PostgreSQL backends (0 for one gone or on another
+    machine: /proc is read here)."""
+    return sum(process_cpu(pid) for pid in pids)
 
 
 @dataclass
