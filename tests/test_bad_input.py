@@ -181,6 +181,8 @@ def wrong_value(schema: Json) -> Any:
     accepted = json_types(schema)
     if accepted is None:
         return None
+    if accepted & {"boolean", "integer", "number", "string"} == {"boolean"}:
+        return 1  # what a lenient parser would read as true
     for kind, value in (
         ("object", {"zz": True}),
         ("array", ["zz"]),

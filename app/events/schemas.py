@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from app.kit.schemas import Id, RequestSchema, Schema
 
@@ -32,7 +32,7 @@ class WebhookEndpointUpdate(RequestSchema):
     url: str | None = Field(default=None, min_length=1, max_length=2000)
     events: list[EventType] | None = _EVENTS
     description: str | None = Field(default=None, max_length=500)
-    enabled: bool | None = None
+    enabled: StrictBool | None = None  # 1 or "yes" is not a boolean
 
 
 class WebhookEndpoint(Schema):
