@@ -109,7 +109,7 @@ def worker(args: argparse.Namespace) -> int:
         from app.providers import codes
         from app.workers.audit_pruner import AuditPruner
         from app.workers.delivery import DeliveryWorker
-        from app.workers.events import EventDeliverer, EventSequencer
+        from app.workers.events import EventDeliverer, EventPruner
         from app.workers.loop import freeze_start_up
         from app.workers.receipt_applier import ReceiptApplier
         from app.workers.reconciler import ReconciliationLoop
@@ -125,7 +125,7 @@ def worker(args: argparse.Namespace) -> int:
             applier = ReceiptApplier(sessionmaker, settings)
             reconciler = ReconciliationLoop(sessionmaker, settings, delivery.registry, inbox)
             pruner = AuditPruner(sessionmaker, settings)
-            sequencer = EventSequencer(sessionmaker, settings)
+            event_pruner = EventPruner(sessionmaker, settings)
             deliverer = EventDeliverer(sessionmaker, settings, box)
             loop = asyncio.get_running_loop()
 
@@ -134,7 +134,7 @@ def worker(args: argparse.Namespace) -> int:
                 applier.stop()
                 reconciler.stop()
                 pruner.stop()
-                sequencer.stop()
+                event_pruner.stop()
                 deliverer.stop()
 
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -147,7 +147,7 @@ def worker(args: argparse.Namespace) -> int:
                     applier.run(),
                     reconciler.run(),
                     pruner.run(),
-                    sequencer.run(),
+                    event_pruner.run(),
                     deliverer.run(),
                 )
             finally:

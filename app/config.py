@@ -35,8 +35,8 @@ class Settings(BaseSettings):
     # How often an idle receipt applier looks for stored receipts to apply.
     receipts_poll_seconds: float = 0.2
 
-    # How often an idle event sequencer looks for committed events to give positions
-    # (README, Events): the most a change waits before streams and webhooks see it.
+    # How often an idle webhook deliverer looks for new events and due retries (README,
+    # Events): about the most a change waits before it is posted.
     events_poll_seconds: float = Field(default=0.2, gt=0)
 
     # Webhook endpoints may be http, and point at private, loopback and link-local

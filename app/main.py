@@ -26,7 +26,7 @@ from app.schools.service import KnownKeys, LastUsed
 from app.webhooks.twilio_fast_path import TwilioStatusFastPath
 from app.workers.audit_pruner import AuditPruner
 from app.workers.delivery import DeliveryWorker
-from app.workers.events import EventDeliverer, EventSequencer
+from app.workers.events import EventDeliverer, EventPruner
 from app.workers.last_used import LastUseWriter
 from app.workers.loop import LoopService, freeze_start_up
 from app.workers.receipt_applier import ReceiptApplier
@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
                     app.state.sessionmaker, resolved, worker.registry, app.state.inbox
                 ),
                 AuditPruner(app.state.sessionmaker, resolved),
-                EventSequencer(app.state.sessionmaker, resolved),
+                EventPruner(app.state.sessionmaker, resolved),
                 EventDeliverer(app.state.sessionmaker, resolved, app.state.secret_box),
             ]
         tasks = [asyncio.create_task(s.run(), name=s.name) for s in services]

@@ -16,11 +16,10 @@ each time the Contacts table has been drawn from an answer of the API.
    filter) to the table drawn again, over --filters rounds of every filter. Target: p95
    < 300 ms. The search box waits for a 250 ms pause in typing before it asks; its figure
    is from the pause's end (the request) to the table drawn.
-Both are measured twice: before the campaign's events are sequenced (its live stream has
-nothing to replay) and after, one event per recipient here. A new page starts its stream
-where the stream is (its first token's `last_event_id`, README, Console), so the second
-figures should match the first: a page that replayed the campaign's history would show
-it there.
+The campaign has one event per recipient in its outbox, readable at once. A new page
+starts its stream where the stream is (its first token's `last_event_id`, README,
+Console), so it replays none of them: a page that replayed the campaign's history would
+show it in these figures.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ import subprocess
 import sys
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +41,7 @@ from _db import fresh_database, plain_url  # bench/_db.py
 from campaign_pages import FIRST_NAMES, LAST_NAMES, SEED_CONTACTS, status_mix_sql
 from playwright.sync_api import Page, sync_playwright
 
-from app.events import outbox
 from app.kit.crypto import new_secret_key
-from app.kit.db import create_engine, create_sessionmaker, unit_of_work
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -176,22 +172,6 @@ def set_up(base: str, database_url: str, contacts: int) -> tuple[str, str]:
     return key, campaign["id"]
 
 
-async def sequence_events(database_url: str) -> int:
-    """Give the campaign's events their stream positions, as a worker's sequencer would."""
-    engine = create_engine(database_url)
-    sessionmaker = create_sessionmaker(engine)
-    given = 0
-    try:
-        while True:
-            async with unit_of_work(sessionmaker) as session:
-                done = await outbox.sequence(session)
-            given += done
-            if not done:
-                return given
-    finally:
-        await engine.dispose()
-
-
 def measure(page_for: Any, campaign_id: str, loads: int, rounds: int, search: str) -> bool:
     first: list[float] = []
     for _ in range(loads):
@@ -251,16 +231,6 @@ def main() -> None:
                     context.add_init_script(f"sessionStorage.setItem('campanile.apiKey', {key!r})")
                     return context.new_page()
 
-                print("before the events are sequenced (the stream has nothing to replay):")
-                ok &= measure(page_for, campaign_id, args.loads, args.filters, FIRST_NAMES[3])
-                started = time.perf_counter()
-                # In a thread: Playwright's event loop is this one's.
-                with ThreadPoolExecutor(1) as thread:
-                    given = thread.submit(asyncio.run, sequence_events(database_url)).result()
-                print(
-                    f"after {given:,} events sequenced ({time.perf_counter() - started:.1f} s): "
-                    "a new page's stream starts after them"
-                )
                 ok &= measure(page_for, campaign_id, args.loads, args.filters, FIRST_NAMES[3])
                 browser.close()
         finally:

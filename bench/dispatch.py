@@ -55,8 +55,8 @@ worker so bounded can exceed, the lower of what the places and the stragglers al
 
 --events measures the outbox's cost (README, Events): `on` subscribes one webhook endpoint
 of the school (bench/events_receiver.py, a process on loopback answering 204) to every
-event, so the worker's event sequencer and deliverer (in the worker process, as deployed)
-post each change of each recipient to it; `off` disables the outbox's triggers, so no
+event, so the worker's webhook deliverer (in the worker process, as deployed) posts each
+change of each recipient to it; `off` disables the outbox's triggers, so no
 event is written; `none` (the default) keeps the triggers with no endpoint subscribed.
 The receiver's count of posts is printed after the run.
 """

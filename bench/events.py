@@ -11,7 +11,7 @@ worker sends nothing).
 1. Fan-out: --endpoints receivers (bench/events_receiver.py, each a process of its own on
    loopback, answering 204 at once) subscribed to `recipient.updated`; one `campanile
    worker` process (python -m app.cli worker, EVENTS_ALLOW_PRIVATE_URLS=true) runs the
-   sequencer and the deliverer. This process changes --changes recipients' status in
+   webhook deliverer. This process changes --changes recipients' status in
    statements of 1,000 (as the worker's record does), as fast as the database takes them,
    then waits until every receiver has every event. Printed: deliveries per second (from
    the first change committed to the last delivery) and the lag of each delivery from its

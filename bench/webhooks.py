@@ -59,7 +59,7 @@ Everything talks over loopback between separate processes. For each shape:
 
 --events measures the outbox's cost on receipts (README, Events), as bench/dispatch.py's
 option does: `none` (the default) keeps the outbox's triggers with no endpoint subscribed
-(every `sent` and `delivered` writes its event, which the worker's sequencer orders);
+(every `sent` and `delivered` writes its event, which nobody takes);
 `off` disables the triggers, so no event is written; `on` subscribes one webhook endpoint
 of the school, after the seed, to every event type: bench/events_receiver.py in a process
 of its own on loopback, answering 204, to which the service's worker (in the server's

@@ -1,8 +1,13 @@
 """Posting events to webhook endpoints (README, Events): at least once, signed as the
 Standard Webhooks specification says, retried with backoff for about three days.
 
-Deliveries are rows (`app.models.WebhookDelivery`), made by the sequencer
-(`app.events.outbox.sequence`). A `Deliverer` claims due ones FOR UPDATE SKIP LOCKED and
+Deliveries are rows (`app.models.WebhookDelivery`), made by the deliverer itself as it
+claims: each claim first takes, for each enabled endpoint with new readable events of its
+school (`app.events.outbox`), up to FAN_OUT of them after the endpoint's cursor, makes a
+delivery of each of the types it takes, and moves the cursor past them, in the claim's
+transaction (the endpoint's row locked, SKIP LOCKED: one worker at a time takes an
+endpoint's events). Nothing of this is done while the changes are made: the writers only
+write events. A `Deliverer` then claims due deliveries FOR UPDATE SKIP LOCKED and
 leases them (`next_attempt_at` = now + LEASE_SECONDS, so several workers never post one at
 once and a killed worker's posts are made again once the lease runs out), posts each in a
 task of its own, at most `per_endpoint` at once to one endpoint and `concurrency` in all,
@@ -32,7 +37,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks.webhooks import Webhook
 
-from app.events import render, urls
+from app.events import outbox, render, urls
 from app.kit.clock import utcnow
 from app.kit.crypto import SecretBox
 from app.kit.db import unit_of_work
@@ -49,6 +54,50 @@ LEASE_SECONDS = 60  # longer than a post can take
 RETRY_WAITS = (5, 300, 1800, 7200, 18000, 36000, 36000)
 ROUNDS = 4  # rounds of an endpoint's posts a claim takes (ROUNDS x TIMEOUT < LEASE)
 
+FAN_OUT = 1000  # events an endpoint takes per claim
+# The deliveries of the events each enabled endpoint has not yet taken (readable ones, in
+# the outbox's order, up to :limit), made due now, and the endpoint's cursor moved past
+# the events looked at (those of types it does not take included); how many were made.
+_FAN_OUT = text(
+    f"""
+    WITH endpoint AS (
+        SELECT id, school_id, events, cursor_xid, cursor_id FROM webhook_endpoints AS w
+        WHERE enabled AND EXISTS (
+            SELECT FROM events
+            WHERE school_id = w.school_id AND (xid, id) > (w.cursor_xid, w.cursor_id)
+              AND xid < {outbox.HORIZON}
+        )
+        FOR NO KEY UPDATE SKIP LOCKED
+    ),
+    taken AS (
+        SELECT w.id AS endpoint_id, w.events AS wanted, e.id AS event_id, e.xid, e.type
+        FROM endpoint AS w
+        CROSS JOIN LATERAL (
+            SELECT id, xid, type FROM events
+            WHERE school_id = w.school_id AND (xid, id) > (w.cursor_xid, w.cursor_id)
+              AND xid < {outbox.HORIZON}
+            ORDER BY xid, id
+            LIMIT :limit
+        ) AS e
+    ),
+    made AS (
+        INSERT INTO webhook_deliveries (endpoint_id, event_id, next_attempt_at)
+        SELECT endpoint_id, event_id, :now FROM taken
+        WHERE wanted IS NULL OR type = ANY (wanted)
+        ORDER BY endpoint_id, xid, event_id
+        RETURNING 1
+    ),
+    moved AS (
+        UPDATE webhook_endpoints AS w SET cursor_xid = last.xid, cursor_id = last.event_id
+        FROM (
+            SELECT DISTINCT ON (endpoint_id) endpoint_id, xid, event_id FROM taken
+            ORDER BY endpoint_id, xid DESC, event_id DESC
+        ) AS last
+        WHERE w.id = last.endpoint_id
+    )
+    SELECT count(*) FROM made
+    """
+)
 # Each enabled endpoint's due deliveries, longest due first, up to `per_endpoint` of each
 # (so one endpoint's backlog never hides another's: each is read on its own), locked (SKIP
 # LOCKED: claims of several workers never share one).
@@ -99,6 +148,12 @@ _GIVE_BACK = text(
     WHERE d.id = q.id AND d.attempts = q.attempts
     """
 )
+
+
+async def fan_out(session: AsyncSession, now: datetime, limit: int = FAN_OUT) -> int:
+    """Make the deliveries of the events the enabled endpoints have not yet taken, up to
+    `limit` events an endpoint, due `now`; how many."""
+    return int(await session.scalar(_FAN_OUT, {"limit": limit, "now": now}) or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,8 +278,9 @@ class Deliverer:
         return refused
 
     async def _claim(self, room: int) -> list[Post]:
-        """Record the answers so far, then lease up to `room` due deliveries, each
-        endpoint's up to ROUNDS rounds of its posts less what it holds."""
+        """Record the answers so far, make the deliveries of new events, then lease up to
+        `room` due deliveries, each endpoint's up to ROUNDS rounds of its posts less what
+        it holds."""
         now = utcnow()
         answers, self._answers = self._answers, []
         try:
@@ -239,6 +295,7 @@ class Deliverer:
         async with unit_of_work(self.sessionmaker) as session:
             if answers:
                 await session.execute(_RECORD, Answer.columns(answers, now))
+            await fan_out(session, now)
             if room <= 0:
                 return []
             limit = self.per_endpoint * ROUNDS

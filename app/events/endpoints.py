@@ -209,11 +209,12 @@ async def stream_campaign_events(
     async with unit_of_work(sessionmaker) as session:
         key = await stream_key(request, session, box, credentials, token, campaign_id)
         campaign = await campaigns.get(session, key.school, campaign_id)
-    after = 0
+    after = outbox.START
     if last_event_id:
-        if not last_event_id.isascii() or not last_event_id.isdigit():
+        resumed = outbox.Position.parse(last_event_id)
+        if resumed is None:
             raise BadRequest("Last-Event-ID is not a position this stream sent.")
-        after = int(last_event_id)
+        after = resumed
     broadcaster: Broadcaster = request.app.state.broadcaster
     await broadcaster.start()
     sessionmaker = request.app.state.sessionmaker

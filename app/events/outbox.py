@@ -1,109 +1,139 @@
-"""The outbox's order (`app.models.Event`): positions given to events once they have
-committed, so a reader never passes an event still to commit.
+"""The outbox's order (`app.models.Event`): (xid, id), read only as far as every
+transaction that could still add to it has ended.
 
 Events are numbered as they are written (`id`), not as they commit: a transaction that
 wrote event 100 may commit after the one that wrote event 101, and a reader that had passed
-101 would never see 100. So readers follow `position` instead. `sequence` gives the events
-that have committed since it last ran their positions, after every position given before,
-in one short transaction, and hands each to the webhook endpoints that take it (a
-delivery each); one sequencer at a time (a transaction-scoped advisory lock), so
-positions are given in the order their transactions commit. An event still to commit is
-not seen, gets no position, and gets a later one once it has committed: late, never lost.
+101 would never see 100. So each event keeps its transaction's id (`xid`), and a reader
+reads only the events of transactions older than the oldest one still running (the xmin of
+its snapshot, `HORIZON`): those have all ended, so nothing can later appear before what it
+has read. Within one transaction, events follow their ids. An event still to commit is not
+read, nor is anything after it: late, never lost. The price: a transaction that stays open
+(anywhere on the server) holds back every event written after it began until it ends.
+
+A position in this order is a `Position`; the stream sends it as each event's SSE `id`.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Uuid,
+    any_,
+    bindparam,
+    literal,
+    literal_column,
+    select,
+    text,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Event
 
-# Events given positions per transaction.
 BATCH = 5000
-# Notified (at commit) when positions were given: wakes the streams (`app.events.stream`).
-SEQUENCED = "campanile_events_sequenced"
-# The sequencer's lock (pg_advisory_xact_lock's key): one sequencer at a time.
-_SEQUENCER = 0x63616D7065767473  # "campevts"
-# The next positions, after the last given, to the committed events without one, in the
-# order they were written; and a delivery of each to every enabled webhook endpoint of its
-# school that takes its type (`app.events.deliveries`). How many were given positions.
-_SEQUENCE = text(
-    """
-    WITH todo AS (
-        SELECT id FROM events WHERE position IS NULL ORDER BY id LIMIT :limit FOR UPDATE
-    ),
-    numbered AS (
-        SELECT id,
-               (SELECT coalesce(max(position), 0) FROM events)
-               + row_number() OVER (ORDER BY id) AS position
-        FROM todo
-    ),
-    sequenced AS (
-        UPDATE events AS e SET position = n.position FROM numbered AS n WHERE e.id = n.id
-        RETURNING e.id, e.school_id, e.type
-    ),
-    fanned AS (
-        INSERT INTO webhook_deliveries (endpoint_id, event_id, next_attempt_at)
-        SELECT w.id, s.id, now()
-        FROM sequenced AS s
-        JOIN webhook_endpoints AS w
-          ON w.school_id = s.school_id AND w.enabled
-         AND (w.events IS NULL OR s.type = ANY (w.events))
-    )
-    SELECT count(*) FROM sequenced
-    """
-)
+# Notified at the commit of every transaction that wrote events (by the triggers,
+# migration a7d2e9c4b318): wakes the streams (`app.events.stream`).
+WRITTEN = "campanile_events"
+# The oldest transaction still running: every event of an older one has committed or never
+# will.
+HORIZON = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
 
 
-async def sequence(session: AsyncSession, limit: int = BATCH) -> int:
-    """Give positions to up to `limit` committed events without one, in the caller's
-    transaction (the caller commits at once: the lock is held until then); how many. 0
-    when another sequencer is at work."""
-    lock = text("SELECT pg_try_advisory_xact_lock(:key)")
-    if not await session.scalar(lock, {"key": _SEQUENCER}):
-        return 0
-    given = int(await session.scalar(_SEQUENCE, {"limit": limit}) or 0)
-    if given:
-        await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": SEQUENCED})
-    return given
+@dataclass(frozen=True, order=True, slots=True)
+class Position:
+    """A place in the outbox's order: after the event `id` of transaction `xid`."""
+
+    xid: int
+    id: int
+
+    def __str__(self) -> str:
+        return f"{self.xid}-{self.id}"
+
+    @classmethod
+    def parse(cls, text_: str) -> Position | None:
+        """The position `str` gave, or None when `text_` is not one."""
+        xid, dash, id_ = text_.partition("-")
+        if not (dash and xid.isascii() and xid.isdigit() and id_.isascii() and id_.isdigit()):
+            return None
+        if len(xid) > 19 or len(id_) > 19 or max(int(xid), int(id_)) >= 2**63:
+            return None
+        return cls(int(xid), int(id_))
+
+    def clause(self) -> ColumnElement[Any]:
+        """This position as SQL, to compare with `tuple_(Event.xid, Event.id)`."""
+        return tuple_(literal(self.xid, BigInteger), literal(self.id, BigInteger))
+
+    @classmethod
+    def of(cls, event: Event) -> Position:
+        return cls(event.xid, event.id)
+
+
+START = Position(0, 0)
+
+
+# The readable events: of transactions that have ended (their order can no longer change).
+READABLE = Event.xid < literal_column(HORIZON)
 
 
 async def read(
     session: AsyncSession,
-    after: int,
+    after: Position,
     *,
-    campaign_id: uuid.UUID | None = None,
+    campaign_ids: list[uuid.UUID],
     limit: int = 500,
 ) -> list[Event]:
-    """The events after position `after`, in order (one campaign's, with `campaign_id`)."""
-    query = select(Event).where(Event.position > after).order_by(Event.position).limit(limit)
-    if campaign_id is not None:
-        query = query.where(Event.campaign_id == campaign_id)
+    """The readable events of these campaigns after `after`, in order."""
+    query = (
+        select(Event)
+        .where(
+            Event.campaign_id == any_(bindparam("campaigns", campaign_ids, ARRAY(Uuid))),
+            tuple_(Event.xid, Event.id) > after.clause(),
+            READABLE,
+        )
+        .order_by(Event.xid, Event.id)
+        .limit(limit)
+    )
     return list((await session.scalars(query)).all())
 
 
-async def latest(session: AsyncSession, campaign_id: uuid.UUID) -> int | None:
-    """The position of the campaign's latest sequenced event (events committed since but not
-    yet sequenced will be given later ones)."""
-    query = select(func.max(Event.position)).where(Event.campaign_id == campaign_id)
-    position = await session.scalar(query)
-    return None if position is None else int(position)
+async def horizon(session: AsyncSession) -> int:
+    """The oldest transaction running now: the events of every older one are readable."""
+    return int(await session.scalar(select(literal_column(HORIZON))) or 0)
 
 
-# Events kept past the retention, a batch at a time (their deliveries go with them).
+async def latest(session: AsyncSession, campaign_id: uuid.UUID) -> Position | None:
+    """The position of the campaign's latest readable event (events of transactions still
+    running, or of those after them, come later)."""
+    query = (
+        select(Event.xid, Event.id)
+        .where(Event.campaign_id == campaign_id, READABLE)
+        .order_by(Event.xid.desc(), Event.id.desc())
+        .limit(1)
+    )
+    row = (await session.execute(query)).first()
+    return None if row is None else Position(row.xid, row.id)
+
+
+# Events kept past the retention, a batch at a time (their deliveries go with them): the
+# oldest by id (ids grow with time), so the look costs the batch, never the table.
 _PRUNE = text(
     """
     DELETE FROM events WHERE id IN (
-        SELECT id FROM events WHERE occurred_at < :before ORDER BY occurred_at LIMIT :limit
+        SELECT id FROM (SELECT id, occurred_at FROM events ORDER BY id LIMIT :limit) AS oldest
+        WHERE occurred_at < :before
     )
     """
 )
 
 
 async def prune(session: AsyncSession, before: datetime, limit: int = BATCH) -> int:
-    """Delete up to `limit` events that occurred before `before`; how many."""
+    """Delete up to `limit` events that occurred before `before`, oldest first; how many."""
     result = await session.execute(_PRUNE, {"before": before, "limit": limit})
     return int(result.rowcount)  # type: ignore[attr-defined]

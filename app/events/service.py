@@ -8,12 +8,13 @@ import secrets
 import uuid
 from typing import Any
 
-from sqlalchemy import select, tuple_
+import sqlalchemy as sa
+from sqlalchemy import literal_column, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit
 from app.errors import NotFound, Unprocessable
-from app.events import schemas, urls
+from app.events import outbox, schemas, urls
 from app.kit.crypto import SecretBox
 from app.kit.pagination import decode_cursor, int_key, page_of, time_key, uuid_key
 from app.kit.schemas import parse_uuid
@@ -85,7 +86,15 @@ async def update(
     if changes.get("enabled") is not None:
         endpoint.enabled = changes["enabled"]
     await session.flush()
-    return endpoint, audit.changed(before, endpoint)
+    changed = audit.changed(before, endpoint)
+    if "enabled" in changed and endpoint.enabled:
+        # Enabled again: posted the events from now on, none of those of while it was off.
+        await session.execute(
+            sa.update(WebhookEndpoint)
+            .where(WebhookEndpoint.id == endpoint.id)
+            .values(cursor_xid=literal_column(outbox.HORIZON), cursor_id=0)
+        )
+    return endpoint, changed
 
 
 async def delete(session: AsyncSession, school: School, endpoint_id: str) -> uuid.UUID:

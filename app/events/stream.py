@@ -1,14 +1,17 @@
 """A campaign's live stream (README, Events): Server-Sent Events of its `recipient.updated`
-and `campaign.updated` events, each with its position in the outbox's order as its `id`.
+and `campaign.updated` events, each with its position in the outbox's order as its `id`
+(`app.events.outbox.Position`).
 
-One `Broadcaster` per process listens for the sequencer's notification (PostgreSQL
-`LISTEN`, one connection, however many clients), reads the events given positions since,
-once, and hands each to the streams of its campaign. A stream subscribes first, then
+One `Broadcaster` per process listens for the notification of each commit that wrote
+events (PostgreSQL `LISTEN`, one connection, however many clients), reads the events of
+its streams' campaigns that have become readable since, once, and hands each to the
+streams of its campaign. A stream subscribes first, then
 replays from the outbox what its client missed (after `Last-Event-ID`), then passes on
 what the broadcaster hands it, skipping what it replayed: nothing missed, nothing twice. A
 client too slow to keep up is dropped (its queue full); it reconnects with its
 `Last-Event-ID` and replays. The broadcaster also looks every POLL_SECONDS, should a
-notification be lost (a dropped listening connection is opened again).
+notification be lost, or an event be held back by a transaction still open when it was
+notified (a dropped listening connection is opened again).
 
 Each stream was opened with an API key (or a stream token naming one). When a key is
 revoked, in whatever process, its streams end within a moment (README, API keys): the
@@ -29,7 +32,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import ServerSentEvent
 
@@ -41,12 +43,12 @@ from app.schools.service import KEY_REVOKED
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 1.0
+POLL_SECONDS = 0.25
 QUEUE_SIZE = 10_000  # events a stream may lag behind before it is dropped
 STREAMED = (render.RECIPIENT_UPDATED, render.CAMPAIGN_UPDATED)
 
 
-def frame(position: int, event: Event) -> bytes:
+def frame(position: outbox.Position, event: Event) -> bytes:
     """An event as its stream sends it: an SSE message whose `id` is its position, framed
     by sse-starlette once per event, whatever the number of clients (EventSourceResponse
     sends bytes as they are)."""
@@ -58,7 +60,7 @@ class Subscription:
     def __init__(self, key_id: uuid.UUID) -> None:
         self.key_id = key_id  # the API key the stream was opened with
         self.cut = False  # ended at once: nothing more is sent, not even what it replays
-        self.queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue(QUEUE_SIZE)
+        self.queue: asyncio.Queue[tuple[outbox.Position, bytes] | None] = asyncio.Queue(QUEUE_SIZE)
 
     def end(self, *, at_once: bool = False) -> None:
         """End the stream once what it was handed is sent (None after it in the queue), or
@@ -71,7 +73,7 @@ class Subscription:
                 self.queue.get_nowait()
         self.queue.put_nowait(None)
 
-    def put(self, position: int, message: bytes) -> bool:
+    def put(self, position: outbox.Position, message: bytes) -> bool:
         try:
             self.queue.put_nowait((position, message))
         except asyncio.QueueFull:
@@ -86,7 +88,7 @@ class Broadcaster:
         self._subscribers: defaultdict[uuid.UUID, set[Subscription]] = defaultdict(set)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._position = 0
+        self._position = outbox.START
         self._task: asyncio.Task[None] | None = None
         self._starting = asyncio.Lock()
 
@@ -95,8 +97,9 @@ class Broadcaster:
         async with self._starting:
             if self._task is not None:
                 return
+            # What is readable now, the streams replay; the broadcaster hands out the rest.
             async with unit_of_work(self.sessionmaker) as session:
-                self._position = int(await session.scalar(select(func.max(Event.position))) or 0)
+                self._position = outbox.Position(await outbox.horizon(session), 0)
             self._task = asyncio.create_task(self._run(), name="event broadcaster")
 
     async def stop(self) -> None:
@@ -123,7 +126,7 @@ class Broadcaster:
             listener: asyncpg.Connection | None = None
             try:
                 listener = await asyncpg.connect(driver_url(self.database_url))
-                await listener.add_listener(outbox.SEQUENCED, lambda *_: self._wake.set())
+                await listener.add_listener(outbox.WRITTEN, lambda *_: self._wake.set())
                 await listener.add_listener(KEY_REVOKED, self._on_revoked)
                 await self._end_revoked()
                 while not self._stopping.is_set() and not listener.is_closed():
@@ -158,12 +161,19 @@ class Broadcaster:
                 self._end_streams_of(await keys.revoked_among(session, list(opened)))
 
     async def _hand_out(self) -> None:
-        """Hand the events given positions since the last look to their streams."""
+        """Hand the events of the streams' campaigns that became readable since the last
+        look to their streams."""
         while True:
             async with unit_of_work(self.sessionmaker) as session:
-                batch = await outbox.read(session, self._position, limit=1000)
+                horizon = await outbox.horizon(session)
+                # After the horizon is read: a stream subscribed from now on replays every
+                # event below it itself, its look being later.
+                campaigns = list(self._subscribers)
+                batch = await outbox.read(
+                    session, self._position, campaign_ids=campaigns, limit=1000
+                )
             for event in batch:
-                self._position = event.position or self._position
+                self._position = outbox.Position.of(event)
                 subscribers = self._subscribers.get(event.campaign_id or uuid.UUID(int=0))
                 if not subscribers or event.type not in STREAMED:
                     continue
@@ -173,6 +183,8 @@ class Broadcaster:
                         subscribers.discard(subscription)  # too slow: dropped
                         subscription.end()
             if len(batch) < 1000:
+                # Every event of these campaigns' below `horizon` was read.
+                self._position = max(self._position, outbox.Position(horizon, 0))
                 return
 
 
@@ -180,10 +192,10 @@ async def campaign_events(
     broadcaster: Broadcaster,
     sessionmaker: async_sessionmaker[AsyncSession],
     campaign_id: uuid.UUID,
-    after: int,
+    after: outbox.Position,
     key_id: uuid.UUID,
 ) -> AsyncIterator[bytes]:
-    """The stream of one campaign after position `after`, opened with the API key `key_id`:
+    """The stream of one campaign after `after`, opened with the API key `key_id`:
     the missed events, then live, until the key is revoked. What is waiting goes in one
     write (a batch replayed, or the events handed out since the last write): with many
     clients, a write per event per client is what costs."""
@@ -191,12 +203,12 @@ async def campaign_events(
         last = after
         while True:
             async with unit_of_work(sessionmaker) as session:
-                batch = await outbox.read(session, last, campaign_id=campaign_id, limit=500)
+                batch = await outbox.read(session, last, campaign_ids=[campaign_id], limit=500)
             if subscription.cut:
                 return
             messages = []
             for event in batch:
-                last = event.position or last
+                last = outbox.Position.of(event)
                 if event.type in STREAMED:
                     messages.append(frame(last, event))
             if messages:

@@ -20,25 +20,25 @@ class Event(Base):
     does, `opt_out.created` / `opt_out.deleted`. `snapshot` is the resource's columns as the
     change left them; `app.events.render` shows it as the REST API shows the resource.
     `id` grows with every event, so with each event of one resource (whose writers take
-    its row lock in turn): it is the event's `sequence`. `position` is its place in the
-    order readers follow, given once it has committed (`app.events.outbox`).
+    its row lock in turn): it is the event's `sequence`. `xid` is the transaction that
+    wrote it; readers follow (xid, id), reading only the events of transactions that have
+    ended (`app.events.outbox`).
     """
 
     __tablename__ = "events"
     __table_args__ = (
-        Index("ix_events_position", "position", unique=True),
-        Index("ix_events_stream", "campaign_id", "position"),
-        Index("ix_events_unsequenced", "id", postgresql_where=text("position IS NULL")),
-        Index("ix_events_occurred_at", "occurred_at"),
+        Index("ix_events_school", "school_id", "xid", "id"),
+        Index("ix_events_stream", "campaign_id", "xid", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    # Random, 122 bits: unique without an index to keep it so.
     public_id: Mapped[str] = mapped_column(
-        String(36),
-        unique=True,
-        server_default=text("'evt_' || replace(gen_random_uuid()::text, '-', '')"),
+        String(36), server_default=text("'evt_' || replace(gen_random_uuid()::text, '-', '')")
     )
-    position: Mapped[int | None] = mapped_column(BigInteger)
+    xid: Mapped[int] = mapped_column(
+        BigInteger, server_default=text("pg_current_xact_id()::text::bigint")
+    )
     type: Mapped[str] = mapped_column(String(32))
     school_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     campaign_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)

@@ -26,6 +26,12 @@ class WebhookEndpoint(TimestampMixin, Base):
     description: Mapped[str | None] = mapped_column(String(500))
     enabled: Mapped[bool] = mapped_column(server_default=text("true"))
     secret: Mapped[str] = mapped_column(Text)
+    # How far the deliverer has taken the school's events to post here, in the outbox's
+    # order (`app.events.outbox`): from the transactions running when it was made.
+    cursor_xid: Mapped[int] = mapped_column(
+        BigInteger, server_default=text("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+    )
+    cursor_id: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 class WebhookDelivery(Base):

@@ -1,12 +1,9 @@
-"""The events' sequencer: gives committed events their positions in the outbox's order
-(`app.events.outbox.sequence`), every EVENTS_POLL_SECONDS when idle, at once while more
-are waiting. Runs beside every delivery worker (`campanile worker`, and `campanile serve`
-unless --no-worker); any number may run: one gives positions at a time, the others find
-the lock taken and rest."""
+"""The events' loops, beside every delivery worker (`campanile worker`, and `campanile
+serve` unless --no-worker): the pruner of events older than EVENTS_RETENTION_DAYS, and the
+deliverer of webhooks."""
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -22,28 +19,21 @@ from app.workers.loop import LoopService
 PRUNE_SECONDS = 60.0
 
 
-class EventSequencer(LoopService):
-    """Also prunes the events older than EVENTS_RETENTION_DAYS, a batch every
-    PRUNE_SECONDS (and their deliveries with them)."""
+class EventPruner(LoopService):
+    """Deletes the events older than EVENTS_RETENTION_DAYS (and their deliveries with
+    them), a batch every PRUNE_SECONDS, at once again while a batch is full."""
 
-    name = "event sequencer"
+    name = "event pruner"
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> None:
-        super().__init__(settings.events_poll_seconds)
+        super().__init__(PRUNE_SECONDS)
         self.sessionmaker = sessionmaker
         self.retention = timedelta(days=settings.events_retention_days)
-        self._last_prune = 0.0
 
     async def run_once(self) -> bool:
         async with unit_of_work(self.sessionmaker) as session:
-            given = await outbox.sequence(session, outbox.BATCH)
-        pruned = 0
-        if time.monotonic() - self._last_prune > PRUNE_SECONDS:
-            async with unit_of_work(self.sessionmaker) as session:
-                pruned = await outbox.prune(session, utcnow() - self.retention)
-            if pruned < outbox.BATCH:
-                self._last_prune = time.monotonic()
-        return given == outbox.BATCH or pruned == outbox.BATCH
+            pruned = await outbox.prune(session, utcnow() - self.retention)
+        return pruned == outbox.BATCH
 
 
 class EventDeliverer(LoopService):

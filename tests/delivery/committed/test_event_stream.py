@@ -1,5 +1,5 @@
 """A campaign's live stream (README, Events): Server-Sent Events from a live server on
-loopback, the sequencer running as the worker runs it. Events arrive moments after their
+loopback. Events arrive moments after their
 commit; a client that reconnects with `Last-Event-ID` gets exactly what it missed; another
 school's key gets 404; a browser's stream token opens its campaign's stream only."""
 
@@ -32,7 +32,7 @@ PATIENCE_SECONDS = 20.0
 
 @pytest.fixture
 async def live(settings: Settings, sessionmaker: Sessions) -> AsyncIterator[str]:
-    """The app served on loopback (real commits), with a sequencer beside it."""
+    """The app served on loopback (real commits)."""
     app = create_app(settings)
     bind(app, settings)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -42,16 +42,6 @@ async def live(settings: Settings, sessionmaker: Sessions) -> AsyncIterator[str]
         uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
     )
     serving = asyncio.create_task(server.serve(sockets=[sock]))
-    stop = asyncio.Event()
-
-    async def sequencer() -> None:
-        while not stop.is_set():
-            async with unit_of_work(sessionmaker) as session:
-                await outbox.sequence(session)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.1)
-
-    sequencing = asyncio.create_task(sequencer())
     while not server.started:
         if serving.done():
             await serving
@@ -59,11 +49,16 @@ async def live(settings: Settings, sessionmaker: Sessions) -> AsyncIterator[str]
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        stop.set()
-        await sequencing
         await unbind(app)  # the streams end: the server can stop
         server.should_exit = True
         await serving
+
+
+def place(sse_id: str) -> outbox.Position:
+    """The outbox position an SSE id gives."""
+    position = outbox.Position.parse(sse_id)
+    assert position is not None, sse_id
+    return position
 
 
 class Stream:
@@ -141,8 +136,9 @@ async def test_events_arrive_live_and_a_reconnect_replays_what_was_missed(
     async with opened(live, path, {**twilio_school.auth, "Last-Event-ID": position}) as stream:
         missed = [await stream.next() for _ in range(3)]
         assert [e["data"]["id"] for _, e in missed] == ids[1:4]
-        assert [int(p) for p, _ in missed] == sorted(int(p) for p, _ in missed)
-        assert int(missed[0][0]) > int(position)
+        positions = [place(p) for p, _ in missed]
+        assert positions == sorted(positions)
+        assert positions[0] > place(position)
         await fail(sessionmaker, ids[4], "unknown")
         _, live_event = await stream.next()
         assert live_event["data"]["id"] == ids[4]  # then live, nothing twice
@@ -182,7 +178,7 @@ async def test_a_stream_token_says_where_the_stream_is_now_to_start_from_there(
     await fail(sessionmaker, ids[0], "unknown")
     async with opened(live, path, twilio_school.auth) as stream:
         await stream.next()  # the launch
-        latest, _ = await stream.next()  # ids[0] failed: sequenced now
+        latest, _ = await stream.next()  # ids[0] failed
     async with httpx.AsyncClient(base_url=live, trust_env=False) as http:
         minted = (await http.post(f"{path}/token", headers=twilio_school.auth)).json()
     assert minted["last_event_id"] == latest

@@ -26,7 +26,6 @@ from starlette.routing import Route
 
 from app.config import Settings
 from app.delivery.engine import Engine
-from app.events import outbox
 from app.events.deliveries import Deliverer
 from app.kit.clock import utcnow
 from app.kit.crypto import SecretBox
@@ -126,11 +125,9 @@ async def subscribe(
 async def deliver_all(
     sessionmaker: Sessions, deliverer: Deliverer, until: Callable[[], bool]
 ) -> None:
-    """Run the sequencer and the deliverer as the worker does, until `until()`."""
+    """Run the deliverer as the worker does, until `until()`."""
     async with asyncio.timeout(PATIENCE_SECONDS):
         while not until():
-            async with unit_of_work(sessionmaker) as session:
-                await outbox.sequence(session)
             await deliverer.claim_and_post()
             await asyncio.sleep(0.02)
 
@@ -304,8 +301,6 @@ async def test_a_receiver_down_for_a_while_gets_the_same_event_later(
 
         async with asyncio.timeout(PATIENCE_SECONDS):
             while not await first_failed():
-                async with unit_of_work(sessionmaker) as session:
-                    await outbox.sequence(session)
                 await deliverer.claim_and_post()
                 await asyncio.sleep(0.05)
         await receiver.start()  # back up
@@ -342,8 +337,6 @@ async def test_a_worker_killed_mid_delivery_loses_nothing(
     receiver: Receiver = await receivers()
     await subscribe(client, twilio_school, receiver.url, ["campaign.updated"])
     await launch(client, twilio_school, phone(0))
-    async with unit_of_work(sessionmaker) as session:
-        await outbox.sequence(session)
     doomed = Deliverer(sessionmaker, SecretBox(settings.secret_key), allow_private=True)
     assert len(await doomed._claim(10)) == 1  # claimed, never posted: the worker died
     await doomed.http.aclose()
@@ -374,8 +367,6 @@ async def test_a_stopping_worker_posts_nothing_it_queued_and_gives_it_back_at_on
     for n in numbers:
         response = await client.post("/v1/opt-outs", json={"phone": n}, headers=twilio_school.auth)
         assert response.status_code == 201, response.text
-    async with unit_of_work(sessionmaker) as session:
-        await outbox.sequence(session)
     stopping = Deliverer(
         sessionmaker, SecretBox(settings.secret_key), allow_private=True, per_endpoint=2
     )
@@ -390,3 +381,65 @@ async def test_a_stopping_worker_posts_nothing_it_queued_and_gives_it_back_at_on
     assert len(given_back) == 4
     assert all(r.next_attempt_at is not None and r.next_attempt_at <= now for r in given_back)
     assert all(r.status == "pending" for r in rows)
+
+
+async def test_an_endpoint_gets_each_event_of_while_it_is_enabled_once(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    sessionmaker: Sessions,
+    settings: Settings,
+    receivers: Callable[..., Any],
+) -> None:
+    """An endpoint gets the events from when it is made, none of those while it is
+    disabled, and each of the others once, however many workers deliver."""
+    assert settings.secret_key
+
+    async def opt_out(number: str) -> None:
+        response = await client.post(
+            "/v1/opt-outs", json={"phone": number}, headers=twilio_school.auth
+        )
+        assert response.status_code == 201, response.text
+
+    async def enable(on: bool) -> None:
+        response = await client.patch(
+            f"/v1/webhook-endpoints/{endpoint['id']}",
+            json={"enabled": on},
+            headers=twilio_school.auth,
+        )
+        assert response.status_code == 200, response.text
+
+    async def deliver(posts: int) -> None:
+        async with asyncio.timeout(PATIENCE_SECONDS):
+            while len(receiver.posts) < posts:
+                await asyncio.gather(*(worker.claim_and_post() for worker in workers))
+                await asyncio.sleep(0.02)
+        for _ in range(5):  # anything more would come now
+            await asyncio.gather(*(worker.claim_and_post() for worker in workers))
+            await asyncio.sleep(0.05)
+
+    workers = [
+        Deliverer(sessionmaker, SecretBox(settings.secret_key), allow_private=True)
+        for _ in range(2)
+    ]
+    receiver: Receiver = await receivers()
+    await opt_out(phone(0))  # before the endpoint
+    endpoint = await subscribe(client, twilio_school, receiver.url, ["opt_out.created"])
+    try:
+        await opt_out(phone(1))
+        await launch(client, twilio_school, phone(5))  # events of a type it does not take
+        await deliver(1)
+        await enable(False)
+        await opt_out(phone(2))  # while disabled
+        await deliver(1)
+        await enable(True)
+        await opt_out(phone(3))
+        await deliver(2)
+    finally:
+        for worker in workers:
+            await worker.finish()
+    posted = [json.loads(body)["data"]["phone"] for _, body in receiver.posts]
+    assert posted == [phone(1), phone(3)]
+    response = await client.get(
+        f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=twilio_school.auth
+    )
+    assert len(response.json()["items"]) == 2

@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, tuple_, update
 
 from app.delivery.engine import Engine
 from app.events import outbox, render
@@ -31,17 +31,29 @@ from tests.support.delivery import (
 )
 
 
-async def events(sessionmaker: Sessions, after: int = 0, **where: Any) -> list[dict[str, Any]]:
-    """The events committed by now, after position `after`, in the outbox's order (the
-    sequencer run first, as the worker runs it), as integrators receive them."""
+async def events(
+    sessionmaker: Sessions,
+    after: outbox.Position = outbox.START,
+    campaign_id: uuid.UUID | None = None,
+) -> list[dict[str, Any]]:
+    """The events readable now after `after`, in the outbox's order, as integrators
+    receive them."""
+    query = (
+        select(Event)
+        .where(tuple_(Event.xid, Event.id) > after.clause())
+        .where(outbox.READABLE)
+        .order_by(Event.xid, Event.id)
+    )
+    if campaign_id is not None:
+        query = query.where(Event.campaign_id == campaign_id)
     async with unit_of_work(sessionmaker) as session:
-        await outbox.sequence(session)
-    found: list[dict[str, Any]] = []
+        return [render.envelope(event) for event in await session.scalars(query)]
+
+
+async def now(sessionmaker: Sessions) -> outbox.Position:
+    """The outbox's position now: after every event committed so far."""
     async with unit_of_work(sessionmaker) as session:
-        while batch := await outbox.read(session, after, **where):
-            found += [render.envelope(event) for event in batch]
-            after = batch[-1].position or 0
-    return found
+        return outbox.Position(await outbox.horizon(session), 0)
 
 
 async def count_events(sessionmaker: Sessions) -> int:
@@ -143,9 +155,10 @@ async def test_opt_outs_made_and_undone_are_events(
 async def test_a_reader_never_passes_an_event_still_to_commit(
     client: httpx.AsyncClient, twilio_school: TwilioSchool, sessionmaker: Sessions
 ) -> None:
-    """The transaction that writes the first event commits last: a reader sees the second
-    first, and the first once it has committed, after it: late, never passed over."""
-    cid = await launch(client, twilio_school, phone(0), phone(1))
+    """The transaction that writes the first event commits last: a reader sees neither
+    until it has, then both in the order they were written: none is passed over, however
+    late it commits. One rolled back holds back nothing once it has ended."""
+    cid = await launch(client, twilio_school, phone(0), phone(1), phone(2), phone(3))
     campaign = uuid.UUID(cid)
     async with unit_of_work(sessionmaker) as session:
         ids = (
@@ -153,11 +166,7 @@ async def test_a_reader_never_passes_an_event_still_to_commit(
                 select(Recipient.id).where(Recipient.campaign_id == campaign).order_by(Recipient.id)
             )
         ).all()
-    await events(sessionmaker)  # every event so far has its position
-    async with unit_of_work(sessionmaker) as session:
-        position = int(
-            await session.scalar(select(func.coalesce(func.max(Event.position), 0))) or 0
-        )
+    position = await now(sessionmaker)
 
     def fail(recipient_id: int) -> Any:
         return (
@@ -170,13 +179,22 @@ async def test_a_reader_never_passes_an_event_still_to_commit(
         await slow.execute(fail(ids[0]))  # its event is written first
         async with unit_of_work(sessionmaker) as quick:
             await quick.execute(fail(ids[1]))
-        seen = await events(sessionmaker, position, campaign_id=campaign)
-        assert [e["data"]["id"] for e in seen] == [str(ids[1])]
+        # The quick one has committed, but the slow one, older, may still write events
+        # before it in the order: a reader waits for it.
+        assert await events(sessionmaker, position, campaign_id=campaign) == []
         await slow.commit()
     seen = await events(sessionmaker, position, campaign_id=campaign)
-    assert [e["data"]["id"] for e in seen] == [str(ids[1]), str(ids[0])]
-    # Each event's sequence still follows its writing, for a receiver dropping stale ones.
-    assert seen[1]["data"]["sequence"] < seen[0]["data"]["sequence"]
+    assert [e["data"]["id"] for e in seen] == [str(ids[0]), str(ids[1])]
+    # A transaction rolled back holds back nothing once it has ended.
+    position = await now(sessionmaker)
+    async with sessionmaker() as doomed:
+        await doomed.execute(fail(ids[2]))
+        async with unit_of_work(sessionmaker) as quick:
+            await quick.execute(fail(ids[3]))
+        assert await events(sessionmaker, position, campaign_id=campaign) == []
+        await doomed.rollback()
+    seen = await events(sessionmaker, position, campaign_id=campaign)
+    assert [e["data"]["id"] for e in seen] == [str(ids[3])]
 
 
 async def test_events_past_the_retention_are_pruned(
