@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks.webhooks import Webhook
 
@@ -42,7 +42,7 @@ from app.kit.clock import utcnow
 from app.kit.crypto import SecretBox
 from app.kit.db import unit_of_work
 from app.kit.http import SplitPool
-from app.models import Event, WebhookEndpoint
+from app.models import Event, WebhookDelivery, WebhookEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -330,6 +330,10 @@ class Deliverer:
                     select(Event).where(Event.id.in_({row.event_id for row in leased}))
                 )
             }
+            # An event pruned as its delivery was made (its endpoint that far behind): the
+            # delivery goes the way of the pruned event's others.
+            if pruned := [row.id for row in leased if row.event_id not in bodies]:
+                await session.execute(delete(WebhookDelivery).where(WebhookDelivery.id.in_(pruned)))
             return [
                 Post(
                     row.id,
@@ -340,6 +344,7 @@ class Deliverer:
                     lease_ends,
                 )
                 for row in leased
+                if row.event_id in bodies
             ]
 
     async def _deliver(self, post: Post) -> None:

@@ -125,15 +125,21 @@ async def latest(session: AsyncSession, campaign_id: uuid.UUID) -> Position | No
 # oldest by id (ids grow with time), so the look costs the batch, never the table.
 _PRUNE = text(
     """
-    DELETE FROM events WHERE id IN (
-        SELECT id FROM (SELECT id, occurred_at FROM events ORDER BY id LIMIT :limit) AS oldest
-        WHERE occurred_at < :before
+    WITH pruned AS (
+        DELETE FROM events WHERE id IN (
+            SELECT id FROM (SELECT id, occurred_at FROM events ORDER BY id LIMIT :limit) AS o
+            WHERE occurred_at < :before
+        )
+        RETURNING id
+    ),
+    deliveries AS (
+        DELETE FROM webhook_deliveries WHERE event_id IN (SELECT id FROM pruned)
     )
+    SELECT count(*) FROM pruned
     """
 )
 
 
 async def prune(session: AsyncSession, before: datetime, limit: int = BATCH) -> int:
     """Delete up to `limit` events that occurred before `before`, oldest first; how many."""
-    result = await session.execute(_PRUNE, {"before": before, "limit": limit})
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return int(await session.scalar(_PRUNE, {"before": before, "limit": limit}) or 0)

@@ -100,6 +100,9 @@ async def update(
 async def delete(session: AsyncSession, school: School, endpoint_id: str) -> uuid.UUID:
     """Delete the endpoint (its deliveries with it); its id."""
     endpoint = await get(session, school, endpoint_id)
+    await session.execute(
+        sa.delete(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id)
+    )
     await session.delete(endpoint)
     return endpoint.id
 

@@ -44,6 +44,7 @@ from app.schools.service import KEY_REVOKED
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25
+PACE_SECONDS = 0.05
 QUEUE_SIZE = 10_000  # events a stream may lag behind before it is dropped
 STREAMED = (render.RECIPIENT_UPDATED, render.CAMPAIGN_UPDATED)
 
@@ -131,8 +132,11 @@ class Broadcaster:
                 await self._end_revoked()
                 while not self._stopping.is_set() and not listener.is_closed():
                     await self._hand_out()
+                    # Every commit that writes events notifies: at most one look per PACE.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+                        await asyncio.wait_for(self._stopping.wait(), PACE_SECONDS)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), POLL_SECONDS - PACE_SECONDS)
                     self._wake.clear()
             except (OSError, asyncpg.PostgresError) as error:
                 log.warning("event broadcaster: %s; listening again shortly", error)

@@ -37,7 +37,12 @@ class WebhookEndpoint(TimestampMixin, Base):
 class WebhookDelivery(Base):
     """One event to post to one endpoint, until it is answered 2xx or its retries end.
     `next_attempt_at` is set exactly while a post is due (a lease while one is in flight):
-    the partial index on it, per endpoint, is each endpoint's queue."""
+    the partial index on it, per endpoint, is each endpoint's queue.
+
+    No foreign keys: one is written per event per endpoint, and their checks (a row lock
+    on the event and on the endpoint for each) doubled the cost of writing them. The
+    pruner deletes an event's deliveries with it (`app.events.outbox.prune`), and deleting
+    an endpoint deletes its deliveries (`app.events.service.delete`)."""
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
@@ -51,10 +56,8 @@ class WebhookDelivery(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    endpoint_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
-    )
-    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    endpoint_id: Mapped[uuid.UUID]
+    event_id: Mapped[int] = mapped_column(BigInteger, index=True)
     # pending (posting, or retrying), delivered, failed (its retries ran out).
     status: Mapped[str] = mapped_column(String(16), server_default="pending")
     attempts: Mapped[int] = mapped_column(server_default="0")

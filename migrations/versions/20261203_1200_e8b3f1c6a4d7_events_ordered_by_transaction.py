@@ -15,6 +15,9 @@ still being made. Now:
   `cursor_id`), and the deliverer makes the delivery rows as it claims them
   (`app.events.deliveries`): an endpoint starts at the events of the transactions running
   when it was made or enabled;
+- deliveries have no foreign keys (their checks, a row lock on the event and on the
+  endpoint for each delivery written, doubled the fan-out's cost): the pruner deletes an
+  event's deliveries with it, and deleting an endpoint deletes its deliveries;
 - `public_id` keeps its random default but no unique index (122 random bits), nor does
   `occurred_at` have one: events are pruned oldest id first;
 - the triggers' notification (`campanile_events`, at commit) wakes the streams.
@@ -51,6 +54,14 @@ def upgrade() -> None:
          AND (w.events IS NULL OR e.type = ANY (w.events))
         WHERE e.position IS NULL
         """
+    )
+    op.drop_constraint(
+        "fk_webhook_deliveries_event_id_events", "webhook_deliveries", type_="foreignkey"
+    )
+    op.drop_constraint(
+        "fk_webhook_deliveries_endpoint_id_webhook_endpoints",
+        "webhook_deliveries",
+        type_="foreignkey",
     )
     op.drop_index("ix_events_position", table_name="events")
     op.drop_index("ix_events_stream", table_name="events")
@@ -97,3 +108,19 @@ def downgrade() -> None:
     )
     op.create_index("ix_events_stream", "events", ["campaign_id", "position"], unique=False)
     op.create_index("ix_events_position", "events", ["position"], unique=True)
+    op.create_foreign_key(
+        "fk_webhook_deliveries_endpoint_id_webhook_endpoints",
+        "webhook_deliveries",
+        "webhook_endpoints",
+        ["endpoint_id"],
+        ["id"],
+        ondelete="CASCADE",
+    )
+    op.create_foreign_key(
+        "fk_webhook_deliveries_event_id_events",
+        "webhook_deliveries",
+        "events",
+        ["event_id"],
+        ["id"],
+        ondelete="CASCADE",
+    )

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -443,3 +443,10 @@ async def test_an_endpoint_gets_each_event_of_while_it_is_enabled_once(
         f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=twilio_school.auth
     )
     assert len(response.json()["items"]) == 2
+    # Deleting the endpoint deletes its deliveries.
+    gone = await client.delete(
+        f"/v1/webhook-endpoints/{endpoint['id']}", headers=twilio_school.auth
+    )
+    assert gone.status_code == 204, gone.text
+    async with unit_of_work(sessionmaker) as session:
+        assert await session.scalar(select(func.count()).select_from(WebhookDelivery)) == 0

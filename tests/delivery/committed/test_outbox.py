@@ -14,10 +14,10 @@ import httpx
 from sqlalchemy import func, select, tuple_, update
 
 from app.delivery.engine import Engine
-from app.events import outbox, render
+from app.events import deliveries, outbox, render
 from app.kit.clock import utcnow
 from app.kit.db import unit_of_work
-from app.models import Event, Recipient
+from app.models import Event, Recipient, WebhookDelivery
 from tests.fakes.twilio import Answer
 from tests.support.delivery import (
     Sessions,
@@ -200,12 +200,21 @@ async def test_a_reader_never_passes_an_event_still_to_commit(
 async def test_events_past_the_retention_are_pruned(
     client: httpx.AsyncClient, twilio_school: TwilioSchool, sessionmaker: Sessions
 ) -> None:
+    """Oldest first, a batch at a time, with their deliveries."""
+    subscribed = await client.post(
+        "/v1/webhook-endpoints",
+        json={"url": "https://93.184.215.14/events"},
+        headers=twilio_school.auth,
+    )
+    assert subscribed.status_code == 201, subscribed.text
     await launch(client, twilio_school, phone(0))
     response = await client.post(
         "/v1/opt-outs", json={"phone": phone(0)}, headers=twilio_school.auth
     )
     assert response.status_code == 201, response.text
     everything = await events(sessionmaker)
+    async with unit_of_work(sessionmaker) as session:
+        assert await deliveries.fan_out(session, utcnow()) == len(everything)
     old, kept = everything[:-1], everything[-1]
     async with unit_of_work(sessionmaker) as session:
         await session.execute(
@@ -218,3 +227,7 @@ async def test_events_past_the_retention_are_pruned(
     async with unit_of_work(sessionmaker) as session:
         await outbox.prune(session, utcnow() - timedelta(days=7))
     assert [e["id"] for e in await events(sessionmaker)] == [kept["id"]]
+    async with unit_of_work(sessionmaker) as session:
+        left = select(Event.public_id).join(WebhookDelivery, WebhookDelivery.event_id == Event.id)
+        assert (await session.scalars(left)).all() == [kept["id"]]
+        assert await session.scalar(select(func.count()).select_from(WebhookDelivery)) == 1
