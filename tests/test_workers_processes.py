@@ -966,8 +966,8 @@ class Kill:
 
 @pytest.mark.parametrize(
     ("placement", "count", "kills_wanted"),
-    [("last", 160, 4), ("first", 60, 3)],
-    ids=["queued-last-160", "queued-first-60"],
+    [("last", 160, 4), ("first", 100, 3)],
+    ids=["queued-last-160", "queued-first-100"],
 )
 async def test_workers_killed_mid_send_again_and_again_send_each_parent_one_message(
     placement: str,
