@@ -44,6 +44,8 @@ WRITTEN = "campanile_events"
 # The oldest transaction still running: every event of an older one has committed or never
 # will.
 HORIZON = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+# The id of the transaction that runs this (given it now if it has none yet).
+XID = "pg_current_xact_id()::text::bigint"
 
 
 @dataclass(frozen=True, order=True, slots=True)

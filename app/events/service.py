@@ -88,11 +88,12 @@ async def update(
     await session.flush()
     changed = audit.changed(before, endpoint)
     if "enabled" in changed and endpoint.enabled:
-        # Enabled again: posted the events from now on, none of those of while it was off.
+        # Enabled again: the events of the transactions that begin writing after this one,
+        # none of those of while it was off.
         await session.execute(
             sa.update(WebhookEndpoint)
             .where(WebhookEndpoint.id == endpoint.id)
-            .values(cursor_xid=literal_column(outbox.HORIZON), cursor_id=0)
+            .values(cursor_xid=literal_column(outbox.XID), cursor_id=0)
         )
     return endpoint, changed
 

@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import ServerSentEvent
 
@@ -138,8 +139,12 @@ class Broadcaster:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), POLL_SECONDS - PACE_SECONDS)
                     self._wake.clear()
-            except (OSError, asyncpg.PostgresError) as error:
+            except (OSError, TimeoutError, asyncpg.PostgresError, SQLAlchemyError) as error:
                 log.warning("event broadcaster: %s; listening again shortly", error)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), POLL_SECONDS)
+            except Exception:  # whatever it was, the streams must not go silent for good
+                log.exception("event broadcaster failed; listening again shortly")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), POLL_SECONDS)
             finally:

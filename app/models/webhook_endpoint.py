@@ -27,9 +27,10 @@ class WebhookEndpoint(TimestampMixin, Base):
     enabled: Mapped[bool] = mapped_column(server_default=text("true"))
     secret: Mapped[str] = mapped_column(Text)
     # How far the deliverer has taken the school's events to post here, in the outbox's
-    # order (`app.events.outbox`): from the transactions running when it was made.
+    # order (`app.events.outbox`): from those of the transactions that began writing after
+    # the one that made it (or enabled it again).
     cursor_xid: Mapped[int] = mapped_column(
-        BigInteger, server_default=text("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+        BigInteger, server_default=text("pg_current_xact_id()::text::bigint")
     )
     cursor_id: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 

@@ -13,8 +13,8 @@ still being made. Now:
   rewritten after the insert;
 - each webhook endpoint keeps how far it has taken the school's events (`cursor_xid`,
   `cursor_id`), and the deliverer makes the delivery rows as it claims them
-  (`app.events.deliveries`): an endpoint starts at the events of the transactions running
-  when it was made or enabled;
+  (`app.events.deliveries`): an endpoint starts at the events of the transactions that
+  began writing after the one that made it (or enabled it again);
 - deliveries have no foreign keys (their checks, a row lock on the event and on the
   endpoint for each delivery written, doubled the fan-out's cost): the pruner deletes an
   event's deliveries with it, and deleting an endpoint deletes its deliveries;
@@ -39,7 +39,6 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 XID = "pg_current_xact_id()::text::bigint"
-HORIZON = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
 
 
 def upgrade() -> None:
@@ -76,7 +75,7 @@ def upgrade() -> None:
     op.create_index("ix_events_stream", "events", ["campaign_id", "xid", "id"], unique=False)
     op.add_column(
         "webhook_endpoints",
-        sa.Column("cursor_xid", sa.BigInteger(), server_default=sa.text(HORIZON), nullable=False),
+        sa.Column("cursor_xid", sa.BigInteger(), server_default=sa.text(XID), nullable=False),
     )
     op.add_column(
         "webhook_endpoints",

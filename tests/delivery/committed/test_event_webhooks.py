@@ -9,8 +9,9 @@ import asyncio
 import contextlib
 import json
 import socket
+import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -26,7 +27,7 @@ from starlette.routing import Route
 
 from app.config import Settings
 from app.delivery.engine import Engine
-from app.events.deliveries import Deliverer
+from app.events.deliveries import RETRY_WAITS, Answer, Deliverer, Post
 from app.kit.clock import utcnow
 from app.kit.crypto import SecretBox
 from app.kit.db import unit_of_work
@@ -50,6 +51,7 @@ class Receiver:
 
     answer: Callable[[int], int] = lambda n: 204
     hang: bool = False
+    hang_first: int = 0  # posts that hang, from the first
     posts: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     port: int = 0
     _server: uvicorn.Server | None = None
@@ -62,7 +64,7 @@ class Receiver:
     async def _events(self, request: Request) -> Response:
         body = await request.body()
         self.posts.append((dict(request.headers), body))
-        if self.hang:
+        if self.hang or len(self.posts) <= self.hang_first:
             await asyncio.sleep(3600)
         return Response(status_code=self.answer(len(self.posts)))
 
@@ -194,6 +196,65 @@ async def test_events_are_posted_signed_and_retried_with_the_same_id(
         2,
     )
     assert delivery["last_status"] == 200
+
+
+async def test_a_post_that_times_out_is_posted_again_later_with_the_same_id(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    sessionmaker: Sessions,
+    settings: Settings,
+    receivers: Callable[..., Any],
+) -> None:
+    """The receiver takes the first post and never answers it: the post ends at the
+    deliverer's timeout, and the retry carries the same `webhook-id`."""
+    assert settings.secret_key
+    receiver: Receiver = await receivers(hang_first=1)
+    endpoint = await subscribe(client, twilio_school, receiver.url, ["campaign.updated"])
+    path = f"/v1/webhook-endpoints/{endpoint['id']}/deliveries"
+    deliverer = Deliverer(
+        sessionmaker, SecretBox(settings.secret_key), allow_private=True, timeout=0.5
+    )
+
+    async def timed_out() -> bool:
+        items = (await client.get(path, headers=twilio_school.auth)).json()["items"]
+        return bool(items) and "no answer within 0.5 s" in (items[0]["last_error"] or "")
+
+    try:
+        await launch(client, twilio_school, phone(0))
+        async with asyncio.timeout(PATIENCE_SECONDS):
+            while not await timed_out():
+                await deliverer.claim_and_post()
+                await asyncio.sleep(0.05)
+        assert len(receiver.posts) == 1
+        await make_retries_due(sessionmaker)
+        await deliver_all(sessionmaker, deliverer, lambda: len(receiver.posts) >= 2)
+        async with asyncio.timeout(PATIENCE_SECONDS):
+            while (await client.get(path, headers=twilio_school.auth)).json()["items"][0][
+                "status"
+            ] != "delivered":
+                await deliverer.claim_and_post()
+                await asyncio.sleep(0.05)
+    finally:
+        await deliverer.finish(0.1)
+    first, again = (verified(endpoint["secret"], h, b) for h, b in receiver.posts)
+    assert receiver.posts[0][0]["webhook-id"] == receiver.posts[1][0]["webhook-id"]
+    assert first == again
+
+
+def test_a_delivery_is_retried_for_about_three_days_then_failed() -> None:
+    """The waits grow, add up to about three days, and the post after the last wait that
+    fails fails the delivery."""
+    assert list(RETRY_WAITS) == sorted(RETRY_WAITS)
+    assert 2.5 * 86_400 <= sum(RETRY_WAITS) <= 3.5 * 86_400
+    post = Post(1, uuid.uuid4(), 1, "https://example.org", "whsec_x", "evt_1", "{}", 0.0)
+    before = utcnow()
+    for attempt, wait in enumerate(RETRY_WAITS, start=1):
+        retried = Answer.of(replace(post, attempts=attempt), 500, None)
+        assert retried.status == "pending" and retried.next_attempt_at is not None
+        assert retried.next_attempt_at - before >= timedelta(seconds=wait)
+    last = Answer.of(replace(post, attempts=len(RETRY_WAITS) + 1), None, "no answer")
+    assert (last.status, last.next_attempt_at) == ("failed", None)
+    assert Answer.of(post, 204, None).status == "delivered"
 
 
 async def test_a_dead_endpoint_does_not_hold_up_a_healthy_one(
@@ -422,8 +483,13 @@ async def test_an_endpoint_gets_each_event_of_while_it_is_enabled_once(
         for _ in range(2)
     ]
     receiver: Receiver = await receivers()
-    await opt_out(phone(0))  # before the endpoint
-    endpoint = await subscribe(client, twilio_school, receiver.url, ["opt_out.created"])
+    # Another job's transaction, older than everything here, is open meanwhile: an
+    # endpoint still starts after the events committed before it was made.
+    async with sessionmaker() as older:
+        await older.execute(text("SELECT pg_current_xact_id()"))
+        await opt_out(phone(0))  # before the endpoint
+        endpoint = await subscribe(client, twilio_school, receiver.url, ["opt_out.created"])
+        await older.rollback()
     try:
         await opt_out(phone(1))
         await launch(client, twilio_school, phone(5))  # events of a type it does not take
