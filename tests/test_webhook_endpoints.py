@@ -19,6 +19,9 @@ from tests.support.api import make_school
         "https://169.254.169.254/latest/meta-data",
         "https://localhost/events",
         "https://[::1]/events",
+        "https://[::ffff:10.0.0.1]/events",  # IPv4-mapped
+        "https://[64:ff9b::a00:1]/events",  # NAT64 of 10.0.0.1
+        "https://[2002:a00:1::1]/events",  # 6to4 of 10.0.0.1
         "ftp://example.org/events",
     ],
 )

@@ -209,8 +209,14 @@ class Deliverer:
         self.timeout = timeout  # a post's, whole: at most TIMEOUT_SECONDS (under the lease)
         # Split pools, as the providers' client (app/kit/http.py: httpcore walks every
         # connection of a pool on each request).
+        # Connections to public addresses only, checked where they are made (unless
+        # private URLs are allowed).
+        backend = None if allow_private else urls.PublicOnly()
         self.http = http or httpx.AsyncClient(
-            timeout=TIMEOUT_SECONDS, follow_redirects=False, trust_env=False, transport=SplitPool()
+            timeout=TIMEOUT_SECONDS,
+            follow_redirects=False,
+            trust_env=False,
+            transport=SplitPool(network_backend=backend),
         )
         self._queued: defaultdict[uuid.UUID, deque[Post]] = defaultdict(deque)
         self._in_flight: Counter[uuid.UUID] = Counter()
@@ -227,12 +233,8 @@ class Deliverer:
         """Record the answers of the posts that ended, claim what may be posted within the
         bounds, and start posting; how many were claimed."""
         posts = await self._claim(self.concurrency * ROUNDS - self.in_flight)
-        refused = await self._refused({post.url for post in posts})
         for post in posts:
-            if post.url in refused:
-                self._answers.append(Answer.of(post, None, refused[post.url]))
-            else:
-                self._queued[post.endpoint_id].append(post)
+            self._queued[post.endpoint_id].append(post)
         self._start()
         return len(posts)
 
@@ -267,17 +269,6 @@ class Deliverer:
         self._room.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._room.wait(), seconds)
-
-    async def _refused(self, urls_: set[str]) -> dict[str, str]:
-        """Why each of these URLs may not be posted to now, checked once per claim (the
-        host's addresses, looked up again: a name may be pointed elsewhere later)."""
-        refused = {}
-        for url in urls_:
-            try:
-                await urls.check(url, allow_private=self.allow_private)
-            except urls.RefusedUrl as exc:
-                refused[url] = str(exc)
-        return refused
 
     async def _claim(self, room: int) -> list[Post]:
         """Record the answers so far, make the deliveries of new events, then lease up to
@@ -371,6 +362,8 @@ class Deliverer:
                 return answer.status_code, None
         except (TimeoutError, httpx.TimeoutException):
             return None, f"no answer within {self.timeout:g} s"
+        except urls.RefusedUrl as exc:  # its host resolves to an address that is not public
+            return None, str(exc)
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}"[:500]
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 
+import httpcore
 import httpx
 
 POOLS = 10
@@ -38,8 +39,15 @@ class SplitPool(httpx.AsyncBaseTransport):
     """Round-robin over `pools` transports, each with its own connection pool (`LIMITS`:
     the engine's concurrency gate bounds the requests in flight)."""
 
-    def __init__(self, pools: int = POOLS) -> None:
+    def __init__(
+        self, pools: int = POOLS, network_backend: httpcore.AsyncNetworkBackend | None = None
+    ) -> None:
         self._transports = [httpx.AsyncHTTPTransport(limits=LIMITS) for _ in range(pools)]
+        if network_backend is not None:
+            # httpx's transport does not take one; the httpcore pool it wraps does, and
+            # uses it for each connection it opens.
+            for transport in self._transports:
+                transport._pool._network_backend = network_backend
         self._turn = itertools.cycle(self._transports)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

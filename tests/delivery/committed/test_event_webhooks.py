@@ -241,6 +241,43 @@ async def test_a_post_that_times_out_is_posted_again_later_with_the_same_id(
     assert first == again
 
 
+async def test_an_address_that_is_not_public_is_refused_where_the_post_connects(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    sessionmaker: Sessions,
+    settings: Settings,
+    receivers: Callable[..., Any],
+) -> None:
+    """An endpoint saved while its name resolved to a public address, now resolving to
+    loopback (saved here with private URLs allowed, then posted by a deliverer that does
+    not allow them): the connection is refused, nothing reaches the receiver, and the
+    deliveries log says why."""
+    assert settings.secret_key
+    receiver: Receiver = await receivers()
+    url = receiver.url.replace("http://127.0.0.1", "https://localhost")
+    endpoint = await subscribe(client, twilio_school, url, ["campaign.updated"])
+    path = f"/v1/webhook-endpoints/{endpoint['id']}/deliveries"
+    deliverer = Deliverer(sessionmaker, SecretBox(settings.secret_key), allow_private=False)
+
+    async def answered() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = (await client.get(path, headers=twilio_school.auth)).json()[
+            "items"
+        ]
+        return [item for item in items if item["last_error"]]
+
+    try:
+        await launch(client, twilio_school, phone(0))
+        async with asyncio.timeout(PATIENCE_SECONDS):
+            while not (refused := await answered()):
+                await deliverer.claim_and_post()
+                await asyncio.sleep(0.05)
+    finally:
+        await deliverer.finish(0.1)
+    assert "not public" in refused[0]["last_error"]
+    assert (refused[0]["status"], refused[0]["last_status"]) == ("pending", None)
+    assert receiver.posts == []
+
+
 def test_a_delivery_is_retried_for_about_three_days_then_failed() -> None:
     """The waits grow, add up to about three days, and the post after the last wait that
     fails fails the delivery."""
