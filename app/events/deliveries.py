@@ -208,9 +208,8 @@ class Deliverer:
         self.per_endpoint = per_endpoint
         self.timeout = timeout  # a post's, whole: at most TIMEOUT_SECONDS (under the lease)
         # Split pools, as the providers' client (app/kit/http.py: httpcore walks every
-        # connection of a pool on each request).
-        # Connections to public addresses only, checked where they are made (unless
-        # private URLs are allowed).
+        # connection of a pool on each request), connecting to public addresses only,
+        # checked where each connection is made (unless private URLs are allowed).
         backend = None if allow_private else urls.PublicOnly()
         self.http = http or httpx.AsyncClient(
             timeout=TIMEOUT_SECONDS,

@@ -448,6 +448,43 @@ async def test_a_worker_killed_mid_delivery_loses_nothing(
     assert len(receiver.posts) == 1
 
 
+async def test_a_worker_killed_after_its_post_arrived_is_posted_again_with_the_same_id(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    sessionmaker: Sessions,
+    settings: Settings,
+    receivers: Callable[..., Any],
+) -> None:
+    """The post reached the receiver, and the worker died before it recorded the answer:
+    once the lease runs out, another worker posts it again, with the same `webhook-id` (at
+    least once: the receiver drops the repeat by its id), and records it."""
+    assert settings.secret_key
+    receiver: Receiver = await receivers()
+    endpoint = await subscribe(client, twilio_school, receiver.url, ["campaign.updated"])
+    await launch(client, twilio_school, phone(0))
+    doomed = Deliverer(sessionmaker, SecretBox(settings.secret_key), allow_private=True)
+    assert await doomed.claim_and_post() == 1
+    async with asyncio.timeout(PATIENCE_SECONDS):
+        while len(receiver.posts) < 1 or doomed.in_flight:  # noqa: ASYNC110 - another's state
+            await asyncio.sleep(0.02)
+    await doomed.http.aclose()  # killed: its answer is never recorded
+    heir = Deliverer(sessionmaker, SecretBox(settings.secret_key), allow_private=True)
+    try:
+        assert await heir.claim_and_post() == 0  # still leased to the dead one
+        await make_retries_due(sessionmaker)  # its lease runs out
+        await deliver_all(sessionmaker, heir, lambda: len(receiver.posts) >= 2)
+        await heir.claim_and_post()  # records the answer
+    finally:
+        await heir.finish()
+    (first, _), (again, _) = receiver.posts
+    assert first["webhook-id"] == again["webhook-id"]
+    response = await client.get(
+        f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=twilio_school.auth
+    )
+    [delivery] = response.json()["items"]
+    assert (delivery["status"], delivery["attempts"]) == ("delivered", 2)
+
+
 async def test_a_stopping_worker_posts_nothing_it_queued_and_gives_it_back_at_once(
     client: httpx.AsyncClient,
     twilio_school: TwilioSchool,
