@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 TIMEOUT_SECONDS = 10.0
 LEASE_SECONDS = 60  # longer than a post can take
+ANSWER_BYTES = 65_536  # of an answer's body read, at most (and then ignored)
 # The waits after each failed post: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (Standard
 # Webhooks' and Svix's schedule, about 28 h), then 14 h, 14 h and 16 h: about three days
 # in all. After the last retry fails, the delivery is failed.
@@ -352,12 +353,18 @@ class Deliverer:
         headers = sign(post.secret, post.event_id, utcnow(), post.body)
         try:
             # The whole post within the timeout (httpx's bounds each step: a receiver
-            # answering a byte at a time would hold it past its lease), its answer's body
-            # never read.
+            # answering a byte at a time would hold it past its lease), and of its answer's
+            # body no more than ANSWER_BYTES read (read to its end, the connection is kept
+            # for the next post; not, it is closed).
             async with (
                 asyncio.timeout(self.timeout),
                 self.http.stream("POST", post.url, content=post.body, headers=headers) as answer,
             ):
+                read = 0
+                async for chunk in answer.aiter_raw():
+                    read += len(chunk)
+                    if read > ANSWER_BYTES:
+                        break
                 return answer.status_code, None
         except (TimeoutError, httpx.TimeoutException):
             return None, f"no answer within {self.timeout:g} s"
