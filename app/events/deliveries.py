@@ -318,7 +318,10 @@ class Deliverer:
                 )
             }
             bodies = {
-                e.id: (e.public_id, json.dumps(render.envelope(e), separators=(",", ":")))
+                e.id: (
+                    render.public_id(e.id, e.public_id),
+                    json.dumps(render.envelope(e), separators=(",", ":")),
+                )
                 for e in await session.scalars(
                     select(Event).where(Event.id.in_({row.event_id for row in leased}))
                 )

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit
 from app.errors import NotFound, Unprocessable
-from app.events import outbox, schemas, urls
+from app.events import outbox, render, schemas, urls
 from app.kit.crypto import SecretBox
 from app.kit.pagination import decode_cursor, int_key, page_of, time_key, uuid_key
 from app.kit.schemas import parse_uuid
@@ -129,7 +129,7 @@ async def deliveries(
     endpoint = await get(session, school, endpoint_id)
     after = decode_cursor(cursor, int_key)
     query = (
-        select(WebhookDelivery, Event.public_id, Event.type)
+        select(WebhookDelivery, Event.id, Event.public_id, Event.type)
         .join(Event, Event.id == WebhookDelivery.event_id)
         .where(WebhookDelivery.endpoint_id == endpoint.id)
     )
@@ -141,7 +141,7 @@ async def deliveries(
     return [
         schemas.Delivery(
             id=str(delivery.id),
-            event_id=public_id,
+            event_id=render.public_id(event_id, stored),
             type=kind,
             status=delivery.status,
             attempts=delivery.attempts,
@@ -151,5 +151,5 @@ async def deliveries(
             delivered_at=delivery.delivered_at,
             created_at=delivery.created_at,
         )
-        for delivery, public_id, kind in page
+        for delivery, event_id, stored, kind in page
     ], next_cursor

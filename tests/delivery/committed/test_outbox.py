@@ -233,7 +233,7 @@ async def test_events_past_the_retention_are_pruned(
     async with unit_of_work(sessionmaker) as session:
         await session.execute(
             update(Event)
-            .where(Event.public_id.in_([e["id"] for e in old]))
+            .where(Event.id.in_([e["data"]["sequence"] for e in old]))  # (the event's id)
             .values(occurred_at=utcnow() - timedelta(days=8))
         )
     async with unit_of_work(sessionmaker) as session:
@@ -242,6 +242,6 @@ async def test_events_past_the_retention_are_pruned(
         await outbox.prune(session, utcnow() - timedelta(days=7))
     assert [e["id"] for e in await events(sessionmaker)] == [kept["id"]]
     async with unit_of_work(sessionmaker) as session:
-        left = select(Event.public_id).join(WebhookDelivery, WebhookDelivery.event_id == Event.id)
-        assert (await session.scalars(left)).all() == [kept["id"]]
+        left = select(Event.id).join(WebhookDelivery, WebhookDelivery.event_id == Event.id)
+        assert (await session.scalars(left)).all() == [kept["data"]["sequence"]]
         assert await session.scalar(select(func.count()).select_from(WebhookDelivery)) == 1
