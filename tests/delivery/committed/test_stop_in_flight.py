@@ -213,10 +213,13 @@ async def test_a_close_is_not_held_up_by_sends_that_keep_overlapping(
     close returned."""
     auth = twilio_school.auth
     concurrency = 2
+    # No send steps aside as a straggler here (app.delivery.gate: after
+    # WORKER_STRAGGLING_SECONDS, 0.5 s by default, one frees its place for another): at
+    # most `concurrency` are under way at once, which the bound below counts on. (On a slow
+    # machine, answers of 0.6 s and more made four creates unanswered at once.)
+    settings = {"worker_concurrency": concurrency, "worker_straggling_seconds": 30.0}
     engine = Engine(
-        delivery.sessionmaker,
-        delivery.settings.model_copy(update={"worker_concurrency": concurrency}),
-        delivery.registry,
+        delivery.sessionmaker, delivery.settings.model_copy(update=settings), delivery.registry
     )
     # Answers staggered over 0.3-1 s, two at a time: the batch takes over 4 s to go out,
     # so the close comes while it does, even on a slow machine.
