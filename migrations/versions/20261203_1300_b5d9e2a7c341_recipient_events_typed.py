@@ -46,25 +46,6 @@ CHANGED = """(n.status, n.failed_reason, n.failed_definition, n.provider_error_c
           (o.status, o.failed_reason, o.failed_definition, o.provider_error_code,
            o.delivery_confirmed)"""
 
-TYPED = f"""
-CREATE OR REPLACE FUNCTION recipients_events() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    written bigint;
-BEGIN
-    INSERT INTO events (type, school_id, campaign_id, resource_id, {NAMES})
-    SELECT 'recipient.updated', n.school_id, n.campaign_id, n.id::text,
-           {", ".join(f"n.{name}" for name, _ in COLUMNS)}
-    FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id
-    WHERE {CHANGED}
-    ORDER BY n.id;
-    GET DIAGNOSTICS written = ROW_COUNT;
-    IF written > 0 THEN
-        PERFORM pg_notify('campanile_events', '');
-    END IF;
-    RETURN NULL;
-END
-$$"""
-
 SNAPSHOT = """jsonb_build_object(
         'id', n.id, 'campaign_id', n.campaign_id, 'phone', n.phone,
         'first_name', n.first_name, 'last_name', n.last_name, 'fields', n.fields,
@@ -73,13 +54,16 @@ SNAPSHOT = """jsonb_build_object(
         'delivery_confirmed', n.delivery_confirmed, 'attempts', n.attempts,
         'next_attempt_at', n.next_attempt_at, 'updated_at', n.updated_at)"""
 
-JSON = f"""
+
+def recipients_events(columns: str, values: str) -> str:
+    """The recipients' trigger function, writing the recipient into these event columns."""
+    return f"""
 CREATE OR REPLACE FUNCTION recipients_events() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     written bigint;
 BEGIN
-    INSERT INTO events (type, school_id, campaign_id, resource_id, snapshot)
-    SELECT 'recipient.updated', n.school_id, n.campaign_id, n.id::text, {SNAPSHOT}
+    INSERT INTO events (type, school_id, campaign_id, resource_id, {columns})
+    SELECT 'recipient.updated', n.school_id, n.campaign_id, n.id::text, {values}
     FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id
     WHERE {CHANGED}
     ORDER BY n.id;
@@ -90,6 +74,11 @@ BEGIN
     RETURN NULL;
 END
 $$"""
+
+
+TYPED = recipients_events(NAMES, ", ".join(f"n.{name}" for name, _ in COLUMNS))
+# As migration a7d2e9c4b318 wrote it.
+JSON = recipients_events("snapshot", SNAPSHOT)
 
 
 def upgrade() -> None:
