@@ -259,7 +259,9 @@ class SchoolWithKey(School):
     api_key: str = Field(description="Shown once; store it now.")
 
 
-KeyName = Annotated[Text, Field(min_length=1, max_length=100)]
+KeyName = Annotated[
+    Text, Field(min_length=1, max_length=100, json_schema_extra={"pattern": NOT_BLANK})
+]
 DEFAULT_KEY_NAME = "API key"
 
 
