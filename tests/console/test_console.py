@@ -369,6 +369,37 @@ def test_a_dropped_stream_resumes_where_it_left_off(new_page: NewPage, school: S
     assert held[1].request.headers["last-event-id"] == position
 
 
+def test_a_remembered_position_the_stream_refuses_is_dropped_not_retried(
+    new_page: NewPage, school: School
+) -> None:
+    """A tab that remembers a position the stream no longer takes (an older Campanile's
+    numeric SSE id) gets the stream's 400 once; the console forgets it and goes live from
+    where the stream was as the page read the contacts, rather than retry it for ever."""
+    campaign_id = school.launched("Bus times", BODY, school.families)
+    gus = next(c["id"] for c in school.contacts(campaign_id) if c["phone"] == "+12015550110")
+    asked: list[str | None] = []  # each stream connection's Last-Event-ID
+
+    def connection(route: Route) -> None:
+        asked.append(route.request.headers.get("last-event-id"))
+        route.continue_()
+
+    page = new_page()
+    page.route("**/events?token=*", connection)
+    sign_in(page, school)
+    page.evaluate(f"sessionStorage.setItem('campanile.lastEventId.{campaign_id}', '1042')")
+    open_campaign(page, "Bus times")
+    expect(page.locator(".live")).to_have_text("Live", timeout=SETTLE_MS)
+    assert asked[0] == "1042", asked
+    assert len(asked) == 2 and asked[1] is not None, asked
+    place(asked[1])  # a position the stream sent
+    # Live from there: a change made now shows without a reload.
+    school.call("POST", f"/v1/campaigns/{campaign_id}/contacts/{gus}/opt-out", 201)
+    expect(row(page, "+12015550110").get_by_role("button", name="Opted out")).to_be_visible(
+        timeout=SETTLE_MS
+    )
+    assert page.evaluate(f"sessionStorage.getItem('campanile.lastEventId.{campaign_id}')") != "1042"
+
+
 def test_a_large_campaign_is_paged_through_the_api_cursors(
     new_page: NewPage, school: School
 ) -> None:

@@ -17,7 +17,8 @@ export function openStream(campaignId, onEvent, onState, first = null) {
   // Where this tab left the campaign's stream last time: a page opened again resumes there
   // (whatever changed since is replayed), or else where the stream was at `first`.
   const remembered = `campanile.lastEventId.${campaignId}`;
-  let lastEventId = sessionStorage.getItem(remembered) ?? first?.last_event_id ?? null;
+  const start = first?.last_event_id ?? null; // where the stream was as this page read it
+  let lastEventId = sessionStorage.getItem(remembered) ?? start;
   let minted = first;
   let closed = false;
   let controller = null;
@@ -55,6 +56,13 @@ export function openStream(campaignId, onEvent, onState, first = null) {
       } catch (error) {
         if (closed) return;
         if (error.status === 404 || error.status === 401) return onState("ended");
+        if (error.status === 400 && lastEventId !== null) {
+          // A position the stream no longer takes (remembered by an older Campanile, say):
+          // forgotten, and the stream resumed where it was as this page read the contacts
+          // (or, failing that, from the campaign's first event), never retried as it was.
+          sessionStorage.removeItem(remembered);
+          lastEventId = lastEventId === start ? null : start;
+        }
       }
       if (closed) return;
       onState("reconnecting");
