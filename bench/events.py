@@ -15,7 +15,8 @@ worker sends nothing).
    statements of 1,000 (as the worker's record does), as fast as the database takes them,
    then waits until every receiver has every event. Printed: deliveries per second (from
    the first change committed to the last delivery) and the lag of each delivery from its
-   event's commit (the event's `timestamp`), p50 and p99.
+   event's commit (the event's `timestamp`), p50 and p99, and the worker process's CPU
+   time per delivery (its claims and posts; less skewed by the rest of the machine).
 2. Stream: `campanile serve` (API and worker) as a process; --clients SSE clients in this
    process on one campaign's stream; --stream-changes changes, 50 a statement, 20
    statements a second. Printed: each event's lag at each client from its commit, p50 and
@@ -43,6 +44,7 @@ from typing import Any
 import asyncpg
 import httpx
 from _db import fresh_database, plain_url  # bench/_db.py
+from webhooks import process_cpu  # bench/webhooks.py
 
 from app.config import Settings
 from app.kit.crypto import new_secret_key
@@ -187,6 +189,7 @@ async def fanout(url: str, args: argparse.Namespace) -> None:
         worker = spawn(
             [sys.executable, "-m", "app.cli", "worker"], environment(url, secret_key), log
         )
+        worker_cpu = process_cpu(worker.pid)
         first = await change(url, campaign_id, args.changes, 1000, 0.0)
         changed = time.time()
         print(
@@ -197,13 +200,15 @@ async def fanout(url: str, args: argparse.Namespace) -> None:
         want = args.changes * args.endpoints
         stats = await wait_for(ports, want, deadline=time.time() + args.patience)
         last = time.time()  # every delivery arrived (within wait_for's look), or time ran out
+        worker_cpu = process_cpu(worker.pid) - worker_cpu
         lags = [lag for s in stats for lag in s["lags"]]
         got = sum(s["events"] for s in stats)
         print(
             f"fan-out: {got:,} of {want:,} deliveries ({sum(s['posts'] for s in stats):,} posts) "
             f"to {args.endpoints} endpoints; {got / max(last - first, 1e-9):,.0f} deliveries/s; "
             f"lag from commit p50 {percentile(lags, 0.5):.2f} s, "
-            f"p99 {percentile(lags, 0.99):.2f} s",
+            f"p99 {percentile(lags, 0.99):.2f} s; the worker's CPU "
+            f"{worker_cpu / max(got, 1) * 1e6:,.0f} us a delivery",
             flush=True,
         )
     finally:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -231,6 +232,7 @@ class Deliverer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._answers: list[Answer] = []  # recorded with the next claim
         self._room = asyncio.Event()  # an endpoint's queue ran dry: worth a claim
+        self._dry: set[uuid.UUID] = set()  # endpoints whose queue ran dry during a claim
 
     @property
     def in_flight(self) -> int:
@@ -240,9 +242,16 @@ class Deliverer:
     async def claim_and_post(self) -> int:
         """Record the answers of the posts that ended, claim what may be posted within the
         bounds, and start posting; how many were claimed."""
+        self._room.clear()
+        self._dry.clear()
         posts = await self._claim(self.concurrency * ROUNDS - self.in_flight)
         for post in posts:
             self._queued[post.endpoint_id].append(post)
+        # An endpoint whose queue ran dry as this claim was made, and that it refilled, is
+        # no reason for another claim at once.
+        self._dry.difference_update(post.endpoint_id for post in posts)
+        if not self._dry:
+            self._room.clear()
         self._start()
         return len(posts)
 
@@ -263,18 +272,19 @@ class Deliverer:
                 self._in_flight[endpoint_id] += 1
                 task = asyncio.create_task(self._deliver(post), name=f"webhook {post.id}")
                 self._tasks.add(task)
-                task.add_done_callback(self._ended)
+                task.add_done_callback(functools.partial(self._ended, endpoint_id))
 
-    def _ended(self, task: asyncio.Task[None]) -> None:
+    def _ended(self, endpoint_id: uuid.UUID, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._start()
-        if not all(self._queued.values()):
+        if not self._queued[endpoint_id]:  # its posts claimed so far all made or under way
+            self._dry.add(endpoint_id)
             self._room.set()
 
     async def room(self, seconds: float) -> None:
         """Until a claim is worth making: a post ended with no other of its endpoint queued
-        (at most `seconds`, after which the answers are worth recording anyway)."""
-        self._room.clear()
+        since the last claim began (at most `seconds`, after which the answers are worth
+        recording anyway)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._room.wait(), seconds)
 

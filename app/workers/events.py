@@ -38,8 +38,9 @@ class EventPruner(LoopService):
 
 class EventDeliverer(LoopService):
     """Posts due webhook deliveries (`app.events.deliveries.Deliverer`), claiming again as
-    soon as an endpoint's queued posts run out, resting EVENTS_POLL_SECONDS when nothing is
-    due or in flight."""
+    soon as an endpoint's queued posts run out (or after EVENTS_POLL_SECONDS, for the new
+    events of other endpoints), resting EVENTS_POLL_SECONDS when nothing is due or in
+    flight."""
 
     name = "event deliverer"
 
@@ -52,12 +53,11 @@ class EventDeliverer(LoopService):
         )
 
     async def run_once(self) -> bool:
-        if await self.deliverer.claim_and_post() > 0:
-            return True
-        if self.deliverer.in_flight:  # full, or nothing due yet: look again when worth it
+        claimed = await self.deliverer.claim_and_post()
+        if self.deliverer.in_flight:  # claim again once an endpoint's queued posts run out
             await self.deliverer.room(self.interval_seconds)
             return True
-        return False
+        return claimed > 0
 
     async def run(self) -> None:
         try:
