@@ -90,14 +90,16 @@ async def read(
     *,
     campaign_ids: list[uuid.UUID],
     limit: int = 500,
+    below: int | None = None,
 ) -> list[Event]:
-    """The readable events of these campaigns after `after`, in order."""
+    """The readable events of these campaigns after `after`, in order; only those of
+    transactions older than `below` (a horizon read before), if given."""
     query = (
         select(Event)
         .where(
             Event.campaign_id == any_(bindparam("campaigns", campaign_ids, ARRAY(Uuid))),
             tuple_(Event.xid, Event.id) > after.clause(),
-            READABLE,
+            READABLE if below is None else Event.xid < literal(below, BigInteger),
         )
         .order_by(Event.xid, Event.id)
         .limit(limit)

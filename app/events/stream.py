@@ -176,10 +176,12 @@ class Broadcaster:
             async with unit_of_work(self.sessionmaker) as session:
                 horizon = await outbox.horizon(session)
                 # After the horizon is read: a stream subscribed from now on replays every
-                # event below it itself, its look being later.
+                # event below it itself, its look being later. So no more than that is read
+                # here (a look of this read's own could reach further than such a stream's
+                # replay, and the events between would be neither replayed nor handed out).
                 campaigns = list(self._subscribers)
                 batch = await outbox.read(
-                    session, self._position, campaign_ids=campaigns, limit=1000
+                    session, self._position, campaign_ids=campaigns, limit=1000, below=horizon
                 )
             for event in batch:
                 self._position = outbox.Position.of(event)
