@@ -4,9 +4,12 @@ refused one is a 422 problem and saves nothing."""
 
 from __future__ import annotations
 
+import ipaddress
+
 import httpx
 import pytest
 
+from app.events import urls
 from tests.support.api import make_school
 
 
@@ -22,6 +25,10 @@ from tests.support.api import make_school
         "https://[::ffff:10.0.0.1]/events",  # IPv4-mapped
         "https://[64:ff9b::a00:1]/events",  # NAT64 of 10.0.0.1
         "https://[2002:a00:1::1]/events",  # 6to4 of 10.0.0.1
+        "https://[::127.0.0.1]/events",  # IPv4-compatible (::/96) loopback
+        "https://[::10.0.0.1]/events",  # IPv4-compatible 10.0.0.1
+        "https://[::a9fe:a9fe]/events",  # IPv4-compatible 169.254.169.254, in hex
+        "https://[::]/events",
         "ftp://example.org/events",
     ],
 )
@@ -32,6 +39,16 @@ async def test_private_and_plain_urls_are_refused(client: httpx.AsyncClient, url
     assert response.headers["content-type"] == "application/problem+json"
     listed = await client.get("/v1/webhook-endpoints", headers=auth)
     assert listed.json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["::93.184.215.14", "::ffff:93.184.215.14", "64:ff9b::93.184.215.14", "2002:5db8:d70e::1"],
+)
+async def test_a_public_ipv4_address_inside_an_ipv6_one_is_public(address: str) -> None:
+    """Only the IPv4 address inside is refused when not public, not every such form."""
+    found = await urls.public_addresses(address)
+    assert [ipaddress.ip_address(a) for a in found] == [ipaddress.ip_address(address)]
 
 
 async def test_an_endpoint_is_made_listed_changed_and_deleted(client: httpx.AsyncClient) -> None:

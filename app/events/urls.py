@@ -24,9 +24,15 @@ class RefusedUrl(ValueError):
     """A URL events may not be posted to; `str(exc)` says why, for the caller."""
 
 
-# IPv6 prefixes that carry an IPv4 address in their last 32 bits, which a translator
-# reaches (RFC 6052's NAT64 prefixes): public only if that address is.
-_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits: RFC 6052's NAT64
+# prefixes, which a translator reaches, and the IPv4-compatible addresses (`::/96`, RFC
+# 4291, deprecated), which a host may still route to that IPv4 address: public only if that
+# address is (`::` and `::1` are neither, and so refused).
+_IPV4_INSIDE = (
+    ipaddress.ip_network("64:ff9b::/96"),
+    ipaddress.ip_network("64:ff9b:1::/48"),
+    ipaddress.ip_network("::/96"),
+)
 
 
 def _public(address: str) -> bool:
@@ -34,10 +40,10 @@ def _public(address: str) -> bool:
     if not (ip.is_global and not ip.is_multicast):
         return False
     if isinstance(ip, ipaddress.IPv6Address):
-        # An IPv4 address inside (mapped, 6to4, Teredo's server and client, NAT64) must be
-        # public too.
+        # An IPv4 address inside (mapped, 6to4, Teredo's server and client, NAT64,
+        # IPv4-compatible) must be public too.
         inside = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
-        if any(ip in net for net in _NAT64):
+        if any(ip in net for net in _IPV4_INSIDE):
             inside.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
         return all(_public(str(v4)) for v4 in inside if v4 is not None)
     return True
