@@ -51,6 +51,48 @@ async def test_a_public_ipv4_address_inside_an_ipv6_one_is_public(address: str) 
     assert [ipaddress.ip_address(a) for a in found] == [ipaddress.ip_address(address)]
 
 
+@pytest.mark.parametrize(
+    ("events", "why"),
+    [
+        ([], "null"),  # would receive nothing: the detail points at null, for every type
+        (["recipient.updated", "recipient.updated"], "twice"),
+        (["campaign.updated", "opt_out.created", "campaign.updated"], "twice"),
+    ],
+)
+async def test_events_is_null_or_distinct_types_at_least_one(
+    client: httpx.AsyncClient, events: list[str], why: str
+) -> None:
+    """`events: []` and a type named twice are a 422 problem naming the field, on POST and on
+    PATCH, and save or change nothing; the OpenAPI document says so (minItems, uniqueItems)."""
+    _, auth = await make_school(client)
+    url = "https://93.184.215.14/events"
+
+    def refused(response: httpx.Response) -> None:
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        [error] = response.json()["errors"]
+        assert error["loc"] == ["body", "events"]
+        assert why in error["msg"], error
+
+    refused(
+        await client.post(
+            "/v1/webhook-endpoints", json={"url": url, "events": events}, headers=auth
+        )
+    )
+    assert (await client.get("/v1/webhook-endpoints", headers=auth)).json()["items"] == []
+    made = await client.post(
+        "/v1/webhook-endpoints", json={"url": url, "events": ["opt_out.deleted"]}, headers=auth
+    )
+    assert made.status_code == 201, made.text
+    path = f"/v1/webhook-endpoints/{made.json()['id']}"
+    refused(await client.patch(path, json={"events": events}, headers=auth))
+    assert (await client.get(path, headers=auth)).json()["events"] == ["opt_out.deleted"]
+    document = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    for name in ("WebhookEndpointCreate", "WebhookEndpointUpdate"):
+        [listed] = [b for b in document[name]["properties"]["events"]["anyOf"] if "items" in b]
+        assert (listed.get("minItems"), listed.get("uniqueItems")) == (1, True), listed
+
+
 async def test_an_endpoint_is_made_listed_changed_and_deleted(client: httpx.AsyncClient) -> None:
     """Its secret is shown once; another school cannot see it (404)."""
     _, auth = await make_school(client)

@@ -1,13 +1,34 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, StrictBool
+from pydantic import AfterValidator, Field, StrictBool
 
 from app.kit.schemas import Id, RequestSchema, Schema
 
 EventType = Literal["recipient.updated", "campaign.updated", "opt_out.created", "opt_out.deleted"]
+
+
+def _some_and_distinct(types: list[EventType]) -> list[EventType]:
+    if not types:
+        raise ValueError(
+            "an empty list would receive no event: send null for every type, or name at least one"
+        )
+    twice = sorted({t for t in types if types.count(t) > 1})
+    if twice:
+        raise ValueError(f"{', '.join(twice)} named twice: name each type once")
+    return types
+
+
+# What an endpoint may ask for: null (every type), or at least one type, each named once.
+# The document says it (minItems, uniqueItems) and the validator checks it, saying why
+# (pydantic's min_length would say only "at least 1 item"; pydantic has no uniqueItems).
+EventTypes = Annotated[
+    list[EventType],
+    AfterValidator(_some_and_distinct),
+    Field(json_schema_extra={"minItems": 1, "uniqueItems": True}),
+]
 
 _URL = Field(
     min_length=1,
@@ -17,20 +38,21 @@ _URL = Field(
 )
 _EVENTS = Field(
     default=None,
-    description="The event types posted here; null for all",
+    description="The event types posted here, at least one, each named once (an empty list, "
+    "or a type named twice, is a 422); null for all",
     examples=[["recipient.updated", "campaign.updated"]],
 )
 
 
 class WebhookEndpointCreate(RequestSchema):
     url: str = _URL
-    events: list[EventType] | None = _EVENTS
+    events: EventTypes | None = _EVENTS
     description: str | None = Field(default=None, max_length=500)
 
 
 class WebhookEndpointUpdate(RequestSchema):
     url: str | None = Field(default=None, min_length=1, max_length=2000)
-    events: list[EventType] | None = _EVENTS
+    events: EventTypes | None = _EVENTS
     description: str | None = Field(default=None, max_length=500)
     enabled: StrictBool | None = None  # 1 or "yes" is not a boolean
 
