@@ -23,6 +23,10 @@ from app.schools.dependencies import CurrentKey, CurrentSchool, SchoolTrail, bea
 from app.schools.repository import KeyInUse
 
 HEARTBEAT_SECONDS = 15
+# The longest position the stream sends (`xid-id`, each below 2**63): a Last-Event-ID any
+# longer is not one, and is not parsed.
+POSITION_CHARS = len(str(outbox.Position(2**63 - 1, 2**63 - 1)))
+NOT_A_POSITION = "Last-Event-ID is not a position this stream sent."
 NO_ENDPOINT = (NotFound, "No webhook endpoint with this id in the school.")
 REFUSED_URL = (
     Unprocessable,
@@ -196,7 +200,14 @@ async def stream_campaign_events(
     box: SecretBoxDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     token: Annotated[str | None, Query(max_length=200)] = None,
-    last_event_id: Annotated[str | None, Header(max_length=40)] = None,
+    # No max_length: a longer one is refused as every other that is not a position, a 400.
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            description="The SSE `id` of the last event the client had: the stream resumes "
+            "after it. One the stream did not send (whatever its length) is a 400"
+        ),
+    ] = None,
 ) -> EventSourceResponse:
     """The campaign's `recipient.updated` and `campaign.updated` events, as the webhooks post
     them, each with its position as the SSE `id`: those after `Last-Event-ID` first (all
@@ -211,9 +222,10 @@ async def stream_campaign_events(
         campaign = await campaigns.get(session, key.school, campaign_id)
     after = outbox.START
     if last_event_id:
-        resumed = outbox.Position.parse(last_event_id)
+        short = len(last_event_id) <= POSITION_CHARS
+        resumed = outbox.Position.parse(last_event_id) if short else None
         if resumed is None:
-            raise BadRequest("Last-Event-ID is not a position this stream sent.")
+            raise BadRequest(NOT_A_POSITION)
         after = resumed
     broadcaster: Broadcaster = request.app.state.broadcaster
     await broadcaster.start()
