@@ -28,6 +28,8 @@ from tests.support.api import make_school
         "https://[::127.0.0.1]/events",  # IPv4-compatible (::/96) loopback
         "https://[::10.0.0.1]/events",  # IPv4-compatible 10.0.0.1
         "https://[::a9fe:a9fe]/events",  # IPv4-compatible 169.254.169.254, in hex
+        "https://[::ffff:0:7f00:1]/events",  # IPv4-translated (::ffff:0:0:0/96) loopback
+        "https://[::ffff:0:a00:1]/events",  # IPv4-translated 10.0.0.1
         "https://[::]/events",
         "ftp://example.org/events",
     ],
@@ -43,7 +45,13 @@ async def test_private_and_plain_urls_are_refused(client: httpx.AsyncClient, url
 
 @pytest.mark.parametrize(
     "address",
-    ["::93.184.215.14", "::ffff:93.184.215.14", "64:ff9b::93.184.215.14", "2002:5db8:d70e::1"],
+    [
+        "::93.184.215.14",
+        "::ffff:93.184.215.14",
+        "::ffff:0:5db8:d70e",
+        "64:ff9b::93.184.215.14",
+        "2002:5db8:d70e::1",
+    ],
 )
 async def test_a_public_ipv4_address_inside_an_ipv6_one_is_public(address: str) -> None:
     """Only the IPv4 address inside is refused when not public, not every such form."""

@@ -25,13 +25,15 @@ class RefusedUrl(ValueError):
 
 
 # IPv6 prefixes that carry an IPv4 address in their last 32 bits: RFC 6052's NAT64
-# prefixes, which a translator reaches, and the IPv4-compatible addresses (`::/96`, RFC
-# 4291, deprecated), which a host may still route to that IPv4 address: public only if that
-# address is (`::` and `::1` are neither, and so refused).
+# prefixes, which a translator reaches, the IPv4-compatible addresses (`::/96`, RFC 4291,
+# deprecated) and the IPv4-translated ones (`::ffff:0:0:0/96`, RFC 2765), which a host may
+# still route to that IPv4 address: public only if that address is (`::` and `::1` are
+# neither, and so refused).
 _IPV4_INSIDE = (
     ipaddress.ip_network("64:ff9b::/96"),
     ipaddress.ip_network("64:ff9b:1::/48"),
     ipaddress.ip_network("::/96"),
+    ipaddress.ip_network("::ffff:0:0:0/96"),
 )
 
 
