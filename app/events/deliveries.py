@@ -10,8 +10,9 @@ endpoint's events). Nothing of this is done while the changes are made: the writ
 write events. A `Deliverer` then claims due deliveries FOR UPDATE SKIP LOCKED and
 leases them (`next_attempt_at` = now + LEASE_SECONDS, so several workers never post one at
 once and a killed worker's posts are made again once the lease runs out), posts each in a
-task of its own, at most `per_endpoint` at once to one endpoint and `concurrency` in all,
-so a slow or dead endpoint holds up only its own deliveries, and records the answers
+task of its own, at most `concurrency` in all and, to one endpoint, `per_endpoint` at once
+while it answers 2xx, else one (an endpoint that hangs holds one of the `concurrency`, so
+dead endpoints hold up their own deliveries, not others'), and records the answers
 together, in the next claim's transaction (a worker killed before that posts nothing
 twice at once: the lease runs out first, and those posts are made again). A 2xx answer
 within TIMEOUT_SECONDS is a delivery; anything else (another status, a timeout, a refused
@@ -166,6 +167,12 @@ async def fan_out(session: AsyncSession, now: datetime, limit: int = FAN_OUT) ->
     return int(await session.scalar(_FAN_OUT, {"limit": limit, "now": now}) or 0)
 
 
+async def give_back(session: AsyncSession, posts: list[Post]) -> None:
+    """Posts leased and not made: due again at once, as if never leased."""
+    ids, attempts = [p.id for p in posts], [p.attempts for p in posts]
+    await session.execute(_GIVE_BACK, {"ids": ids, "attempts": attempts})
+
+
 @dataclass(frozen=True, slots=True)
 class Post:
     """One claimed delivery, ready to post."""
@@ -231,7 +238,12 @@ class Deliverer:
         self._in_flight: Counter[uuid.UUID] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         self._answers: list[Answer] = []  # recorded with the next claim
+        self._unmade: list[Post] = []  # given back with the next claim
         self._room = asyncio.Event()  # an endpoint's queue ran dry: worth a claim
+        # Endpoints whose last post here was answered 2xx: only those get `per_endpoint`
+        # posts at once; any other (new to this worker, failing, dead) one at a time, so
+        # that endpoints that hang hold one of the `concurrency` posts each, not more.
+        self._answering: set[uuid.UUID] = set()
         self._dry: set[uuid.UUID] = set()  # endpoints whose queue ran dry during a claim
 
     @property
@@ -257,22 +269,28 @@ class Deliverer:
 
     def _start(self) -> None:
         """Start the queued posts that the bounds let start. A post that could no longer
-        end within its lease is not made here: once the lease runs out, any worker makes it
-        (so a post is never made twice at once, however long others held it queued)."""
+        end within its lease is not made here (so a post is never made twice at once,
+        however long others held it queued): it is given back with the next claim, due at
+        once for any worker, its attempt not counted."""
         latest = time.monotonic() + self.timeout + 1
         for endpoint_id, queue in self._queued.items():
             while (
                 queue
-                and self._in_flight[endpoint_id] < self.per_endpoint
+                and self._in_flight[endpoint_id] < self._bound(endpoint_id)
                 and len(self._tasks) < self.concurrency
             ):
                 post = queue.popleft()
                 if post.lease_ends < latest:
+                    self._unmade.append(post)
                     continue
                 self._in_flight[endpoint_id] += 1
                 task = asyncio.create_task(self._deliver(post), name=f"webhook {post.id}")
                 self._tasks.add(task)
                 task.add_done_callback(functools.partial(self._ended, endpoint_id))
+
+    def _bound(self, endpoint_id: uuid.UUID) -> int:
+        """How many posts to the endpoint may be under way at once."""
+        return self.per_endpoint if endpoint_id in self._answering else 1
 
     def _ended(self, endpoint_id: uuid.UUID, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -294,18 +312,22 @@ class Deliverer:
         it holds."""
         now = utcnow()
         answers, self._answers = self._answers, []
+        unmade, self._unmade = self._unmade, []
         try:
-            return await self._record_and_lease(answers, now, room)
+            return await self._record_and_lease(answers, unmade, now, room)
         except BaseException:
             self._answers[:0] = answers  # recorded with the next claim, if there is one
+            self._unmade[:0] = unmade
             raise
 
     async def _record_and_lease(
-        self, answers: list[Answer], now: datetime, room: int
+        self, answers: list[Answer], unmade: list[Post], now: datetime, room: int
     ) -> list[Post]:
         async with unit_of_work(self.sessionmaker) as session:
             if answers:
                 await session.execute(_RECORD, Answer.columns(answers, now))
+            if unmade:
+                await give_back(session, unmade)
             await fan_out(session, now)
             if room <= 0:
                 return []
@@ -315,7 +337,8 @@ class Deliverer:
             chosen: list[int] = []
             for row in due:
                 held = self._in_flight[row.endpoint_id] + len(self._queued[row.endpoint_id])
-                if held + taken[row.endpoint_id] < limit and len(chosen) < room:
+                rounds = self._bound(row.endpoint_id) * ROUNDS
+                if held + taken[row.endpoint_id] < rounds and len(chosen) < room:
                     taken[row.endpoint_id] += 1
                     chosen.append(row.id)
             if not chosen:
@@ -365,6 +388,10 @@ class Deliverer:
         try:
             answer, error = await self._post(post)
             self._answers.append(Answer.of(post, answer, error))
+            if answer is not None and 200 <= answer < 300:
+                self._answering.add(post.endpoint_id)
+            else:
+                self._answering.discard(post.endpoint_id)
         except Exception:  # the lease runs out and the delivery is posted again
             log.exception("webhook delivery %s was not posted", post.id)
         finally:
@@ -373,6 +400,8 @@ class Deliverer:
     async def _post(self, post: Post) -> tuple[int | None, str | None]:
         headers = sign(post.secret, post.event_id, utcnow(), post.body)
         try:
+            if not self.allow_private:  # saved with http while private URLs were allowed
+                urls.shape(post.url, allow_private=False)
             # The whole post within the timeout (httpx's bounds each step: a receiver
             # answering a byte at a time would hold it past its lease), and of its answer's
             # body no more than ANSWER_BYTES read (read to its end, the connection is kept
@@ -389,7 +418,7 @@ class Deliverer:
                 return answer.status_code, None
         except (TimeoutError, httpx.TimeoutException):
             return None, f"no answer within {self.timeout:g} s"
-        except urls.RefusedUrl as exc:  # its host resolves to an address that is not public
+        except urls.RefusedUrl as exc:  # not https, or its host is not public (any more)
             return None, str(exc)
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}"[:500]
@@ -397,8 +426,9 @@ class Deliverer:
     async def finish(self, seconds: float = TIMEOUT_SECONDS + 1) -> None:
         """Let the posts in flight end (for at most `seconds`), record their answers, give
         back the queued ones (due again at once, for any worker), then close the client."""
-        queued = [post for queue in self._queued.values() for post in queue]
+        queued = [*self._unmade, *(post for queue in self._queued.values() for post in queue)]
         self._queued.clear()
+        self._unmade = []
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=seconds)
         try:
@@ -407,10 +437,7 @@ class Deliverer:
                     await session.execute(_RECORD, Answer.columns(self._answers, utcnow()))
                     self._answers = []
                 if queued:
-                    await session.execute(
-                        _GIVE_BACK,
-                        {"ids": [p.id for p in queued], "attempts": [p.attempts for p in queued]},
-                    )
+                    await give_back(session, queued)
         finally:
             await self.http.aclose()
 

@@ -27,11 +27,12 @@ from starlette.routing import Route
 
 from app.config import Settings
 from app.delivery.engine import Engine
-from app.events.deliveries import RETRY_WAITS, Answer, Deliverer, Post
+from app.events.deliveries import LEASE_SECONDS, RETRY_WAITS, Answer, Deliverer, Post
 from app.kit.clock import utcnow
 from app.kit.crypto import SecretBox
 from app.kit.db import unit_of_work
 from app.models import WebhookDelivery
+from tests.support.api import make_school
 from tests.support.delivery import (
     Sessions,
     TimedFakeTwilio,
@@ -241,20 +242,26 @@ async def test_a_post_that_times_out_is_posted_again_later_with_the_same_id(
     assert first == again
 
 
+@pytest.mark.parametrize(
+    ("scheme_and_host", "why"),
+    [("https://localhost", "not public"), ("http://127.0.0.1", "must use https")],
+)
 async def test_an_address_that_is_not_public_is_refused_where_the_post_connects(
     client: httpx.AsyncClient,
     twilio_school: TwilioSchool,
     sessionmaker: Sessions,
     settings: Settings,
     receivers: Callable[..., Any],
+    scheme_and_host: str,
+    why: str,
 ) -> None:
     """An endpoint saved while its name resolved to a public address, now resolving to
-    loopback (saved here with private URLs allowed, then posted by a deliverer that does
-    not allow them): the connection is refused, nothing reaches the receiver, and the
-    deliveries log says why."""
+    loopback, or one saved with plain http while private URLs were allowed (saved here
+    with them allowed, then posted by a deliverer that does not allow them): nothing
+    reaches the receiver, and the deliveries log says why."""
     assert settings.secret_key
     receiver: Receiver = await receivers()
-    url = receiver.url.replace("http://127.0.0.1", "https://localhost")
+    url = receiver.url.replace("http://127.0.0.1", scheme_and_host)
     endpoint = await subscribe(client, twilio_school, url, ["campaign.updated"])
     path = f"/v1/webhook-endpoints/{endpoint['id']}/deliveries"
     deliverer = Deliverer(sessionmaker, SecretBox(settings.secret_key), allow_private=False)
@@ -273,7 +280,7 @@ async def test_an_address_that_is_not_public_is_refused_where_the_post_connects(
                 await asyncio.sleep(0.05)
     finally:
         await deliverer.finish(0.1)
-    assert "not public" in refused[0]["last_error"]
+    assert why in refused[0]["last_error"]
     assert (refused[0]["status"], refused[0]["last_status"]) == ("pending", None)
     assert receiver.posts == []
 
@@ -322,14 +329,58 @@ async def test_a_dead_endpoint_does_not_hold_up_a_healthy_one(
             )
             assert response.status_code == 201, response.text
         await deliver_all(sessionmaker, deliverer, lambda: len(healthy.posts) >= 41)
-        # The dead one took no more than its share while it hangs.
-        assert len(dead.posts) == 2
+        # The dead one, which never answered, had one post at a time while it hangs.
+        assert len(dead.posts) == 1
     finally:
         await deliverer.finish(0.1)
     kinds = [json.loads(body)["type"] for _, body in healthy.posts]
     assert kinds.count("opt_out.created") == 20
     assert kinds.count("recipient.updated") == 20  # each opted-out recipient failed
     assert cid
+
+
+async def test_a_school_s_dead_endpoints_do_not_hold_up_another_school_s_events(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    sessionmaker: Sessions,
+    settings: Settings,
+    receivers: Callable[..., Any],
+) -> None:
+    """Three endpoints of one school that never answer, as many as a worker posts to at
+    once but one: each holds one post, and the other school's endpoint gets every event of
+    its own school (and none of the first's) while they hang."""
+    assert settings.secret_key
+    dead = [await receivers(hang=True) for _ in range(3)]
+    for receiver in dead:
+        await subscribe(client, twilio_school, receiver.url)
+    _, other = await make_school(client, name="Other High")
+    healthy: Receiver = await receivers()
+    response = await client.post(
+        "/v1/webhook-endpoints", json={"url": healthy.url, "events": None}, headers=other
+    )
+    assert response.status_code == 201, response.text
+    deliverer = Deliverer(
+        sessionmaker,
+        SecretBox(settings.secret_key),
+        allow_private=True,
+        concurrency=4,
+        per_endpoint=2,
+        timeout=PATIENCE_SECONDS + 5,  # the dead ones' posts do not end during the test
+    )
+    theirs = [phone(n) for n in range(10)]
+    ours = [phone(n) for n in range(10, 20)]
+    try:
+        for school, numbers in ((twilio_school.auth, theirs), (other, ours)):
+            for n in numbers:
+                created = await client.post("/v1/opt-outs", json={"phone": n}, headers=school)
+                assert created.status_code == 201, created.text
+        await deliver_all(sessionmaker, deliverer, lambda: len(healthy.posts) >= len(ours))
+        await asyncio.sleep(0.2)  # time for a post too many, if one was made
+    finally:
+        await deliverer.finish(0.1)
+    got = [json.loads(body)["data"]["phone"] for _, body in healthy.posts]
+    assert sorted(got) == sorted(ours)
+    assert [len(receiver.posts) for receiver in dead] == [1, 1, 1]
 
 
 async def test_a_campaign_s_every_change_reaches_the_receiver_and_its_last_word_is_the_api_s(
@@ -505,17 +556,48 @@ async def test_a_stopping_worker_posts_nothing_it_queued_and_gives_it_back_at_on
     stopping = Deliverer(
         sessionmaker, SecretBox(settings.secret_key), allow_private=True, per_endpoint=2
     )
-    assert await stopping.claim_and_post() == 6  # two in flight, four queued
-    await deliver_all(sessionmaker, stopping, lambda: len(slow.posts) >= 2)  # claims no more
-    await stopping.finish(0.1)  # the two hang past it
-    assert len(slow.posts) == 2
+    # An endpoint yet to answer: one post at a time, four rounds: one in flight, three queued.
+    assert await stopping.claim_and_post() == 4
+    await deliver_all(sessionmaker, stopping, lambda: len(slow.posts) >= 1)  # claims no more
+    await stopping.finish(0.1)  # the one hangs past it
+    assert len(slow.posts) == 1
     async with unit_of_work(sessionmaker) as session:
         rows = (await session.scalars(select(WebhookDelivery))).all()
         now = (await session.execute(text("SELECT now()"))).scalar_one()
     given_back = [r for r in rows if r.attempts == 0]
-    assert len(given_back) == 4
+    assert len(given_back) == 5  # the three queued, and the two never claimed
     assert all(r.next_attempt_at is not None and r.next_attempt_at <= now for r in given_back)
     assert all(r.status == "pending" for r in rows)
+
+
+async def test_a_post_that_could_not_end_within_its_lease_is_given_back_not_counted(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    sessionmaker: Sessions,
+    settings: Settings,
+    receivers: Callable[..., Any],
+) -> None:
+    """A worker whose posts may take as long as their lease makes none of them (another
+    worker could post the same once the lease ran out): each is due again at once, and
+    the deliveries log counts no attempt for it."""
+    assert settings.secret_key
+    receiver: Receiver = await receivers()
+    await subscribe(client, twilio_school, receiver.url)
+    response = await client.post(
+        "/v1/opt-outs", json={"phone": phone(1)}, headers=twilio_school.auth
+    )
+    assert response.status_code == 201, response.text
+    deliverer = Deliverer(
+        sessionmaker, SecretBox(settings.secret_key), allow_private=True, timeout=LEASE_SECONDS
+    )
+    assert await deliverer.claim_and_post() == 1
+    await deliverer.finish(0.1)
+    assert receiver.posts == []
+    async with unit_of_work(sessionmaker) as session:
+        row = (await session.scalars(select(WebhookDelivery))).one()
+        now = (await session.execute(text("SELECT now()"))).scalar_one()
+    assert (row.attempts, row.status) == (0, "pending")
+    assert row.next_attempt_at is not None and row.next_attempt_at <= now
 
 
 async def test_an_endpoint_gets_each_event_of_while_it_is_enabled_once(
