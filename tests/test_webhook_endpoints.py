@@ -146,3 +146,27 @@ async def test_an_endpoint_is_made_listed_changed_and_deleted(client: httpx.Asyn
         ("webhook_endpoint.update", endpoint["id"]),
         ("webhook_endpoint.create", endpoint["id"]),
     ]
+
+
+async def test_a_school_has_at_most_twenty_endpoints(client: httpx.AsyncClient) -> None:
+    """The 21st is a 409 problem that saves nothing; once one is deleted, another may be
+    made (each endpoint that stops answering holds one of a worker's posts)."""
+    _, auth = await make_school(client)
+    body = {"url": "https://93.184.215.14/events"}
+    made = [
+        (await client.post("/v1/webhook-endpoints", json=body, headers=auth)).json()["id"]
+        for _ in range(20)
+    ]
+    refused = await client.post("/v1/webhook-endpoints", json=body, headers=auth)
+    assert refused.status_code == 409, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "20 webhook endpoints" in refused.json()["detail"]
+    listed = await client.get("/v1/webhook-endpoints", params={"limit": 100}, headers=auth)
+    assert sorted(e["id"] for e in listed.json()["items"]) == sorted(made)
+    deleted = await client.delete(f"/v1/webhook-endpoints/{made[0]}", headers=auth)
+    assert deleted.status_code == 204, deleted.text
+    again = await client.post("/v1/webhook-endpoints", json=body, headers=auth)
+    assert again.status_code == 201, again.text
+    _, other = await make_school(client, name="Other High")
+    theirs = await client.post("/v1/webhook-endpoints", json=body, headers=other)
+    assert theirs.status_code == 201, theirs.text  # the bound is each school's

@@ -42,7 +42,7 @@ router = APIRouter(prefix="/webhook-endpoints", tags=["webhook-endpoints"])
     status_code=status.HTTP_201_CREATED,
     response_model=schemas.WebhookEndpointCreated,
     operation_id="createWebhookEndpoint",
-    responses=responses(REFUSED_URL),
+    responses=responses(REFUSED_URL, service.TOO_MANY),
     summary="Subscribe a URL to the school's events",
 )
 async def create_webhook_endpoint(
@@ -54,7 +54,8 @@ async def create_webhook_endpoint(
     trail: SchoolTrail,
 ) -> schemas.WebhookEndpointCreated:
     """Events of the types asked for (all, with `events: null`) are posted to the URL, signed
-    as Standard Webhooks says, with the secret in this answer: it is shown this once."""
+    as Standard Webhooks says, with the secret in this answer: it is shown this once. A
+    school has at most 20 endpoints."""
     made = await service.create(session, school, data, box, settings.events_allow_private_urls)
     trail.record(school.id, AuditAction.webhook_endpoint_create, made.id, {"url": made.url})
     return made

@@ -13,12 +13,18 @@ from sqlalchemy import literal_column, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import service as audit
-from app.errors import NotFound, Unprocessable
+from app.errors import Conflict, NotFound, Unprocessable
 from app.events import outbox, render, schemas, urls
 from app.kit.crypto import SecretBox
 from app.kit.pagination import decode_cursor, int_key, page_of, time_key, uuid_key
 from app.kit.schemas import parse_uuid
 from app.models import Event, School, WebhookDelivery, WebhookEndpoint
+
+# Endpoints a school may have: each holds at most one of a worker's posts at once while it
+# fails to answer (app.events.deliveries), so one school's dead endpoints never take more
+# than this of a worker's `concurrency` (50).
+MAX_ENDPOINTS = 20
+TOO_MANY = (Conflict, f"The school has {MAX_ENDPOINTS} webhook endpoints, the most it may have.")
 
 
 def _new_secret() -> str:
@@ -44,6 +50,13 @@ async def create(
     box: SecretBox,
     allow_private: bool,
 ) -> schemas.WebhookEndpointCreated:
+    # The school's row locked, so that two creates at once count each other.
+    await session.execute(select(School.id).where(School.id == school.id).with_for_update())
+    held = await session.scalar(
+        select(sa.func.count()).where(WebhookEndpoint.school_id == school.id)
+    )
+    if (held or 0) >= MAX_ENDPOINTS:
+        raise TOO_MANY[0](f"{TOO_MANY[1]} Delete one to add another.")
     secret = _new_secret()
     endpoint = WebhookEndpoint(
         school_id=school.id,
