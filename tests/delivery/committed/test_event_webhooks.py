@@ -6,24 +6,18 @@ on loopback, real commits."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import func, select, text, update
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from app.config import Settings
 from app.delivery.engine import Engine
@@ -42,55 +36,9 @@ from tests.support.delivery import (
     launch,
     phone,
 )
+from tests.support.receiver import Receiver
 
 PATIENCE_SECONDS = 30.0
-
-
-@dataclass
-class Receiver:
-    """A school's system on loopback: what it answers is `answer(request number)`."""
-
-    answer: Callable[[int], int] = lambda n: 204
-    hang: bool = False
-    hang_first: int = 0  # posts that hang, from the first
-    posts: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    port: int = 0
-    _server: uvicorn.Server | None = None
-    _task: asyncio.Task[None] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/events"
-
-    async def _events(self, request: Request) -> Response:
-        body = await request.body()
-        self.posts.append((dict(request.headers), body))
-        if self.hang or len(self.posts) <= self.hang_first:
-            await asyncio.sleep(3600)
-        return Response(status_code=self.answer(len(self.posts)))
-
-    async def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))  # its own port, or a new one
-        self.port = sock.getsockname()[1]
-        app = Starlette(routes=[Route("/events", self._events, methods=["POST"])])
-        config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:
-            if self._task.done():
-                await self._task  # raises what stopped it
-                raise RuntimeError("the receiver stopped at start-up")
-            await asyncio.sleep(0.01)
-
-    async def stop(self) -> None:
-        assert self._server is not None and self._task is not None
-        self._server.should_exit = True
-        self._server.force_exit = True
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
 
 
 @pytest.fixture
@@ -197,6 +145,39 @@ async def test_events_are_posted_signed_and_retried_with_the_same_id(
         2,
     )
     assert delivery["last_status"] == 200
+
+
+async def test_a_redirect_is_not_followed_and_the_post_is_retried(
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    sessionmaker: Sessions,
+    settings: Settings,
+    receivers: Callable[..., Any],
+) -> None:
+    """An endpoint answering 302 elsewhere: nothing is posted where it points, and the
+    delivery is not made (retried later), its log showing the 302."""
+    assert settings.secret_key
+    elsewhere: Receiver = await receivers()
+    redirecting: Receiver = await receivers(answer=lambda n: 302, location=elsewhere.url)
+    endpoint = await subscribe(client, twilio_school, redirecting.url, ["campaign.updated"])
+    deliverer = Deliverer(sessionmaker, SecretBox(settings.secret_key), allow_private=True)
+    try:
+        await launch(client, twilio_school, phone(0))
+        await deliver_all(sessionmaker, deliverer, lambda: len(redirecting.posts) >= 1)
+        await asyncio.sleep(0.2)
+    finally:
+        await deliverer.finish()
+    assert elsewhere.posts == []
+    response = await client.get(
+        f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", headers=twilio_school.auth
+    )
+    [delivery] = response.json()["items"]
+    assert (delivery["status"], delivery["last_status"], delivery["attempts"]) == (
+        "pending",
+        302,
+        1,
+    )
+    assert delivery["next_attempt_at"] is not None
 
 
 async def test_a_post_that_times_out_is_posted_again_later_with_the_same_id(

@@ -14,11 +14,13 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select, tuple_, update
 
+from app.config import Settings
 from app.delivery.engine import Engine
 from app.events import deliveries, outbox, render
 from app.kit.clock import utcnow
 from app.kit.db import unit_of_work
 from app.models import Event, Recipient, WebhookDelivery
+from app.workers.events import EventPruner
 from tests.fakes.twilio import Answer
 from tests.support.delivery import (
     Sessions,
@@ -212,9 +214,13 @@ async def test_a_reader_never_passes_an_event_still_to_commit(
 
 
 async def test_events_past_the_retention_are_pruned(
-    client: httpx.AsyncClient, twilio_school: TwilioSchool, sessionmaker: Sessions
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    sessionmaker: Sessions,
+    settings: Settings,
 ) -> None:
-    """Oldest first, a batch at a time, with their deliveries."""
+    """Oldest first, a batch at a time, with their deliveries, by the worker's pruner once
+    they are EVENTS_RETENTION_DAYS old."""
     subscribed = await client.post(
         "/v1/webhook-endpoints",
         json={"url": "https://93.184.215.14/events"},
@@ -236,10 +242,16 @@ async def test_events_past_the_retention_are_pruned(
             .where(Event.id.in_([e["data"]["sequence"] for e in old]))  # (the event's id)
             .values(occurred_at=utcnow() - timedelta(days=8))
         )
+
+    def pruner(days: int) -> EventPruner:
+        kept_for = settings.model_copy(update={"events_retention_days": days})
+        return EventPruner(sessionmaker, kept_for)
+
+    assert await pruner(9).run_once() is False  # eight days old: kept nine
+    assert len(await events(sessionmaker)) == len(everything)
     async with unit_of_work(sessionmaker) as session:
         assert await outbox.prune(session, utcnow() - timedelta(days=7), limit=1) == 1
-    async with unit_of_work(sessionmaker) as session:
-        await outbox.prune(session, utcnow() - timedelta(days=7))
+    assert await pruner(7).run_once() is False  # the rest, in one batch
     assert [e["id"] for e in await events(sessionmaker)] == [kept["id"]]
     async with unit_of_work(sessionmaker) as session:
         left = select(Event.id).join(WebhookDelivery, WebhookDelivery.event_id == Event.id)
