@@ -41,11 +41,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from app.config import Settings
+from app.events import render
 from app.kit.crypto import new_secret_key
 from app.main import bind, create_app, unbind
 from tests.fakes.twilio import Answer, FakeTwilio, Life, Step
 from tests.support.api import ADMIN, ADMIN_TOKEN
 from tests.support.database import plain_url
+from tests.support.receiver import Receiver
 
 CAMPANILE = Path(sys.executable).with_name("campanile")
 T = TypeVar("T")
@@ -313,11 +315,18 @@ async def launch(
     *,
     body: str = "Hi {first_name}, school is closed tomorrow.",
     campaigns: int = 1,
+    endpoint: str | None = None,
 ) -> Launched:
-    """Over the API, committed: a school on the fake Twilio, a list of `count` contacts, and
-    `campaigns` campaigns to that list with this body, launched in turn. Raises
-    RuntimeError (set-up, not the behaviour under test) when the API refuses."""
-    settings = Settings(database_url=url, secret_key=secret_key, admin_token=ADMIN_TOKEN)
+    """Over the API, committed: a school on the fake Twilio (its webhook endpoint at
+    `endpoint`, if given, taking every event), a list of `count` contacts, and `campaigns`
+    campaigns to that list with this body, launched in turn. Raises RuntimeError (set-up,
+    not the behaviour under test) when the API refuses."""
+    settings = Settings(
+        database_url=url,
+        secret_key=secret_key,
+        admin_token=ADMIN_TOKEN,
+        events_allow_private_urls=endpoint is not None,
+    )
     app = create_app(settings)
     bind(app, settings)
     fake = twilio.fake
@@ -343,6 +352,8 @@ async def launch(
                 "api_base": fake.url,
             }
             await call("/v1/school/provider", account, auth, put=True)
+            if endpoint is not None:
+                await call("/v1/webhook-endpoints", {"url": endpoint, "events": None}, auth)
             contact_list = await call("/v1/contact-lists", {"name": "Families"}, auth)
             contacts = [
                 {"phone": phone, "first_name": f"Kid{i}"} for i, phone in enumerate(phones(count))
@@ -568,6 +579,58 @@ async def test_two_workers_share_the_queue_and_send_each_recipient_once(
         # At least the first batch each: the barrier held it until both had sent.
         assert per_sender[worker.sender] >= BATCH, per_sender
     print(f"creates per worker: {sorted(per_sender.values())}")
+
+
+async def test_two_workers_post_each_event_to_an_endpoint_once(
+    own_database_url: str,
+    db: asyncpg.Connection,
+    secret_key: str,
+    twilio: TwilioThread,
+    workers: Workers,
+) -> None:
+    """Two `campanile worker` processes, each with its webhook deliverer: every event of the
+    campaign (its launch, each recipient's outcome) reaches the school's endpoint, each
+    once (SPEC 9.1: at least once, exactly once in the normal case), and every delivery is
+    recorded delivered."""
+    count = 300
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        await launch(own_database_url, secret_key, twilio, count, endpoint=receiver.url)
+        private = {"EVENTS_ALLOW_PRIVATE_URLS": "true", "EVENTS_POLL_SECONDS": "0.1"}
+        pair = workers.start("worker-a", **private), workers.start("worker-b", **private)
+
+        async def all_handed_over() -> bool:
+            return await handed_over(db) == count
+
+        await workers.wait_until(all_handed_over, 240, "all handed over", every=0.25)
+        # Each recipient's outcome, as receipts would leave it, in statements of 100 (the
+        # outbox writes an event for each, whoever makes the change).
+        for first in range(0, count, 100):
+            await db.execute(
+                """UPDATE recipients SET status = 'delivered', delivery_confirmed = true
+                   WHERE id IN (SELECT id FROM recipients ORDER BY id OFFSET $1 LIMIT 100)""",
+                first,
+            )
+        written = {
+            render.public_id(row["id"], row["public_id"])
+            for row in await db.fetch("SELECT id, public_id FROM events")
+        }
+
+        async def all_delivered() -> bool:
+            return len(receiver.posts) >= len(written) and not await db.fetchval(
+                "SELECT count(*) FROM webhook_deliveries WHERE status <> 'delivered'"
+            )
+
+        await workers.wait_until(all_delivered, 120, "every event delivered", every=0.25)
+        await asyncio.sleep(1.0)  # time for a post too many, if one was made
+        await stop(workers, *pair)
+    finally:
+        await receiver.stop()
+    posted = [headers["webhook-id"] for headers, _ in receiver.posts]
+    assert sorted(posted) == sorted(written)  # each event once, none twice
+    assert len(written) == count + 1  # the launch's, and each recipient's outcome
+    assert await db.fetchval("SELECT count(*) FROM webhook_deliveries") == len(written)
 
 
 async def test_a_killed_worker_s_batch_is_recovered_without_resending(
