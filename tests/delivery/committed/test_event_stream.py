@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 from app.config import Settings
-from app.events import outbox
+from app.events import endpoints, outbox
 from app.kit.db import unit_of_work
 from app.main import bind, create_app, unbind
 from app.models import Recipient
@@ -82,6 +82,14 @@ class Stream:
                     continue
                 name, _, value = line.partition(":")
                 fields[name] = value.removeprefix(" ")
+        raise AssertionError("the stream ended")
+
+    async def comment(self) -> str:
+        """The next comment line (the keep-alive), skipping anything else."""
+        async with asyncio.timeout(PATIENCE_SECONDS):
+            async for line in self._lines:
+                if line.startswith(":"):
+                    return line
         raise AssertionError("the stream ended")
 
 
@@ -249,3 +257,35 @@ async def test_revoking_a_key_ends_its_streams_and_its_tokens_open_nothing(
         assert refused.status_code == 401
         assert "revoked" in refused.json()["detail"]
         assert (await http.post(f"{path}/token", headers=dashboard)).status_code == 401
+
+
+async def test_streams_share_one_listener_and_each_gets_the_keep_alive_comment(
+    live: str,
+    client: httpx.AsyncClient,
+    twilio_school: TwilioSchool,
+    sessionmaker: Sessions,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three clients on a campaign: one LISTEN connection in the process, not one each; and
+    each stream carries a comment line while nothing happens (every 15 s as served, every
+    0.3 s here so that the test does not wait 15 s)."""
+    monkeypatch.setattr(endpoints, "HEARTBEAT_SECONDS", 0.3)
+    cid = await launch(client, twilio_school, phone(0))
+    path = f"/v1/campaigns/{cid}/events"
+    async with contextlib.AsyncExitStack() as opened_streams:
+        streams = [
+            await opened_streams.enter_async_context(opened(live, path, twilio_school.auth))
+            for _ in range(3)
+        ]
+        for stream in streams:
+            _, first = await stream.next()  # the launch, replayed
+            assert first["type"] == "campaign.updated"
+            assert await stream.comment()
+        async with unit_of_work(sessionmaker) as session:
+            listening = await session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                )
+            )
+        assert listening == 1
