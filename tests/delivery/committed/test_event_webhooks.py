@@ -93,6 +93,20 @@ async def make_retries_due(sessionmaker: Sessions) -> None:
         )
 
 
+@pytest.fixture
+def deliverers(sessionmaker: Sessions, settings: Settings) -> Callable[..., Deliverer]:
+    """Webhook deliverers on the test's database, as a worker makes them (private URLs
+    allowed unless `allow_private=False` is given)."""
+    assert settings.secret_key
+    box = SecretBox(settings.secret_key)
+
+    def make(**options: Any) -> Deliverer:
+        options.setdefault("allow_private", True)
+        return Deliverer(sessionmaker, box, **options)
+
+    return make
+
+
 def verified(secret: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
     payload: dict[str, Any] = Webhook(secret).verify(body, headers)
     return payload
@@ -102,15 +116,14 @@ async def test_events_are_posted_signed_and_retried_with_the_same_id(
     client: httpx.AsyncClient,
     twilio_school: TwilioSchool,
     sessionmaker: Sessions,
-    settings: Settings,
+    deliverers: Callable[..., Deliverer],
     receivers: Callable[..., Any],
 ) -> None:
-    assert settings.secret_key
     # The first post of each event fails (500), the retry is taken.
     receiver: Receiver = await receivers(answer=lambda n: 500 if n % 2 else 200)
     endpoint = await subscribe(client, twilio_school, receiver.url, ["campaign.updated"])
     assert endpoint["secret"].startswith("whsec_")
-    deliverer = Deliverer(sessionmaker, SecretBox(settings.secret_key), allow_private=True)
+    deliverer = deliverers()
     try:
         cid = await launch(client, twilio_school, phone(0))
         await deliver_all(sessionmaker, deliverer, lambda: len(receiver.posts) >= 1)
@@ -151,16 +164,15 @@ async def test_a_redirect_is_not_followed_and_the_post_is_retried(
     client: httpx.AsyncClient,
     twilio_school: TwilioSchool,
     sessionmaker: Sessions,
-    settings: Settings,
+    deliverers: Callable[..., Deliverer],
     receivers: Callable[..., Any],
 ) -> None:
     """An endpoint answering 302 elsewhere: nothing is posted where it points, and the
     delivery is not made (retried later), its log showing the 302."""
-    assert settings.secret_key
     elsewhere: Receiver = await receivers()
     redirecting: Receiver = await receivers(answer=lambda n: 302, location=elsewhere.url)
     endpoint = await subscribe(client, twilio_school, redirecting.url, ["campaign.updated"])
-    deliverer = Deliverer(sessionmaker, SecretBox(settings.secret_key), allow_private=True)
+    deliverer = deliverers()
     try:
         await launch(client, twilio_school, phone(0))
         await deliver_all(sessionmaker, deliverer, lambda: len(redirecting.posts) >= 1)
@@ -184,18 +196,15 @@ async def test_a_post_that_times_out_is_posted_again_later_with_the_same_id(
     client: httpx.AsyncClient,
     twilio_school: TwilioSchool,
     sessionmaker: Sessions,
-    settings: Settings,
+    deliverers: Callable[..., Deliverer],
     receivers: Callable[..., Any],
 ) -> None:
     """The receiver takes the first post and never answers it: the post ends at the
     deliverer's timeout, and the retry carries the same `webhook-id`."""
-    assert settings.secret_key
     receiver: Receiver = await receivers(hang_first=1)
     endpoint = await subscribe(client, twilio_school, receiver.url, ["campaign.updated"])
     path = f"/v1/webhook-endpoints/{endpoint['id']}/deliveries"
-    deliverer = Deliverer(
-        sessionmaker, SecretBox(settings.secret_key), allow_private=True, timeout=0.5
-    )
+    deliverer = deliverers(timeout=0.5)
 
     async def timed_out() -> bool:
         items = (await client.get(path, headers=twilio_school.auth)).json()["items"]
@@ -230,8 +239,7 @@ async def test_a_post_that_times_out_is_posted_again_later_with_the_same_id(
 async def test_an_address_that_is_not_public_is_refused_where_the_post_connects(
     client: httpx.AsyncClient,
     twilio_school: TwilioSchool,
-    sessionmaker: Sessions,
-    settings: Settings,
+    deliverers: Callable[..., Deliverer],
     receivers: Callable[..., Any],
     scheme_and_host: str,
     why: str,
@@ -240,12 +248,11 @@ async def test_an_address_that_is_not_public_is_refused_where_the_post_connects(
     loopback, or one saved with plain http while private URLs were allowed (saved here
     with them allowed, then posted by a deliverer that does not allow them): nothing
     reaches the receiver, and the deliveries log says why."""
-    assert settings.secret_key
     receiver: Receiver = await receivers()
     url = receiver.url.replace("http://127.0.0.1", scheme_and_host)
     endpoint = await subscribe(client, twilio_school, url, ["campaign.updated"])
     path = f"/v1/webhook-endpoints/{endpoint['id']}/deliveries"
-    deliverer = Deliverer(sessionmaker, SecretBox(settings.secret_key), allow_private=False)
+    deliverer = deliverers(allow_private=False)
 
     async def answered() -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = (await client.get(path, headers=twilio_school.auth)).json()[
@@ -286,21 +293,14 @@ async def test_a_dead_endpoint_does_not_hold_up_a_healthy_one(
     client: httpx.AsyncClient,
     twilio_school: TwilioSchool,
     sessionmaker: Sessions,
-    settings: Settings,
+    deliverers: Callable[..., Deliverer],
     receivers: Callable[..., Any],
 ) -> None:
-    assert settings.secret_key
     dead: Receiver = await receivers(hang=True)
     healthy: Receiver = await receivers()
     await subscribe(client, twilio_school, dead.url)
     await subscribe(client, twilio_school, healthy.url)
-    deliverer = Deliverer(
-        sessionmaker,
-        SecretBox(settings.secret_key),
-        allow_private=True,
-        concurrency=4,
-        per_endpoint=2,
-    )
+    deliverer = deliverers(concurrency=4, per_endpoint=2)
     try:
         numbers = [phone(n) for n in range(20)]
         cid = await launch(client, twilio_school, *numbers)
@@ -324,13 +324,12 @@ async def test_a_school_s_dead_endpoints_do_not_hold_up_another_school_s_events(
     client: httpx.AsyncClient,
     twilio_school: TwilioSchool,
     sessionmaker: Sessions,
-    settings: Settings,
+    deliverers: Callable[..., Deliverer],
     receivers: Callable[..., Any],
 ) -> None:
     """Three endpoints of one school that never answer, as many as a worker posts to at
     once but one: each holds one post, and the other school's endpoint gets every event of
     its own school (and none of the first's) while they hang."""
-    assert settings.secret_key
     dead = [await receivers(hang=True) for _ in range(3)]
     for receiver in dead:
         await subscribe(client, twilio_school, receiver.url)
@@ -340,14 +339,8 @@ async def test_a_school_s_dead_endpoints_do_not_hold_up_another_school_s_events(
         "/v1/webhook-endpoints", json={"url": healthy.url, "events": None}, headers=other
     )
     assert response.status_code == 201, response.text
-    deliverer = Deliverer(
-        sessionmaker,
-        SecretBox(settings.secret_key),
-        allow_private=True,
-        concurrency=4,
-        per_endpoint=2,
-        timeout=PATIENCE_SECONDS + 5,  # the dead ones' posts do not end during the test
-    )
+    # The dead ones' posts do not end during the test.
+    deliverer = deliverers(concurrency=4, per_endpoint=2, timeout=PATIENCE_SECONDS + 5)
     theirs = [phone(n) for n in range(10)]
     ours = [phone(n) for n in range(10, 20)]
     try:
@@ -370,10 +363,9 @@ async def test_a_campaign_s_every_change_reaches_the_receiver_and_its_last_word_
     twilio: TimedFakeTwilio,
     delivery: Engine,
     sessionmaker: Sessions,
-    settings: Settings,
+    deliverers: Callable[..., Deliverer],
     receivers: Callable[..., Any],
 ) -> None:
-    assert settings.secret_key
     receiver: Receiver = await receivers()
     endpoint = await subscribe(client, twilio_school, receiver.url, ["recipient.updated"])
     numbers = [phone(n) for n in range(4)]
@@ -385,7 +377,7 @@ async def test_a_campaign_s_every_change_reaches_the_receiver_and_its_last_word_
         code = "30003" if final == "undelivered" else None
         await committed_receipt(sessionmaker, twilio.sid_to(number), final, code)
     # numbers[3]: accepted, no receipt yet: Still in Queue, no visible change, no event.
-    deliverer = Deliverer(sessionmaker, SecretBox(settings.secret_key), allow_private=True)
+    deliverer = deliverers()
     try:
         await deliver_all(sessionmaker, deliverer, lambda: len(receiver.posts) >= 6)
         await asyncio.sleep(0.3)  # nothing more comes
@@ -409,16 +401,15 @@ async def test_a_receiver_down_for_a_while_gets_the_same_event_later(
     client: httpx.AsyncClient,
     twilio_school: TwilioSchool,
     sessionmaker: Sessions,
-    settings: Settings,
+    deliverers: Callable[..., Deliverer],
 ) -> None:
-    assert settings.secret_key
     receiver = Receiver()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     receiver.port = sock.getsockname()[1]
     sock.close()  # nothing listens there yet
     endpoint = await subscribe(client, twilio_school, receiver.url, ["campaign.updated"])
-    deliverer = Deliverer(sessionmaker, SecretBox(settings.secret_key), allow_private=True)
+    deliverer = deliverers()
     try:
         await launch(client, twilio_school, phone(0))
 
@@ -458,19 +449,18 @@ async def test_a_worker_killed_mid_delivery_loses_nothing(
     client: httpx.AsyncClient,
     twilio_school: TwilioSchool,
     sessionmaker: Sessions,
-    settings: Settings,
+    deliverers: Callable[..., Deliverer],
     receivers: Callable[..., Any],
 ) -> None:
     """A worker claimed (leased) the delivery and died before posting: once the lease runs
     out, another worker posts it."""
-    assert settings.secret_key
     receiver: Receiver = await receivers()
     await subscribe(client, twilio_school, receiver.url, ["campaign.updated"])
     await launch(client, twilio_school, phone(0))
-    doomed = Deliverer(sessionmaker, SecretBox(settings.secret_key), allow_private=True)
+    doomed = deliverers()
     assert len(await doomed._claim(10)) == 1  # claimed, never posted: the worker died
     await doomed.http.aclose()
-    heir = Deliverer(sessionmaker, SecretBox(settings.secret_key), allow_private=True)
+    heir = deliverers()
     try:
         assert await heir.claim_and_post() == 0  # leased to the dead one
         await make_retries_due(sessionmaker)  # its lease runs out
@@ -484,23 +474,22 @@ async def test_a_worker_killed_after_its_post_arrived_is_posted_again_with_the_s
     client: httpx.AsyncClient,
     twilio_school: TwilioSchool,
     sessionmaker: Sessions,
-    settings: Settings,
+    deliverers: Callable[..., Deliverer],
     receivers: Callable[..., Any],
 ) -> None:
     """The post reached the receiver, and the worker died before it recorded the answer:
     once the lease runs out, another worker posts it again, with the same `webhook-id` (at
     least once: the receiver drops the repeat by its id), and records it."""
-    assert settings.secret_key
     receiver: Receiver = await receivers()
     endpoint = await subscribe(client, twilio_school, receiver.url, ["campaign.updated"])
     await launch(client, twilio_school, phone(0))
-    doomed = Deliverer(sessionmaker, SecretBox(settings.secret_key), allow_private=True)
+    doomed = deliverers()
     assert await doomed.claim_and_post() == 1
     async with asyncio.timeout(PATIENCE_SECONDS):
         while len(receiver.posts) < 1 or doomed.in_flight:  # noqa: ASYNC110 - another's state
             await asyncio.sleep(0.02)
     await doomed.http.aclose()  # killed: its answer is never recorded
-    heir = Deliverer(sessionmaker, SecretBox(settings.secret_key), allow_private=True)
+    heir = deliverers()
     try:
         assert await heir.claim_and_post() == 0  # still leased to the dead one
         await make_retries_due(sessionmaker)  # its lease runs out
@@ -521,22 +510,19 @@ async def test_a_stopping_worker_posts_nothing_it_queued_and_gives_it_back_at_on
     client: httpx.AsyncClient,
     twilio_school: TwilioSchool,
     sessionmaker: Sessions,
-    settings: Settings,
+    deliverers: Callable[..., Deliverer],
     receivers: Callable[..., Any],
 ) -> None:
     """A claim queues several rounds of an endpoint's posts; a worker told to stop makes
     those in flight, and the queued ones are due again at once (not after their lease), for
     any worker, their attempt not counted."""
-    assert settings.secret_key
     slow: Receiver = await receivers(hang=True)
     await subscribe(client, twilio_school, slow.url)
     numbers = [phone(n) for n in range(6)]
     for n in numbers:
         response = await client.post("/v1/opt-outs", json={"phone": n}, headers=twilio_school.auth)
         assert response.status_code == 201, response.text
-    stopping = Deliverer(
-        sessionmaker, SecretBox(settings.secret_key), allow_private=True, per_endpoint=2
-    )
+    stopping = deliverers(per_endpoint=2)
     # An endpoint yet to answer: one post at a time, four rounds: one in flight, three queued.
     assert await stopping.claim_and_post() == 4
     await deliver_all(sessionmaker, stopping, lambda: len(slow.posts) >= 1)  # claims no more
@@ -555,22 +541,19 @@ async def test_a_post_that_could_not_end_within_its_lease_is_given_back_not_coun
     client: httpx.AsyncClient,
     twilio_school: TwilioSchool,
     sessionmaker: Sessions,
-    settings: Settings,
+    deliverers: Callable[..., Deliverer],
     receivers: Callable[..., Any],
 ) -> None:
     """A worker whose posts may take as long as their lease makes none of them (another
     worker could post the same once the lease ran out): each is due again at once, and
     the deliveries log counts no attempt for it."""
-    assert settings.secret_key
     receiver: Receiver = await receivers()
     await subscribe(client, twilio_school, receiver.url)
     response = await client.post(
         "/v1/opt-outs", json={"phone": phone(1)}, headers=twilio_school.auth
     )
     assert response.status_code == 201, response.text
-    deliverer = Deliverer(
-        sessionmaker, SecretBox(settings.secret_key), allow_private=True, timeout=LEASE_SECONDS
-    )
+    deliverer = deliverers(timeout=LEASE_SECONDS)
     assert await deliverer.claim_and_post() == 1
     await deliverer.finish(0.1)
     assert receiver.posts == []
@@ -585,12 +568,11 @@ async def test_an_endpoint_gets_each_event_of_while_it_is_enabled_once(
     client: httpx.AsyncClient,
     twilio_school: TwilioSchool,
     sessionmaker: Sessions,
-    settings: Settings,
+    deliverers: Callable[..., Deliverer],
     receivers: Callable[..., Any],
 ) -> None:
     """An endpoint gets the events from when it is made, none of those while it is
     disabled, and each of the others once, however many workers deliver."""
-    assert settings.secret_key
 
     async def opt_out(number: str) -> None:
         response = await client.post(
@@ -615,10 +597,7 @@ async def test_an_endpoint_gets_each_event_of_while_it_is_enabled_once(
             await asyncio.gather(*(worker.claim_and_post() for worker in workers))
             await asyncio.sleep(0.05)
 
-    workers = [
-        Deliverer(sessionmaker, SecretBox(settings.secret_key), allow_private=True)
-        for _ in range(2)
-    ]
+    workers = [deliverers() for _ in range(2)]
     receiver: Receiver = await receivers()
     # Another job's transaction, older than everything here, is open meanwhile: an
     # endpoint still starts after the events committed before it was made.
