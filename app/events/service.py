@@ -24,7 +24,8 @@ from app.models import Event, School, WebhookDelivery, WebhookEndpoint
 # fails to answer (app.events.deliveries), so one school's dead endpoints never take more
 # than this of a worker's `concurrency` (50).
 MAX_ENDPOINTS = 20
-TOO_MANY = (Conflict, f"The school has {MAX_ENDPOINTS} webhook endpoints, the most it may have.")
+TOO_MANY_TEXT = f"The school has {MAX_ENDPOINTS} webhook endpoints, the most it may have."
+TOO_MANY = (Conflict, TOO_MANY_TEXT)
 
 
 def _new_secret() -> str:
@@ -56,7 +57,7 @@ async def create(
         select(sa.func.count()).where(WebhookEndpoint.school_id == school.id)
     )
     if (held or 0) >= MAX_ENDPOINTS:
-        raise TOO_MANY[0](f"{TOO_MANY[1]} Delete one to add another.")
+        raise Conflict(f"{TOO_MANY_TEXT} Delete one to add another.")
     secret = _new_secret()
     endpoint = WebhookEndpoint(
         school_id=school.id,

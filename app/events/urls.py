@@ -42,8 +42,8 @@ def _public(address: str) -> bool:
     if not (ip.is_global and not ip.is_multicast):
         return False
     if isinstance(ip, ipaddress.IPv6Address):
-        # An IPv4 address inside (mapped, 6to4, Teredo's server and client, NAT64,
-        # IPv4-compatible) must be public too.
+        # An IPv4 address inside (mapped, 6to4, Teredo's server and client, and those of
+        # _IPV4_INSIDE) must be public too.
         inside = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
         if any(ip in net for net in _IPV4_INSIDE):
             inside.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
